@@ -1,0 +1,357 @@
+//! Wires everything: capture supervisor → hubs → peer sessions, the signaling machine
+//! driven by the MQTT link, the embedded broker and the viewer page. The only module
+//! that knows all the others. Shutdown is passed in.
+
+use crate::broker;
+use crate::config::{AudioSource, BrokerUrl, Config, VideoSource};
+use crate::media::hub::Hub;
+use crate::media::pipeline::{self, AudioPlan, PipelineDesc, Probe, VideoPlan};
+use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
+use crate::media::{VideoFormat, devices, gst};
+use crate::peer::ice::IcePolicy;
+use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers};
+use crate::signaling::machine::{Limits, Machine, Output};
+use crate::signaling::mqtt::{self, Inbound, MqttHandle, MqttSettings};
+use crate::signaling::protocol::{AudioInfo, PROTOCOL_VERSION, Status, Topics, VideoInfo};
+use crate::web;
+use anyhow::Context as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown may take before edgecam gives up waiting (below systemd's
+/// default `TimeoutStopSec=` of 90 s, and the unit's 10 s).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Installs rustls's ring provider: rumqttd and rumqttc bring two crypto backends, and
+/// rustls refuses to guess between them at run time.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Probes the machine for the configured sources.
+pub fn probe(config: &Config) -> Probe {
+    let mut probe = Probe::default();
+    gst::probe_elements(&mut probe);
+    if matches!(config.video.source, VideoSource::Auto | VideoSource::V4l2)
+        && let Some(dev) = devices::v4l2_device(&config.video.device)
+    {
+        probe.v4l2_formats = dev.formats.into_iter().map(|f| f.fourcc).collect();
+    }
+    if matches!(config.audio.source, AudioSource::Auto) {
+        probe.alsa_capture = devices::alsa_can_capture(&config.audio.device);
+    }
+    probe
+}
+
+/// Resolves the pipeline for `config` on this machine, logging the choice.
+///
+/// # Errors
+/// When an explicitly configured source or encoder is missing.
+pub fn plan(config: &Config) -> anyhow::Result<PipelineDesc> {
+    let probe = probe(config);
+    let desc = pipeline::describe(&config.video, &config.audio, &probe)?;
+    log::info!("capture: {desc}");
+    if desc.video == VideoPlan::Test && config.video.source == VideoSource::Auto {
+        log::info!(
+            "no camera found: streaming the test pattern{}",
+            if desc.audio == AudioPlan::Test {
+                " with a test tone"
+            } else {
+                ""
+            }
+        );
+    }
+    log::debug!("pipeline: {}", desc.launch);
+    Ok(desc)
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
+}
+
+struct StatusBuilder {
+    camera: String,
+    name: String,
+    max_viewers: u32,
+    fps: u32,
+    width: u32,
+    height: u32,
+    audio: Option<AudioInfo>,
+    turn: bool,
+}
+
+impl StatusBuilder {
+    fn build(&self, viewers: u32, format: Option<&VideoFormat>) -> Status {
+        let (width, height) = format
+            .filter(|f| f.width > 0)
+            .map_or((self.width, self.height), |f| (f.width, f.height));
+        Status {
+            protocol: PROTOCOL_VERSION,
+            state: "online".into(),
+            camera: self.camera.clone(),
+            name: Some(self.name.clone()),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+            video: Some(VideoInfo {
+                codec: "H264".into(),
+                width,
+                height,
+                fps: self.fps,
+            }),
+            audio: Some(self.audio.clone()),
+            viewers: Some(viewers),
+            max_viewers: Some(self.max_viewers),
+            turn: self.turn.then_some(true),
+        }
+    }
+}
+
+/// Runs edgecam until `shutdown` is cancelled, then shuts down gracefully: every viewer
+/// gets `bye` (reason `shutdown`), peer connections close, the pipeline goes to NULL,
+/// the offline status is published, all within [`SHUTDOWN_DEADLINE`].
+///
+/// # Errors
+/// Start-up failures (pipeline plan, broker or HTTP listeners, TLS set-up).
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    install_crypto_provider();
+    gst::init()?;
+    let camera = config.camera_id();
+    let topics = Topics::new(&config.signaling.prefix, camera.clone());
+    let desc = plan(&config)?;
+    let ice = IcePolicy::from_config(&config.webrtc);
+
+    let video_hub = Hub::new(
+        "video",
+        config.video.viewer_queue_frames,
+        true,
+        Duration::from_millis(200),
+    );
+    let audio_hub = Hub::new("audio", 50, false, Duration::from_millis(200));
+    let has_audio = desc.audio != AudioPlan::None;
+    let (format_tx, format_rx) = watch::channel::<Option<VideoFormat>>(None);
+    let (state_tx, state_rx) = watch::channel(CaptureState::Starting);
+
+    let tracker = TaskTracker::new();
+    let capture_stop = CancellationToken::new();
+    tracker.spawn(supervisor::run(
+        desc,
+        SupervisorConfig {
+            stall_timeout: Duration::from_millis(config.video.stall_timeout_ms.into()),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(30),
+            fps: config.video.fps,
+        },
+        video_hub.clone(),
+        audio_hub.clone(),
+        format_tx,
+        state_tx,
+        capture_stop.clone(),
+    ));
+
+    // Broker: configured, or the embedded one.
+    let (broker_url, credentials) = match &config.signaling.broker {
+        Some(url) => (
+            BrokerUrl::parse(url).map_err(|e| anyhow::anyhow!("signaling.broker: {e}"))?,
+            config
+                .signaling
+                .username
+                .clone()
+                .map(|u| (u, config.signaling.password.clone().unwrap_or_default())),
+        ),
+        None => {
+            broker::start(&config.broker)?;
+            let addr = loopback_if_unspecified(config.broker.listen);
+            (
+                BrokerUrl::parse(&format!("mqtt://{addr}")).map_err(|e| anyhow::anyhow!(e))?,
+                config
+                    .broker
+                    .username
+                    .clone()
+                    .map(|u| (u, config.broker.password.clone().unwrap_or_default())),
+            )
+        }
+    };
+
+    let status = StatusBuilder {
+        camera: camera.to_string(),
+        name: config
+            .camera
+            .name
+            .clone()
+            .unwrap_or_else(|| camera.to_string()),
+        max_viewers: config.webrtc.max_viewers,
+        fps: config.video.fps,
+        width: config.video.width,
+        height: config.video.height,
+        audio: has_audio.then(|| AudioInfo {
+            codec: "opus".into(),
+            rate: 48_000,
+            channels: config.audio.channels,
+        }),
+        turn: ice.has_turn(),
+    };
+    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(1024);
+    let mqtt_stop = CancellationToken::new();
+    let (link, mqtt_task) = mqtt::start(
+        MqttSettings {
+            url: broker_url,
+            client_id: config
+                .signaling
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("edgecam-{camera}")),
+            credentials,
+            ca_file: config.signaling.ca_file.clone(),
+            keep_alive: Duration::from_secs(config.signaling.keep_alive_s.into()),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        },
+        topics.clone(),
+        &status.build(0, None),
+        inbound_tx,
+        mqtt_stop.clone(),
+    )?;
+
+    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<PeerReport>();
+    let peers_stop = CancellationToken::new();
+    let mut peers = Peers::new(
+        PeerSettings {
+            ice: ice.clone(),
+            udp_bind: config.webrtc.udp_bind.clone(),
+        },
+        MediaFeeds {
+            video: video_hub.clone(),
+            audio: has_audio.then(|| audio_hub.clone()),
+            format: format_rx.clone(),
+        },
+        reports_tx,
+        tracker.clone(),
+        peers_stop.clone(),
+    );
+
+    let sessions_json: Arc<Mutex<serde_json::Value>> = Arc::new(Mutex::new(serde_json::json!([])));
+    let http_stop = CancellationToken::new();
+    if config.http.enabled {
+        let stats: web::StatsFn = {
+            let sessions = sessions_json.clone();
+            let latency = peers.latency();
+            let (video_hub, audio_hub, state_rx) =
+                (video_hub.clone(), audio_hub.clone(), state_rx.clone());
+            Arc::new(move || {
+                let v = video_hub.stats();
+                let a = audio_hub.stats();
+                serde_json::json!({
+                    "capture": format!("{:?}", *state_rx.borrow()),
+                    "videoFramesPublished": v.published,
+                    "audioPacketsPublished": a.published,
+                    "keyframeRequestsSent": v.keyframe_requests_sent,
+                    "captureToRtpLatency": latency.summary(),
+                    "sessions": sessions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                })
+            })
+        };
+        let page = web::PageConfig {
+            broker_url: config.http.broker_ws_url.clone(),
+            broker_ws_port: config
+                .signaling
+                .broker
+                .is_none()
+                .then_some(config.broker.ws_listen.port()),
+            prefix: config.signaling.prefix.clone(),
+            camera: camera.to_string(),
+        };
+        let router = web::router(page, stats, config.http.web_root.clone());
+        let task = web::serve(config.http.listen, router, http_stop.clone())
+            .await
+            .with_context(|| format!("http.listen {}", config.http.listen))?;
+        tracker.spawn(async move {
+            let _ = task.await;
+        });
+    }
+
+    let mut machine = Machine::new(Limits {
+        max_viewers: config.webrtc.max_viewers,
+        connect_timeout: Duration::from_secs(config.webrtc.connect_timeout_s.into()),
+        ..Limits::default()
+    });
+    let mut format_watch = format_rx.clone();
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let wake = machine.poll_timeout().map_or_else(
+            || tokio::time::Instant::now() + Duration::from_secs(1),
+            tokio::time::Instant::from_std,
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            msg = inbound_rx.recv() => match msg {
+                Some(Inbound::Message { session, payload }) => machine.handle_message(Instant::now(), session, &payload),
+                Some(Inbound::Connected) => log::info!("signaling online as {}", topics.status()),
+                Some(Inbound::Disconnected(why)) => log::warn!("signaling offline ({why}); live sessions keep playing"),
+                None => break,
+            },
+            report = reports_rx.recv() => {
+                if let Some(r) = report && peers.is_current(&r.session, r.generation) {
+                    machine.handle_peer(Instant::now(), r.session, r.event);
+                }
+            },
+            () = tokio::time::sleep_until(wake) => machine.handle_timeout(Instant::now()),
+            changed = format_watch.changed() => {
+                if changed.is_ok() {
+                    // Width/height known now: refresh the retained status.
+                    link.publish_status(&status.build(machine.viewers(), format_watch.borrow().as_ref()));
+                }
+            },
+            _ = housekeeping.tick() => {
+                *sessions_json.lock().unwrap_or_else(|p| p.into_inner()) =
+                    serde_json::to_value(peers.snapshots()).unwrap_or_default();
+            }
+        }
+        drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
+    }
+
+    log::info!("shutting down: {} viewer(s)", machine.viewers());
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+    machine.shutdown(Instant::now());
+    drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
+    // Byes are queued in order ahead of the offline status and the disconnect.
+    mqtt_stop.cancel();
+    peers_stop.cancel();
+    capture_stop.cancel();
+    http_stop.cancel();
+    tracker.close();
+    let _ = tokio::time::timeout_at(deadline, async {
+        tracker.wait().await;
+        let _ = mqtt_task.await;
+    })
+    .await;
+    log::info!("stopped");
+    Ok(())
+}
+
+fn drain(
+    machine: &mut Machine,
+    peers: &mut Peers,
+    link: &MqttHandle,
+    ice: &IcePolicy,
+    status: &StatusBuilder,
+    format: &watch::Receiver<Option<VideoFormat>>,
+) {
+    while let Some(out) = machine.poll_output() {
+        match out {
+            Output::Send { session, msg } => link.send(&session, &msg),
+            Output::SendConfig { session } => link.send(&session, &ice.viewer_config(&session)),
+            Output::Peer(cmd) => peers.command(cmd),
+            Output::Status { viewers } => {
+                link.publish_status(&status.build(viewers, format.borrow().as_ref()));
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The embedded MQTT broker of standalone mode (`rumqttd`): MQTT over TCP for the
+//! camera's own client, MQTT over WebSocket for browsers. Started only when
+//! `signaling.broker` is unset.
+
+use crate::config::BrokerConfig;
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+
+/// Errors starting the embedded broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A listen address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The broker thread could not be spawned.
+    #[error("cannot start broker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+fn check_free(addr: SocketAddr) -> Result<(), BrokerError> {
+    // rumqttd binds inside its own threads and only logs a failure there; binding once
+    // here turns a taken port into a clear start-up error.
+    TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| BrokerError::Listen { addr, source })
+}
+
+/// Starts the broker on a thread of its own (rumqttd runs its own runtime). It lives
+/// as long as the process.
+///
+/// # Errors
+/// [`BrokerError`] when a listener address is unavailable.
+pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
+    check_free(cfg.listen)?;
+    check_free(cfg.ws_listen)?;
+    let auth = match (&cfg.username, &cfg.password) {
+        (Some(u), Some(p)) => Some(HashMap::from([(u.clone(), p.clone())])),
+        _ => None,
+    };
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 30_000,
+        max_payload_size: 1024 * 1024,
+        max_inflight_count: 200,
+        auth,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = |name: &str, listen: SocketAddr| ServerSettings {
+        name: name.to_owned(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: connections.clone(),
+    };
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 10_010,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([(
+            "tcp".to_owned(),
+            server("tcp", cfg.listen),
+        )])),
+        v5: None,
+        ws: Some(HashMap::from([(
+            "ws".to_owned(),
+            server("ws", cfg.ws_listen),
+        )])),
+        cluster: None,
+        console: None,
+        bridge: None,
+        prometheus: None,
+        metrics: None,
+    };
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = Broker::new(config);
+            if let Err(e) = broker.start() {
+                log::error!("embedded broker stopped: {e}");
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+    log::info!(
+        "embedded MQTT broker on tcp {} and websocket {}",
+        cfg.listen,
+        cfg.ws_listen
+    );
+    Ok(())
+}

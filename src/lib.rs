@@ -1,0 +1,12 @@
+//! edgecam: a low-latency WebRTC camera for Raspberry Pi-class boards, signaled over
+//! MQTT. Data flows one way: capture → encode → hub → sessions → network, with
+//! signaling on the side. See `docs/architecture.md`.
+
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod media;
+pub mod peer;
+pub mod signaling;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,150 @@
+//! Device discovery and capability probing: V4L2 through the `v4l` crate, ALSA through
+//! the `alsa` crate. Capture itself goes through GStreamer (`v4l2src`, `alsasrc`): see
+//! `docs/architecture.md` for why.
+
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+use v4l::video::Capture as _;
+
+/// One V4L2 capture format with its sizes and rates.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct V4l2Format {
+    /// FourCC, e.g. `YUYV`, `MJPG`, `H264`.
+    pub fourcc: String,
+    /// Driver's description.
+    pub description: String,
+    /// Frame sizes: `(width, height, frame rates in Hz)`; stepwise ranges are reported
+    /// by their maximum.
+    pub sizes: Vec<(u32, u32, Vec<f64>)>,
+}
+
+/// One V4L2 video capture device.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct V4l2Device {
+    /// Device node, e.g. `/dev/video0`.
+    pub path: String,
+    /// Card name.
+    pub card: String,
+    /// Driver name.
+    pub driver: String,
+    /// Capture formats.
+    pub formats: Vec<V4l2Format>,
+}
+
+/// One ALSA PCM that can capture.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AlsaPcm {
+    /// PCM name for `audio.device`, e.g. `hw:CARD=Loopback,DEV=0`.
+    pub name: String,
+    /// Description.
+    pub description: String,
+}
+
+/// Lists V4L2 devices that can capture video (metadata and output-only nodes skipped).
+pub fn v4l2_devices() -> Vec<V4l2Device> {
+    let mut out = Vec::new();
+    for node in v4l::context::enum_devices() {
+        if let Some(dev) = v4l2_device(node.path()) {
+            out.push(dev);
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Probes one device node; `None` if it is absent or cannot capture video.
+pub fn v4l2_device(path: &Path) -> Option<V4l2Device> {
+    let dev = v4l::Device::with_path(path).ok()?;
+    let caps = dev.query_caps().ok()?;
+    if !caps
+        .capabilities
+        .contains(v4l::capability::Flags::VIDEO_CAPTURE)
+    {
+        return None;
+    }
+    let mut formats = Vec::new();
+    for desc in dev.enum_formats().unwrap_or_default() {
+        let mut sizes = Vec::new();
+        for size in dev.enum_framesizes(desc.fourcc).unwrap_or_default() {
+            let (w, h) = match size.size {
+                v4l::framesize::FrameSizeEnum::Discrete(d) => (d.width, d.height),
+                v4l::framesize::FrameSizeEnum::Stepwise(s) => (s.max_width, s.max_height),
+            };
+            let rates = dev
+                .enum_frameintervals(desc.fourcc, w, h)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| match i.interval {
+                    v4l::frameinterval::FrameIntervalEnum::Discrete(f) if f.numerator > 0 => {
+                        Some(f64::from(f.denominator) / f64::from(f.numerator))
+                    }
+                    v4l::frameinterval::FrameIntervalEnum::Stepwise(s) if s.min.numerator > 0 => {
+                        Some(f64::from(s.min.denominator) / f64::from(s.min.numerator))
+                    }
+                    _ => None,
+                })
+                .collect();
+            sizes.push((w, h, rates));
+        }
+        formats.push(V4l2Format {
+            fourcc: desc.fourcc.str().unwrap_or("????").to_owned(),
+            description: desc.description.clone(),
+            sizes,
+        });
+    }
+    Some(V4l2Device {
+        path: path.display().to_string(),
+        card: caps.card,
+        driver: caps.driver,
+        formats,
+    })
+}
+
+/// Lists ALSA PCMs with a capture direction.
+pub fn alsa_capture_pcms() -> Vec<AlsaPcm> {
+    let Ok(hints) = alsa::device_name::HintIter::new_str(None, "pcm") else {
+        return Vec::new();
+    };
+    hints
+        .filter(|h| h.direction.is_none_or(|d| d == alsa::Direction::Capture))
+        .filter_map(|h| {
+            Some(AlsaPcm {
+                name: h.name?,
+                description: h.desc.unwrap_or_default().replace('\n', " "),
+            })
+        })
+        .collect()
+}
+
+/// Whether the ALSA PCM `name` can be opened for capture now.
+pub fn alsa_can_capture(name: &str) -> bool {
+    alsa::pcm::PCM::new(name, alsa::Direction::Capture, true).is_ok()
+}
+
+/// Human-readable listing for `edgecam devices`.
+pub fn render(v4l2: &[V4l2Device], pcms: &[AlsaPcm]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "V4L2 capture devices:");
+    if v4l2.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for d in v4l2 {
+        let _ = writeln!(s, "  {}  {} (driver {})", d.path, d.card, d.driver);
+        for f in &d.formats {
+            let _ = writeln!(s, "    {}  {}", f.fourcc, f.description);
+            for (w, h, rates) in &f.sizes {
+                let rates: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+                let _ = writeln!(s, "      {w}x{h} @ {} fps", rates.join("/"));
+            }
+        }
+    }
+    let _ = writeln!(s, "ALSA capture PCMs:");
+    if pcms.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for p in pcms {
+        let _ = writeln!(s, "  {}  {}", p.name, p.description);
+    }
+    s
+}

@@ -1,0 +1,332 @@
+//! The one GStreamer adapter: builds the pipeline from a [`PipelineDesc`], moves encoded
+//! buffers from the `video` / `audio` appsinks into the hubs, turns keyframe requests into
+//! upstream force-key-unit events, and reports how a run ended (bus error, EOS, stall).
+
+use super::hub::Hub;
+use super::pipeline::{PipelineDesc, Probe};
+use super::{Frame, VideoFormat, h264};
+use bytes::Bytes;
+use futures::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Errors of the GStreamer adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum GstError {
+    /// `gst_init` failed.
+    #[error("GStreamer init failed: {0}")]
+    Init(String),
+    /// The description did not parse into a pipeline (missing plugin, bad caps).
+    #[error("pipeline description rejected: {0}")]
+    Parse(String),
+    /// An appsink of the description is missing.
+    #[error("pipeline has no appsink named {0:?}")]
+    NoAppsink(&'static str),
+    /// The pipeline refused to start.
+    #[error("pipeline did not start: {0}")]
+    Start(String),
+}
+
+/// Initialises GStreamer once per process.
+///
+/// # Errors
+/// [`GstError::Init`].
+pub fn init() -> Result<(), GstError> {
+    gst::init().map_err(|e| GstError::Init(e.to_string()))
+}
+
+/// GStreamer library version, e.g. `1.22.0`.
+pub fn version() -> String {
+    let (a, b, c, _) = gst::version();
+    format!("{a}.{b}.{c}")
+}
+
+/// Fills the element facts of a [`Probe`] (device facts come from `devices`).
+/// `libcamerasrc` is probed through the registry: `gst-inspect --exists` lies about it.
+pub fn probe_elements(probe: &mut Probe) {
+    probe.libcamerasrc = gst::ElementFactory::find("libcamerasrc").is_some();
+    probe.v4l2h264enc = gst::ElementFactory::find("v4l2h264enc").is_some()
+        && std::path::Path::new("/dev/video11").exists();
+}
+
+/// How a capture run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureEnd {
+    /// An element posted an error.
+    Error(String),
+    /// The source ended the stream.
+    Eos,
+    /// No video frame for the stall timeout.
+    Stalled(Duration),
+}
+
+/// State shared with the appsink callbacks.
+struct Shared {
+    /// Added to every PTS so timestamps stay continuous across restarts.
+    pts_offset: Duration,
+    /// End of the newest frame (PTS + duration, offset applied).
+    last_end: Mutex<Duration>,
+    /// Milliseconds since `epoch` of the newest video frame.
+    last_video_ms: AtomicU64,
+    epoch: Instant,
+    video_frames: AtomicU64,
+}
+
+/// A running pipeline. Stop it with [`Capture::stop`] (also done on drop).
+pub struct Capture {
+    pipeline: gst::Pipeline,
+    shared: Arc<Shared>,
+    video_hub: Hub,
+}
+
+impl Capture {
+    /// Builds and starts the pipeline; frames flow into `video_hub` / `audio_hub` with
+    /// `pts_offset` added. `format` is updated from the first keyframe.
+    ///
+    /// # Errors
+    /// [`GstError`] when the pipeline cannot be built or started.
+    pub fn start(
+        desc: &PipelineDesc,
+        video_hub: &Hub,
+        audio_hub: &Hub,
+        pts_offset: Duration,
+        nominal_fps: u32,
+        format: watch::Sender<Option<VideoFormat>>,
+    ) -> Result<Self, GstError> {
+        let pipeline = gst::parse::launch(&desc.launch)
+            .map_err(|e| GstError::Parse(e.to_string()))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| GstError::Parse("top-level element is not a pipeline".into()))?;
+        let shared = Arc::new(Shared {
+            pts_offset,
+            last_end: Mutex::new(pts_offset),
+            last_video_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            video_frames: AtomicU64::new(0),
+        });
+        let video_sink = appsink(&pipeline, "video")?;
+        {
+            let requester_sink = video_sink.clone();
+            video_hub.set_keyframe_requester(Some(Arc::new(move || {
+                let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                    .all_headers(true)
+                    .build();
+                if !requester_sink.send_event(event) {
+                    log::debug!("force-key-unit event not handled upstream");
+                }
+            })));
+        }
+        install(
+            &video_sink,
+            video_hub.clone(),
+            shared.clone(),
+            Some((format, nominal_fps)),
+        );
+        if let Some(audio_sink) = pipeline
+            .by_name("audio")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        {
+            install(&audio_sink, audio_hub.clone(), shared.clone(), None);
+        }
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(GstError::Start(format!(
+                "{e}: {}",
+                first_bus_error(&pipeline)
+            )));
+        }
+        Ok(Self {
+            pipeline,
+            shared,
+            video_hub: video_hub.clone(),
+        })
+    }
+
+    /// Waits until the run ends: a bus error, EOS, or no video frame for `stall_after`
+    /// (counted from start for the first frame).
+    pub async fn wait(&self, stall_after: Duration) -> CaptureEnd {
+        let Some(bus) = self.pipeline.bus() else {
+            return CaptureEnd::Error("pipeline has no bus".into());
+        };
+        let mut messages = bus.stream();
+        let started = self.shared.epoch;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                msg = messages.next() => {
+                    let Some(msg) = msg else {
+                        return CaptureEnd::Error("bus closed".into());
+                    };
+                    match msg.view() {
+                        gst::MessageView::Eos(_) => return CaptureEnd::Eos,
+                        gst::MessageView::Error(err) => {
+                            let src = err.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+                            return CaptureEnd::Error(format!(
+                                "{src}: {} ({})",
+                                err.error(),
+                                err.debug().map(|d| d.to_string()).unwrap_or_default()
+                            ));
+                        }
+                        gst::MessageView::Warning(w) => {
+                            log::warn!("GStreamer warning: {}", w.error());
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    let last_ms = self.shared.last_video_ms.load(Ordering::Relaxed);
+                    let since = started.elapsed().saturating_sub(Duration::from_millis(last_ms));
+                    if since >= stall_after {
+                        return CaptureEnd::Stalled(since);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Video frames delivered so far by this run.
+    pub fn video_frames(&self) -> u64 {
+        self.shared.video_frames.load(Ordering::Relaxed)
+    }
+
+    /// End of the newest frame, for the next run's `pts_offset`.
+    pub fn end_pts(&self) -> Duration {
+        *self
+            .shared
+            .last_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the pipeline (state NULL releases `/dev/video*` and the sound card).
+    pub fn stop(&self) {
+        self.video_hub.set_keyframe_requester(None);
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn appsink(pipeline: &gst::Pipeline, name: &'static str) -> Result<gst_app::AppSink, GstError> {
+    pipeline
+        .by_name(name)
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or(GstError::NoAppsink(name))
+}
+
+fn first_bus_error(pipeline: &gst::Pipeline) -> String {
+    pipeline
+        .bus()
+        .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
+        .and_then(|msg| match msg.view() {
+            gst::MessageView::Error(err) => Some(err.error().to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "no error message".into())
+}
+
+fn install(
+    sink: &gst_app::AppSink,
+    hub: Hub,
+    shared: Arc<Shared>,
+    video: Option<(watch::Sender<Option<VideoFormat>>, u32)>,
+) {
+    let is_video = video.is_some();
+    let mut last_pts: Option<Duration> = None;
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(buffer) = sample.buffer_owned() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let Some(pts) = buffer.pts() else {
+                    // RTP timestamps come from PTS only; a buffer without one cannot be timed.
+                    log::debug!("dropping buffer without PTS");
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let pts = Duration::from_nanos(pts.nseconds());
+                let latency = match (sink.clock(), sink.base_time()) {
+                    (Some(clock), Some(base)) => clock
+                        .time()
+                        .checked_sub(base)
+                        .map(|running| Duration::from_nanos(running.nseconds()).saturating_sub(pts))
+                        .unwrap_or_default(),
+                    _ => Duration::ZERO,
+                };
+                let captured_at = Instant::now()
+                    .checked_sub(latency)
+                    .unwrap_or_else(Instant::now);
+                let duration = buffer
+                    .duration()
+                    .map(|d| Duration::from_nanos(d.nseconds()))
+                    .or_else(|| last_pts.map(|prev| pts.saturating_sub(prev)))
+                    .unwrap_or_default();
+                last_pts = Some(pts);
+                let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let Ok(map) = buffer.into_mapped_buffer_readable() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let data = Bytes::from_owner(map);
+                let keyframe = if is_video {
+                    !delta && h264::is_self_contained_idr(&data)
+                } else {
+                    true
+                };
+                if let Some((format, fps)) = video.as_ref()
+                    && keyframe
+                    && format.borrow().is_none()
+                    && let Some(profile_level_id) = h264::profile_level_id(&data)
+                {
+                    let (width, height) = sample
+                        .caps()
+                        .and_then(|c| c.structure(0))
+                        .map(|s| {
+                            (
+                                s.get::<i32>("width").unwrap_or(0).max(0) as u32,
+                                s.get::<i32>("height").unwrap_or(0).max(0) as u32,
+                            )
+                        })
+                        .unwrap_or((0, 0));
+                    log::info!(
+                        "encoder emits H.264 profile-level-id {profile_level_id}, {width}x{height}"
+                    );
+                    format.send_replace(Some(VideoFormat {
+                        profile_level_id,
+                        width,
+                        height,
+                        fps: *fps,
+                    }));
+                }
+                let pts = pts + shared.pts_offset;
+                {
+                    let mut end = shared.last_end.lock().unwrap_or_else(|p| p.into_inner());
+                    *end = (*end).max(pts + duration);
+                }
+                if is_video {
+                    shared.video_frames.fetch_add(1, Ordering::Relaxed);
+                    let ms = u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    shared.last_video_ms.store(ms, Ordering::Relaxed);
+                }
+                hub.publish(Frame {
+                    data,
+                    pts,
+                    duration,
+                    keyframe,
+                    captured_at,
+                });
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}

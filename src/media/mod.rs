@@ -1,0 +1,57 @@
+//! Capture → encode → fan-out. Only [`gst`] touches the `gstreamer` crate.
+//!
+//! - [`pipeline`]: pure pipeline description from config and probed elements.
+//! - [`gst`]: the one GStreamer adapter (appsinks, bus, force-key-unit).
+//! - [`hub`]: encode once, per-viewer bounded queues with keyframe gating.
+//! - [`supervisor`]: restarts capture with backoff on error, EOS or stall.
+//! - [`devices`]: V4L2 and ALSA discovery through the `v4l` and `alsa` crates.
+//! - [`h264`]: the few H.264 bitstream facts edgecam needs (NAL types, SPS profile).
+
+pub mod devices;
+pub mod gst;
+pub mod h264;
+pub mod hub;
+pub mod pipeline;
+pub mod supervisor;
+
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+/// Which elementary stream a frame belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// H.264 video.
+    Video,
+    /// Opus audio.
+    Audio,
+}
+
+/// One encoded unit as it leaves the encoder: an H.264 access unit (Annex B byte-stream,
+/// SPS/PPS in front of every IDR) or one Opus packet. Cloning is a reference-count bump.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Encoded bytes.
+    pub data: Bytes,
+    /// Presentation time since the stream started, continuous across capture restarts.
+    pub pts: Duration,
+    /// Frame duration from the buffer (or from PTS deltas), zero if unknown.
+    pub duration: Duration,
+    /// IDR access unit (video) — always true for audio.
+    pub keyframe: bool,
+    /// When the frame was captured, on this process's monotonic clock (from the buffer PTS
+    /// against the pipeline clock), for the capture→RTP-send latency figure.
+    pub captured_at: Instant,
+}
+
+/// What the running encoder really emits, learnt from its first keyframe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoFormat {
+    /// `profile-level-id` (RFC 6184 §8.1) as six hex digits, e.g. `42c01f`.
+    pub profile_level_id: String,
+    /// Pixels.
+    pub width: u32,
+    /// Pixels.
+    pub height: u32,
+    /// Frames per second (nominal).
+    pub fps: u32,
+}

@@ -1,0 +1,349 @@
+//! Pure pipeline description: config + what the machine has ([`Probe`]) → a
+//! `gst-launch`-style description with two appsinks, `video` and `audio`.
+//!
+//! Output contract of the `video` appsink: H.264 constrained-baseline (no B-frames),
+//! Annex B byte-stream, one access unit per buffer, SPS/PPS in front of every IDR
+//! (`h264parse config-interval=-1`), so a viewer can start at any keyframe.
+
+use crate::config::{
+    AudioConfig, AudioSource, EncoderChoice, V4l2Format, VideoConfig, VideoSource,
+};
+use std::fmt;
+
+/// What this machine offers, gathered by the GStreamer adapter and the device probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// `libcamerasrc` element is registered.
+    pub libcamerasrc: bool,
+    /// `v4l2h264enc` element is registered and its device (`/dev/video11`) exists.
+    pub v4l2h264enc: bool,
+    /// Formats the configured V4L2 device captures (FourCC codes such as `H264`,
+    /// `MJPG`, `YUYV`); empty if the device is absent or not a capture device.
+    pub v4l2_formats: Vec<String>,
+    /// The configured ALSA capture device can be opened.
+    pub alsa_capture: bool,
+}
+
+/// The resolved video source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoPlan {
+    /// Test pattern.
+    Test,
+    /// libcamera (CSI camera).
+    Libcamera,
+    /// V4L2 device with the chosen format.
+    V4l2(V4l2Format),
+}
+
+/// The resolved encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderPlan {
+    /// Software x264.
+    X264,
+    /// Raspberry Pi hardware encoder.
+    V4l2h264enc,
+    /// The camera already delivers H.264: parse only.
+    Passthrough,
+}
+
+/// The resolved audio source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioPlan {
+    /// Test tone.
+    Test,
+    /// ALSA capture.
+    Alsa,
+    /// No audio.
+    None,
+}
+
+/// A complete pipeline plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineDesc {
+    /// Video source.
+    pub video: VideoPlan,
+    /// Encoder.
+    pub encoder: EncoderPlan,
+    /// Audio source.
+    pub audio: AudioPlan,
+    /// `gst_parse_launch` description.
+    pub launch: String,
+}
+
+impl fmt::Display for PipelineDesc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let video = match &self.video {
+            VideoPlan::Test => "test pattern".to_owned(),
+            VideoPlan::Libcamera => "libcamera".to_owned(),
+            VideoPlan::V4l2(fmt) => format!("v4l2 ({fmt:?})"),
+        };
+        let audio = match self.audio {
+            AudioPlan::Test => "test tone",
+            AudioPlan::Alsa => "alsa",
+            AudioPlan::None => "none",
+        };
+        write!(
+            f,
+            "video {video}, encoder {:?}, audio {audio}",
+            self.encoder
+        )
+    }
+}
+
+/// Why no pipeline can be described.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The configured source is not available.
+    #[error("video source {0} is not available on this machine")]
+    SourceMissing(&'static str),
+    /// The configured V4L2 format is not offered by the device.
+    #[error("V4L2 device does not offer {0}")]
+    FormatMissing(&'static str),
+    /// Hardware encoder requested but missing.
+    #[error("encoder v4l2h264enc is not available")]
+    EncoderMissing,
+}
+
+/// Resolves `auto` choices against `probe` and builds the description.
+///
+/// # Errors
+/// [`PlanError`] when an explicitly configured source, format or encoder is missing.
+pub fn describe(
+    video: &VideoConfig,
+    audio: &AudioConfig,
+    probe: &Probe,
+) -> Result<PipelineDesc, PlanError> {
+    let has = |f: &str| probe.v4l2_formats.iter().any(|x| x == f);
+    let has_raw = probe.v4l2_formats.iter().any(|f| {
+        matches!(
+            f.as_str(),
+            "YUYV" | "UYVY" | "NV12" | "YU12" | "I420" | "RGB3" | "BGR3" | "YV12"
+        )
+    });
+    let video_plan = match video.source {
+        VideoSource::Test => VideoPlan::Test,
+        VideoSource::Libcamera if probe.libcamerasrc => VideoPlan::Libcamera,
+        VideoSource::Libcamera => return Err(PlanError::SourceMissing("libcamera")),
+        VideoSource::V4l2 | VideoSource::Auto if !probe.v4l2_formats.is_empty() => {
+            let fmt = match video.format {
+                V4l2Format::Auto if has("H264") => V4l2Format::H264,
+                V4l2Format::Auto if has("MJPG") => V4l2Format::Mjpeg,
+                V4l2Format::Auto => V4l2Format::Raw,
+                V4l2Format::H264 if !has("H264") => return Err(PlanError::FormatMissing("H264")),
+                V4l2Format::Mjpeg if !has("MJPG") => return Err(PlanError::FormatMissing("MJPG")),
+                V4l2Format::Raw if !has_raw => return Err(PlanError::FormatMissing("raw")),
+                f => f,
+            };
+            VideoPlan::V4l2(fmt)
+        }
+        VideoSource::V4l2 => return Err(PlanError::SourceMissing("v4l2")),
+        VideoSource::Auto if probe.libcamerasrc => VideoPlan::Libcamera,
+        VideoSource::Auto => VideoPlan::Test,
+    };
+    let encoder = match (&video_plan, video.encoder) {
+        (VideoPlan::V4l2(V4l2Format::H264), _) => EncoderPlan::Passthrough,
+        (_, EncoderChoice::X264) => EncoderPlan::X264,
+        (_, EncoderChoice::V4l2h264enc) if probe.v4l2h264enc => EncoderPlan::V4l2h264enc,
+        (_, EncoderChoice::V4l2h264enc) => return Err(PlanError::EncoderMissing),
+        (_, EncoderChoice::Auto) if probe.v4l2h264enc => EncoderPlan::V4l2h264enc,
+        (_, EncoderChoice::Auto) => EncoderPlan::X264,
+    };
+    let audio_plan = match audio.source {
+        AudioSource::Test => AudioPlan::Test,
+        AudioSource::Alsa => AudioPlan::Alsa,
+        AudioSource::None => AudioPlan::None,
+        AudioSource::Auto if probe.alsa_capture && video_plan != VideoPlan::Test => AudioPlan::Alsa,
+        AudioSource::Auto if video_plan == VideoPlan::Test => AudioPlan::Test,
+        AudioSource::Auto => AudioPlan::None,
+    };
+    let launch = launch_line(video, audio, &video_plan, encoder, audio_plan);
+    Ok(PipelineDesc {
+        video: video_plan,
+        encoder,
+        audio: audio_plan,
+        launch,
+    })
+}
+
+/// Quotes a value for `gst_parse_launch`.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn launch_line(
+    v: &VideoConfig,
+    a: &AudioConfig,
+    video: &VideoPlan,
+    encoder: EncoderPlan,
+    audio: AudioPlan,
+) -> String {
+    let (w, h, fps) = (v.width, v.height, v.fps);
+    let size = format!("width={w},height={h},framerate={fps}/1");
+    let device = quoted(&v.device.display().to_string());
+    let source = match video {
+        VideoPlan::Test => format!(
+            "videotestsrc is-live=true pattern=smpte horizontal-speed=4 ! video/x-raw,{size} \
+             ! clockoverlay time-format=\"%H:%M:%S\" halignment=right valignment=top font-desc=\"Sans 20\" \
+             ! timeoverlay halignment=left valignment=bottom font-desc=\"Sans 16\""
+        ),
+        VideoPlan::Libcamera => format!("libcamerasrc ! video/x-raw,{size},format=NV12"),
+        VideoPlan::V4l2(V4l2Format::H264) => {
+            format!("v4l2src device={device} ! video/x-h264,{size}")
+        }
+        VideoPlan::V4l2(V4l2Format::Mjpeg) => {
+            format!("v4l2src device={device} ! image/jpeg,{size} ! jpegdec")
+        }
+        VideoPlan::V4l2(_) => format!("v4l2src device={device} ! video/x-raw,{size}"),
+    };
+    // A short leaky queue between capture and encoder: if the encoder falls behind, drop
+    // raw frames rather than stall the camera.
+    let decouple = "queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream";
+    let gop = (u64::from(v.keyframe_interval_ms) * u64::from(fps) / 1000).max(1);
+    let encode = match encoder {
+        EncoderPlan::X264 => format!(
+            "{decouple} ! videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast \
+             bitrate={} key-int-max={gop} bframes=0 b-adapt=false byte-stream=true \
+             ! video/x-h264,profile=constrained-baseline ! ",
+            v.bitrate_kbps
+        ),
+        EncoderPlan::V4l2h264enc => format!(
+            "{decouple} ! videoconvert ! video/x-raw,format=I420 ! v4l2h264enc \
+             extra-controls=\"controls,repeat_sequence_header=1,video_bitrate={},h264_i_frame_period={gop},h264_profile=1\" \
+             ! video/x-h264,level=(string)4,profile=constrained-baseline ! ",
+            u64::from(v.bitrate_kbps) * 1000
+        ),
+        EncoderPlan::Passthrough => String::new(),
+    };
+    let video_branch = format!(
+        "{source} ! {encode}h264parse config-interval=-1 \
+         ! video/x-h264,stream-format=byte-stream,alignment=au \
+         ! appsink name=video sync=false max-buffers=60 drop=true"
+    );
+    let audio_source = match audio {
+        AudioPlan::None => return video_branch,
+        AudioPlan::Test => {
+            "audiotestsrc is-live=true wave=sine freq=440 volume=0.1 samplesperbuffer=960"
+                .to_owned()
+        }
+        AudioPlan::Alsa => format!("alsasrc device={} buffer-time=40000", quoted(&a.device)),
+    };
+    format!(
+        "{video_branch}  {audio_source} ! audioconvert ! audioresample \
+         ! audio/x-raw,rate=48000,channels={} \
+         ! queue max-size-buffers=5 max-size-bytes=0 max-size-time=0 leaky=downstream \
+         ! opusenc bitrate={} frame-size=20 \
+         ! appsink name=audio sync=false max-buffers=100 drop=true",
+        a.channels,
+        u64::from(a.bitrate_kbps) * 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe() -> Probe {
+        Probe::default()
+    }
+
+    #[test]
+    fn no_camera_means_test_pattern_with_tone_and_x264() {
+        let d = describe(&VideoConfig::default(), &AudioConfig::default(), &probe()).unwrap();
+        assert_eq!(d.video, VideoPlan::Test);
+        assert_eq!(d.encoder, EncoderPlan::X264);
+        assert_eq!(d.audio, AudioPlan::Test);
+        assert!(d.launch.starts_with("videotestsrc is-live=true"));
+        assert!(d.launch.contains(
+            "x264enc tune=zerolatency speed-preset=ultrafast bitrate=2000 key-int-max=60"
+        ));
+        assert!(d.launch.contains("profile=constrained-baseline"));
+        assert!(d.launch.contains("h264parse config-interval=-1"));
+        assert!(d.launch.contains("appsink name=video"));
+        assert!(d.launch.contains("opusenc bitrate=32000"));
+        assert!(d.launch.contains("appsink name=audio"));
+    }
+
+    #[test]
+    fn uvc_h264_is_passed_through_and_mjpeg_is_decoded() {
+        let mut p = probe();
+        p.v4l2_formats = vec!["MJPG".into(), "H264".into(), "YUYV".into()];
+        let d = describe(&VideoConfig::default(), &AudioConfig::default(), &p).unwrap();
+        assert_eq!(d.video, VideoPlan::V4l2(V4l2Format::H264));
+        assert_eq!(d.encoder, EncoderPlan::Passthrough);
+        assert!(!d.launch.contains("x264enc"));
+        assert!(
+            d.launch
+                .contains("v4l2src device=\"/dev/video0\" ! video/x-h264")
+        );
+        let v = VideoConfig {
+            format: V4l2Format::Mjpeg,
+            ..VideoConfig::default()
+        };
+        let d = describe(&v, &AudioConfig::default(), &p).unwrap();
+        assert!(
+            d.launch
+                .contains("image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec")
+        );
+        assert_eq!(d.encoder, EncoderPlan::X264);
+    }
+
+    #[test]
+    fn pi_hardware_encoder_is_chosen_when_present() {
+        let mut p = probe();
+        p.libcamerasrc = true;
+        p.v4l2h264enc = true;
+        p.alsa_capture = true;
+        let d = describe(&VideoConfig::default(), &AudioConfig::default(), &p).unwrap();
+        assert_eq!(d.video, VideoPlan::Libcamera);
+        assert_eq!(d.encoder, EncoderPlan::V4l2h264enc);
+        assert_eq!(d.audio, AudioPlan::Alsa);
+        assert!(
+            d.launch
+                .contains("repeat_sequence_header=1,video_bitrate=2000000,h264_i_frame_period=60")
+        );
+        let v = VideoConfig {
+            encoder: EncoderChoice::X264,
+            ..VideoConfig::default()
+        };
+        assert_eq!(
+            describe(&v, &AudioConfig::default(), &p).unwrap().encoder,
+            EncoderPlan::X264
+        );
+    }
+
+    #[test]
+    fn explicit_choices_that_are_missing_are_errors() {
+        let v = VideoConfig {
+            source: VideoSource::V4l2,
+            ..VideoConfig::default()
+        };
+        assert_eq!(
+            describe(&v, &AudioConfig::default(), &probe()),
+            Err(PlanError::SourceMissing("v4l2"))
+        );
+        let v = VideoConfig {
+            encoder: EncoderChoice::V4l2h264enc,
+            ..VideoConfig::default()
+        };
+        assert_eq!(
+            describe(&v, &AudioConfig::default(), &probe()),
+            Err(PlanError::EncoderMissing)
+        );
+    }
+
+    #[test]
+    fn audio_none_leaves_a_video_only_pipeline() {
+        let a = AudioConfig {
+            source: AudioSource::None,
+            ..AudioConfig::default()
+        };
+        let d = describe(&VideoConfig::default(), &a, &probe()).unwrap();
+        assert!(!d.launch.contains("appsink name=audio"));
+    }
+
+    #[test]
+    fn device_names_are_quoted() {
+        assert_eq!(quoted("hw:1,0"), "\"hw:1,0\"");
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+    }
+}

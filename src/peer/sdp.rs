@@ -1,0 +1,182 @@
+//! Offer validation before a peer connection is built, over `rtc`'s SDP parser
+//! (RFC 8866): the contract's `bad-offer` cases, with a reason for the viewer.
+
+use rtc::sdp::description::session::SessionDescription;
+use std::io::Cursor;
+
+/// What the camera can send, as far as offer validation is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendCapability {
+    /// `profile-level-id` the encoder emits (see `media::h264::profile_level_id`).
+    pub profile_level_id: String,
+}
+
+/// What a valid offer asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfferInfo {
+    /// The offer has an audio m-line the viewer receives on (`recvonly`/`sendrecv`).
+    pub audio: bool,
+}
+
+/// Why an offer was refused (all map to `bad-offer`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    /// Not parseable as SDP.
+    #[error("SDP does not parse: {0}")]
+    Unparseable(String),
+    /// No video m-line the viewer receives on.
+    #[error("no recvonly/sendrecv video m-line")]
+    NoVideo,
+    /// A video m-line, but no H.264 payload this camera can send.
+    #[error("no H.264 with packetization-mode=1 and profile {0} in the offer")]
+    NoH264(String),
+}
+
+/// Checks that `sdp` is an offer this camera can answer: it parses, has a video m-line
+/// with direction `recvonly` or `sendrecv` (RFC 8866 §6.7; absent means `sendrecv`),
+/// and offers H.264 (RFC 6184) with `packetization-mode=1` and the same profile
+/// (`profile_idc` and `profile-iop`; the level may differ, RFC 6184 §8.2.2).
+///
+/// # Errors
+/// [`OfferError`] naming the first problem.
+pub fn check_offer(sdp: &str, cap: &SendCapability) -> Result<OfferInfo, OfferError> {
+    let desc = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
+        .map_err(|e| OfferError::Unparseable(e.to_string()))?;
+    let receives = |m: &rtc::sdp::description::media::MediaDescription| {
+        !m.attributes
+            .iter()
+            .any(|a| a.key == "sendonly" || a.key == "inactive")
+            && m.media_name.port.value != 0
+    };
+    let audio = desc
+        .media_descriptions
+        .iter()
+        .any(|m| m.media_name.media == "audio" && receives(m));
+    let mut saw_video = false;
+    for media in desc
+        .media_descriptions
+        .iter()
+        .filter(|m| m.media_name.media == "video" && receives(m))
+    {
+        saw_video = true;
+        let h264_pts: Vec<&str> = media
+            .attributes
+            .iter()
+            .filter(|a| a.key == "rtpmap")
+            .filter_map(|a| a.value.as_deref())
+            .filter_map(|v| v.split_once(' '))
+            .filter(|(_, codec)| codec.to_ascii_lowercase().starts_with("h264/90000"))
+            .map(|(pt, _)| pt)
+            .collect();
+        let usable = media
+            .attributes
+            .iter()
+            .filter(|a| a.key == "fmtp")
+            .filter_map(|a| a.value.as_deref())
+            .filter_map(|v| v.split_once(' '))
+            .filter(|(pt, _)| h264_pts.contains(pt))
+            .any(|(_, params)| fmtp_compatible(params, &cap.profile_level_id));
+        if usable {
+            return Ok(OfferInfo { audio });
+        }
+    }
+    if saw_video {
+        Err(OfferError::NoH264(cap.profile_level_id.clone()))
+    } else {
+        Err(OfferError::NoVideo)
+    }
+}
+
+fn fmtp_compatible(params: &str, ours: &str) -> bool {
+    let mut mode = None;
+    let mut plid = None;
+    for kv in params.split(';') {
+        if let Some((k, v)) = kv.trim().split_once('=') {
+            match k.trim() {
+                "packetization-mode" => mode = Some(v.trim()),
+                "profile-level-id" => plid = Some(v.trim()),
+                _ => {}
+            }
+        }
+    }
+    mode == Some("1")
+        && plid.is_some_and(|p| {
+            p.len() == 6 && ours.len() == 6 && p[..4].eq_ignore_ascii_case(&ours[..4])
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap() -> SendCapability {
+        SendCapability {
+            profile_level_id: "42e01f".into(),
+        }
+    }
+
+    const HEAD: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n";
+
+    fn offer(media: &str) -> String {
+        format!("{HEAD}{media}")
+    }
+
+    const VIDEO_H264: &str = "m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n\
+a=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+    #[test]
+    fn accepts_a_browser_style_recvonly_h264_offer() {
+        assert_eq!(
+            check_offer(&offer(VIDEO_H264), &cap()),
+            Ok(OfferInfo { audio: false })
+        );
+        let with_audio = format!(
+            "{VIDEO_H264}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\n"
+        );
+        assert_eq!(
+            check_offer(&offer(&with_audio), &cap()),
+            Ok(OfferInfo { audio: true })
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_no_video_and_no_h264() {
+        assert!(matches!(
+            check_offer("hello", &cap()),
+            Err(OfferError::Unparseable(_))
+        ));
+        let audio_only =
+            offer("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n");
+        assert_eq!(check_offer(&audio_only, &cap()), Err(OfferError::NoVideo));
+        let sendonly = offer(&VIDEO_H264.replace("recvonly", "sendonly"));
+        assert_eq!(check_offer(&sendonly, &cap()), Err(OfferError::NoVideo));
+        let vp8 = offer(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=recvonly\r\na=rtpmap:96 VP8/90000\r\n",
+        );
+        assert!(matches!(
+            check_offer(&vp8, &cap()),
+            Err(OfferError::NoH264(_))
+        ));
+        let mode0 = offer(&VIDEO_H264.replace("packetization-mode=1", "packetization-mode=0"));
+        assert!(matches!(
+            check_offer(&mode0, &cap()),
+            Err(OfferError::NoH264(_))
+        ));
+        let high = offer(&VIDEO_H264.replace("42e01f", "640c1f"));
+        assert!(matches!(
+            check_offer(&high, &cap()),
+            Err(OfferError::NoH264(_))
+        ));
+    }
+
+    #[test]
+    fn level_may_differ_and_absent_direction_means_sendrecv() {
+        let other_level = offer(
+            &VIDEO_H264
+                .replace("42e01f", "42e034")
+                .replace("a=recvonly\r\n", ""),
+        );
+        assert!(check_offer(&other_level, &cap()).is_ok());
+    }
+}

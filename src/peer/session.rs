@@ -1,0 +1,619 @@
+//! One viewer session: an `RTCPeerConnection` that answers the viewer's offer with
+//! sendonly H.264 (+ Opus when offered), fed from the hubs. RTP is packetized here with
+//! timestamps from the frame PTS (RFC 3550 §5.1: sampling instant, never a wall-clock
+//! ticker), sequence numbers per sender, and written through `TrackLocalStaticRTP`.
+
+use super::sdp::{SendCapability, check_offer};
+use super::stats::{LatencyHistogram, SessionStats};
+use super::{MediaFeeds, PeerReport, PeerSettings};
+use crate::media::MediaKind;
+use crate::media::hub::Subscription;
+use crate::signaling::machine::PeerEvent;
+use crate::signaling::protocol::{CandidateInit, ErrorCode, SessionId};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
+    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, register_default_interceptors,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// RTP packet size budget, bytes: fits the 1280-byte IPv6 minimum MTU with SRTP and
+/// TURN overhead, as browsers do.
+const RTP_MTU: usize = 1200;
+/// Longest wait for the encoder's first keyframe before refusing an offer.
+const FORMAT_WAIT: Duration = Duration::from_secs(5);
+/// Opus and H.264 payload types we register; the answer uses the offer's numbers.
+const H264_PT: u8 = 102;
+const OPUS_PT: u8 = 111;
+
+/// Work for a running session, in arrival order.
+#[derive(Debug)]
+pub(crate) enum SessionCmd {
+    /// A renegotiation offer.
+    Offer(String),
+    /// A remote candidate or end of candidates.
+    Candidate(Option<CandidateInit>),
+}
+
+/// What one session task needs.
+pub(crate) struct SessionCtx {
+    pub id: SessionId,
+    pub generation: u64,
+    pub settings: Arc<PeerSettings>,
+    pub media: MediaFeeds,
+    pub events: mpsc::UnboundedSender<PeerReport>,
+    pub cancel: CancellationToken,
+    pub stats: Arc<SessionStats>,
+    pub latency: Arc<LatencyHistogram>,
+}
+
+impl SessionCtx {
+    fn report(&self, event: PeerEvent) {
+        let _ = self.events.send(PeerReport {
+            session: self.id.clone(),
+            generation: self.generation,
+            event,
+        });
+    }
+}
+
+enum Internal {
+    Candidate(RTCIceCandidateInit),
+    GatheringComplete,
+    Ice(RTCIceConnectionState),
+    State(RTCPeerConnectionState),
+}
+
+struct Handler {
+    tx: mpsc::UnboundedSender<Internal>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let _ = self.tx.send(Internal::Candidate(init));
+            }
+            Err(e) => log::warn!("cannot serialise local candidate: {e}"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.send(Internal::GatheringComplete);
+        }
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        let _ = self.tx.send(Internal::Ice(state));
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send(Internal::State(state));
+    }
+}
+
+/// Why a session could not be set up; becomes `OfferRejected`.
+struct Reject(ErrorCode, String);
+
+fn codec_h264(profile_level_id: &str) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/H264".to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: format!(
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
+        ),
+        rtcp_feedback: vec![
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: String::new(),
+            },
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: "pli".into(),
+            },
+            RTCPFeedback {
+                typ: "ccm".into(),
+                parameter: "fir".into(),
+            },
+        ],
+    }
+}
+
+fn codec_opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "audio/opus".to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    let name = match kind {
+        RtpCodecKind::Audio => "audio",
+        _ => "video",
+    };
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "edgecam".to_owned(),
+        name.to_owned(),
+        name.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
+
+struct Built {
+    pc: Arc<dyn PeerConnection>,
+    internal: mpsc::UnboundedReceiver<Internal>,
+    video: (Arc<TrackLocalStaticRTP>, Arc<dyn RtpSender>, u32),
+    audio: Option<(Arc<TrackLocalStaticRTP>, Arc<dyn RtpSender>, u32)>,
+}
+
+async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<Built, Reject> {
+    let internal_err = |e: webrtc::error::Error| Reject(ErrorCode::Internal, e.to_string());
+    let video_codec = codec_h264(profile_level_id);
+    let mut engine = MediaEngine::default();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: video_codec.clone(),
+                payload_type: H264_PT,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(internal_err)?;
+    if audio {
+        engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: codec_opus(),
+                    payload_type: OPUS_PT,
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(internal_err)?;
+    }
+    let registry =
+        register_default_interceptors(Registry::new(), &mut engine).map_err(internal_err)?;
+    let policy = if ctx.settings.ice.transport_policy == "relay" {
+        RTCIceTransportPolicy::Relay
+    } else {
+        RTCIceTransportPolicy::All
+    };
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(
+            ctx.settings
+                .ice
+                .servers
+                .iter()
+                .map(|s| RTCIceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone().unwrap_or_default(),
+                    credential: s.credential.clone().unwrap_or_default(),
+                })
+                .collect(),
+        )
+        .with_ice_transport_policy(policy)
+        .build();
+    let (tx, internal) = mpsc::unbounded_channel();
+    let udp_addrs: Vec<String> = ctx
+        .settings
+        .udp_bind
+        .iter()
+        .map(|ip| std::net::SocketAddr::new(*ip, 0).to_string())
+        .collect();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler { tx }))
+        .with_udp_addrs(udp_addrs)
+        .build()
+        .await
+        .map_err(internal_err)?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let video_ssrc = rand::random::<u32>();
+    let video_track = local_track(RtpCodecKind::Video, video_codec, video_ssrc);
+    let video_sender = pc
+        .add_track(video_track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(internal_err)?;
+    let audio = if audio && ctx.media.audio.is_some() {
+        let ssrc = rand::random::<u32>();
+        let track = local_track(RtpCodecKind::Audio, codec_opus(), ssrc);
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(internal_err)?;
+        Some((track, sender, ssrc))
+    } else {
+        None
+    };
+    Ok(Built {
+        pc,
+        internal,
+        video: (video_track, video_sender, video_ssrc),
+        audio,
+    })
+}
+
+/// Applies an offer and returns the answer SDP.
+async fn answer(pc: &Arc<dyn PeerConnection>, sdp: String) -> Result<String, Reject> {
+    let bad = |e: webrtc::error::Error| Reject(ErrorCode::BadOffer, e.to_string());
+    let offer = RTCSessionDescription::offer(sdp).map_err(bad)?;
+    pc.set_remote_description(offer).await.map_err(bad)?;
+    let answer = pc.create_answer(None).await.map_err(bad)?;
+    pc.set_local_description(answer).await.map_err(bad)?;
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| Reject(ErrorCode::Internal, "no local description".into()))
+}
+
+/// Runs one session until it is cancelled or fails. Never panics on viewer input.
+pub(crate) async fn run(
+    ctx: SessionCtx,
+    first_offer: String,
+    mut cmds: mpsc::UnboundedReceiver<SessionCmd>,
+) {
+    let mut format_rx = ctx.media.format.clone();
+    let format = tokio::select! {
+        f = tokio::time::timeout(FORMAT_WAIT, format_rx.wait_for(Option::is_some)) => {
+            f.ok().and_then(Result::ok).and_then(|f| f.clone())
+        }
+        () = ctx.cancel.cancelled() => return,
+    };
+    let Some(format) = format else {
+        ctx.report(PeerEvent::OfferRejected {
+            code: ErrorCode::Internal,
+            message: "camera has not produced video yet, retry shortly".into(),
+        });
+        return;
+    };
+    let cap = SendCapability {
+        profile_level_id: format.profile_level_id.clone(),
+    };
+    let info = match check_offer(&first_offer, &cap) {
+        Ok(info) => info,
+        Err(e) => {
+            ctx.report(PeerEvent::OfferRejected {
+                code: ErrorCode::BadOffer,
+                message: e.to_string(),
+            });
+            return;
+        }
+    };
+    let built = match build(&ctx, &cap.profile_level_id, info.audio).await {
+        Ok(b) => b,
+        Err(Reject(code, message)) => {
+            ctx.report(PeerEvent::OfferRejected { code, message });
+            return;
+        }
+    };
+    let Built {
+        pc,
+        mut internal,
+        video,
+        audio,
+    } = built;
+    match answer(&pc, first_offer).await {
+        Ok(sdp) => ctx.report(PeerEvent::Answer(sdp)),
+        Err(Reject(code, message)) => {
+            ctx.report(PeerEvent::OfferRejected { code, message });
+            let _ = pc.close().await;
+            return;
+        }
+    }
+
+    let media_cancel = ctx.cancel.child_token();
+    let (live_tx, live_rx) = watch::channel(false);
+    let video_sub = Arc::new(ctx.media.video.subscribe());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(feed(
+        MediaKind::Video,
+        video.0.clone(),
+        video.1.clone(),
+        video.2,
+        video_sub.clone(),
+        live_rx.clone(),
+        ctx.stats.clone(),
+        ctx.latency.clone(),
+        media_cancel.clone(),
+    ));
+    tasks.spawn(read_rtcp(
+        video.0.clone(),
+        Some(video_sub.clone()),
+        ctx.stats.clone(),
+        media_cancel.clone(),
+    ));
+    if let (Some((track, sender, ssrc)), Some(hub)) = (audio, ctx.media.audio.as_ref()) {
+        let sub = Arc::new(hub.subscribe());
+        tasks.spawn(feed(
+            MediaKind::Audio,
+            track.clone(),
+            sender,
+            ssrc,
+            sub,
+            live_rx.clone(),
+            ctx.stats.clone(),
+            ctx.latency.clone(),
+            media_cancel.clone(),
+        ));
+        tasks.spawn(read_rtcp(
+            track,
+            None,
+            ctx.stats.clone(),
+            media_cancel.clone(),
+        ));
+    }
+
+    let mut ice_state = RTCIceConnectionState::New;
+    let mut connected_once = false;
+    loop {
+        tokio::select! {
+            () = ctx.cancel.cancelled() => break,
+            cmd = cmds.recv() => match cmd {
+                None => break,
+                Some(SessionCmd::Candidate(Some(c))) => {
+                    let init = RTCIceCandidateInit {
+                        candidate: c.candidate,
+                        sdp_mid: c.sdp_mid,
+                        sdp_mline_index: c.sdp_mline_index,
+                        username_fragment: c.username_fragment,
+                        ..Default::default()
+                    };
+                    if let Err(e) = pc.add_ice_candidate(init).await {
+                        // Contract: unusable candidate lines are skipped with a log line.
+                        log::info!(session = ctx.id.as_str(); "skipping remote candidate: {e}");
+                    }
+                }
+                Some(SessionCmd::Candidate(None)) => {
+                    // End of candidates is only a hint: peer-reflexive candidates and
+                    // connectivity checks may still arrive, so ICE is never failed here.
+                    log::debug!(session = ctx.id.as_str(); "viewer signalled end of candidates");
+                }
+                Some(SessionCmd::Offer(sdp)) => {
+                    if let Err(e) = check_offer(&sdp, &cap) {
+                        ctx.report(PeerEvent::OfferRejected { code: ErrorCode::BadOffer, message: e.to_string() });
+                        break;
+                    }
+                    match answer(&pc, sdp).await {
+                        Ok(sdp) => {
+                            ctx.report(PeerEvent::Answer(sdp));
+                            if matches!(ice_state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
+                                // No ICE restart: the session is still connected.
+                                ctx.report(PeerEvent::Connected);
+                            }
+                        }
+                        Err(Reject(code, message)) => {
+                            ctx.report(PeerEvent::OfferRejected { code, message });
+                            break;
+                        }
+                    }
+                }
+            },
+            ev = internal.recv() => match ev {
+                None => break,
+                Some(Internal::Candidate(init)) => ctx.report(PeerEvent::LocalCandidate(Some(CandidateInit {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid.filter(|m| !m.is_empty()).or_else(|| Some("0".into())),
+                    sdp_mline_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                }))),
+                Some(Internal::GatheringComplete) => ctx.report(PeerEvent::LocalCandidate(None)),
+                Some(Internal::Ice(state)) => {
+                    log::debug!(session = ctx.id.as_str(); "ICE connection state {state}");
+                    ice_state = state;
+                    if matches!(state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
+                        ctx.report(PeerEvent::Connected);
+                    }
+                }
+                Some(Internal::State(state)) => {
+                    log::info!(session = ctx.id.as_str(); "peer connection {state}");
+                    match state {
+                        RTCPeerConnectionState::Connected => {
+                            if !connected_once {
+                                connected_once = true;
+                                let pair = selected_pair(&pc).await;
+                                log::info!(session = ctx.id.as_str(); "media flowing over {}", pair.as_deref().unwrap_or("unknown pair"));
+                                *ctx.stats.candidate_pair.lock().unwrap_or_else(|p| p.into_inner()) = pair;
+                            }
+                            live_tx.send_replace(true);
+                        }
+                        RTCPeerConnectionState::Failed => {
+                            ctx.report(PeerEvent::Failed("ICE/DTLS failed".into()));
+                            break;
+                        }
+                        RTCPeerConnectionState::Closed => {
+                            ctx.report(PeerEvent::Failed("peer connection closed".into()));
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            },
+        }
+    }
+    media_cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    if let Err(e) = pc.close().await {
+        log::debug!(session = ctx.id.as_str(); "close: {e}");
+    }
+    log::info!(session = ctx.id.as_str(); "session {} closed", ctx.id);
+}
+
+/// `local-type/remote-type/protocol` of the nominated pair from the stats report.
+async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    let report = pc
+        .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
+        .await;
+    let text = format!("{report:?}");
+    // The report's typed accessors differ across minor versions; the nominated pair's
+    // candidate types are read from its debug form, which is stable enough for a log
+    // line and the viewer stats.
+    let find = |key: &str| {
+        text.find(key).map(|i| {
+            text[i + key.len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric())
+                .collect::<String>()
+        })
+    };
+    let local = find("local_candidate_type: ")?;
+    let remote = find("remote_candidate_type: ").unwrap_or_default();
+    Some(format!("{local}/{remote}").to_lowercase())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn feed(
+    kind: MediaKind,
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    sub: Arc<Subscription>,
+    mut live: watch::Receiver<bool>,
+    stats: Arc<SessionStats>,
+    latency: Arc<LatencyHistogram>,
+    cancel: CancellationToken,
+) {
+    tokio::select! {
+        r = live.wait_for(|l| *l) => if r.is_err() { return; },
+        () = cancel.cancelled() => return,
+    }
+    let params = match sender.get_parameters().await {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("no negotiated parameters for {kind:?}: {e}");
+            return;
+        }
+    };
+    let Some(codec) = params.rtp_parameters.codecs.first() else {
+        log::warn!("no negotiated codec for {kind:?}");
+        return;
+    };
+    let payload_type = codec.payload_type;
+    let clock_rate = u128::from(codec.rtp_codec.clock_rate);
+    let mut payloader = match codec.rtp_codec.payloader() {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("no payloader for {}: {e}", codec.rtp_codec.mime_type);
+            return;
+        }
+    };
+    if kind == MediaKind::Video {
+        // Start this viewer at a fresh IDR with SPS/PPS, now that it can receive.
+        sub.resync();
+    } else {
+        while sub.try_recv().is_some() {}
+    }
+    let mut seq: u16 = rand::random();
+    let ts_base: u32 = rand::random();
+    let mut last_drop_log = Instant::now();
+    loop {
+        let frame = tokio::select! {
+            f = sub.recv() => match f { Some(f) => f, None => break },
+            () = cancel.cancelled() => break,
+        };
+        // RTP timestamp from the capture PTS (wraps modulo 2^32 as RFC 3550 intends).
+        let ticks = frame.pts.as_nanos() * clock_rate / 1_000_000_000;
+        let timestamp = ts_base.wrapping_add(ticks as u32);
+        let payloads = match payloader.payload(RTP_MTU - 12, &frame.data) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("cannot packetize {kind:?} frame: {e}");
+                continue;
+            }
+        };
+        let last = payloads.len().saturating_sub(1);
+        let mut bytes = 0u64;
+        for (i, payload) in payloads.into_iter().enumerate() {
+            bytes += payload.len() as u64;
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::Header {
+                    version: 2,
+                    marker: i == last && kind == MediaKind::Video,
+                    payload_type,
+                    sequence_number: seq,
+                    timestamp,
+                    ssrc,
+                    ..Default::default()
+                },
+                payload,
+            };
+            seq = seq.wrapping_add(1);
+            if let Err(e) = track.write_rtp(packet).await {
+                log::debug!("write_rtp: {e}");
+                return;
+            }
+        }
+        latency.record(frame.captured_at.elapsed());
+        stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        match kind {
+            MediaKind::Video => stats.video_frames.fetch_add(1, Ordering::Relaxed),
+            MediaKind::Audio => stats.audio_packets.fetch_add(1, Ordering::Relaxed),
+        };
+        if last_drop_log.elapsed() >= Duration::from_secs(5) {
+            let dropped = sub.take_dropped();
+            if dropped > 0 {
+                stats.dropped_frames.fetch_add(dropped, Ordering::Relaxed);
+                log::warn!("slow viewer: dropped {dropped} {kind:?} frames in the last 5 s");
+            }
+            last_drop_log = Instant::now();
+        }
+    }
+}
+
+/// Reads RTCP feedback for one sent track so interceptors see it and PLI/FIR turn into
+/// coalesced keyframe requests (RFC 4585 §6.3.1, RFC 5104 §3.5.1).
+async fn read_rtcp(
+    track: Arc<TrackLocalStaticRTP>,
+    keyframes: Option<Arc<Subscription>>,
+    stats: Arc<SessionStats>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            e = track.poll() => e,
+            () = cancel.cancelled() => return,
+        };
+        match event {
+            None => return,
+            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                let wants_keyframe = packets.iter().any(|p| {
+                    p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+                });
+                if wants_keyframe && let Some(sub) = &keyframes {
+                    stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    sub.request_keyframe();
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Per-process and per-session counters: frames and bytes sent, PLI/FIR received, and
+//! the capture→RTP-send latency histogram (1 ms buckets, lock-free).
+
+use serde::Serialize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const BUCKETS: usize = 1000;
+
+/// Latency histogram with 1 ms buckets from 0 to 999 ms (larger values land in the last).
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: Box<[AtomicU64]>,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// Percentiles of a histogram, in ms.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct LatencySummary {
+    /// Samples.
+    pub count: u64,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Largest bucket seen, ms.
+    pub max_ms: f64,
+}
+
+impl LatencyHistogram {
+    /// Records one sample.
+    pub fn record(&self, d: Duration) {
+        let i = usize::try_from(d.as_millis())
+            .unwrap_or(usize::MAX)
+            .min(BUCKETS - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// p50 / p99 / max (upper bucket edges, ms).
+    pub fn summary(&self) -> LatencySummary {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let count: u64 = counts.iter().sum();
+        let pct = |q: f64| -> f64 {
+            if count == 0 {
+                return 0.0;
+            }
+            let target = ((count as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= target {
+                    return (i + 1) as f64;
+                }
+            }
+            BUCKETS as f64
+        };
+        let max_ms = counts
+            .iter()
+            .rposition(|&c| c > 0)
+            .map_or(0.0, |i| (i + 1) as f64);
+        LatencySummary {
+            count,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            max_ms,
+        }
+    }
+}
+
+/// Counters of one viewer session.
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    /// Video frames written.
+    pub video_frames: AtomicU64,
+    /// Audio packets written.
+    pub audio_packets: AtomicU64,
+    /// RTP payload bytes written (both tracks).
+    pub bytes: AtomicU64,
+    /// PLI + FIR received.
+    pub keyframe_requests: AtomicU64,
+    /// Frames lost to a full queue.
+    pub dropped_frames: AtomicU64,
+    /// Selected candidate pair, e.g. `host/udp` (filled once connected).
+    pub candidate_pair: Mutex<Option<String>>,
+}
+
+/// JSON view of one session.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSnapshot {
+    /// Session id.
+    pub session: String,
+    /// Video frames written.
+    pub video_frames: u64,
+    /// Audio packets written.
+    pub audio_packets: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// PLI + FIR received.
+    pub keyframe_requests: u64,
+    /// Frames dropped for this slow viewer.
+    pub dropped_frames: u64,
+    /// Selected candidate pair type.
+    pub candidate_pair: Option<String>,
+}
+
+impl SessionStats {
+    /// A JSON-able copy.
+    pub fn snapshot(&self, session: &str) -> SessionSnapshot {
+        SessionSnapshot {
+            session: session.to_owned(),
+            video_frames: self.video_frames.load(Ordering::Relaxed),
+            audio_packets: self.audio_packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
+            dropped_frames: self.dropped_frames.load(Ordering::Relaxed),
+            candidate_pair: self
+                .candidate_pair
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_bucket_edges() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.summary().count, 0);
+        for ms in 0..100 {
+            h.record(Duration::from_micros(ms * 1000 + 500));
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 100);
+        assert_eq!(s.p50_ms, 50.0);
+        assert_eq!(s.p99_ms, 99.0);
+        assert_eq!(s.max_ms, 100.0);
+        h.record(Duration::from_secs(5));
+        assert_eq!(h.summary().max_ms, 1000.0);
+    }
+}

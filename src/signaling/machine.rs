@@ -1,0 +1,458 @@
+//! The sans-IO signaling state machine: every rule of the contract's "Rules" section that
+//! is about sessions lives here, with time passed in, so it is tested in simulated time.
+//!
+//! Drive it like str0m: [`Machine::handle_message`] / [`Machine::handle_peer`] /
+//! [`Machine::handle_timeout`], then drain [`Machine::poll_output`]; sleep until
+//! [`Machine::poll_timeout`].
+
+use super::protocol::{
+    ByeReason, CandidateInit, ErrorCode, ProtocolError, SessionId, ToCamera, ToViewer,
+    parse_to_camera,
+};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Limits the machine enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open sessions allowed at once (`maxViewers`).
+    pub max_viewers: u32,
+    /// ICE must reach `connected` this long after an offer (contract: 30 s).
+    pub connect_timeout: Duration,
+    /// New-session / renegotiation offers: bucket size.
+    pub offer_burst: u32,
+    /// New-session / renegotiation offers: refill per second.
+    pub offers_per_sec: f64,
+    /// All messages of all sessions: bucket size (floods beyond are dropped).
+    pub message_burst: u32,
+    /// All messages: refill per second.
+    pub messages_per_sec: f64,
+    /// Status republish interval floor (contract: at most once per second).
+    pub status_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_viewers: 10,
+            connect_timeout: Duration::from_secs(30),
+            offer_burst: 20,
+            offers_per_sec: 5.0,
+            message_burst: 500,
+            messages_per_sec: 200.0,
+            status_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the peer layer reports about one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The SDP answer to the latest offer.
+    Answer(String),
+    /// A gathered camera candidate; `None` once gathering is complete.
+    LocalCandidate(Option<CandidateInit>),
+    /// ICE (and DTLS) reached `connected`.
+    Connected,
+    /// The offer could not be answered; the session is gone.
+    OfferRejected {
+        /// `bad-offer` or `internal`.
+        code: ErrorCode,
+        /// Detail for the viewer.
+        message: String,
+    },
+    /// The connection failed after it was set up; the session is gone.
+    Failed(String),
+}
+
+/// Work for the peer layer (one `RTCPeerConnection` per session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerCommand {
+    /// Apply an SDP offer (creating the session if new) and produce an answer.
+    Offer {
+        /// Session.
+        session: SessionId,
+        /// SDP offer text.
+        sdp: String,
+    },
+    /// Add a remote ICE candidate, `None` = end of candidates.
+    AddCandidate {
+        /// Session.
+        session: SessionId,
+        /// The candidate.
+        candidate: Option<CandidateInit>,
+    },
+    /// Close and forget the session.
+    Close {
+        /// Session.
+        session: SessionId,
+    },
+}
+
+/// What the machine asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Publish `msg` on the session's `to-viewer` topic.
+    Send {
+        /// Session.
+        session: SessionId,
+        /// Message.
+        msg: ToViewer,
+    },
+    /// Answer a `config-request`: the driver builds the `config` message (it needs the
+    /// wall clock and the TURN secret) and publishes it.
+    SendConfig {
+        /// Session.
+        session: SessionId,
+    },
+    /// Hand a command to the peer layer.
+    Peer(PeerCommand),
+    /// Republish the retained status with this many open sessions.
+    Status {
+        /// Open sessions.
+        viewers: u32,
+    },
+}
+
+#[derive(Debug)]
+struct Session {
+    /// SDP of the latest offer: a duplicate delivery of it is ignored.
+    last_offer: String,
+    /// Deadline for ICE `connected` while negotiating; `None` once connected.
+    connect_deadline: Option<Instant>,
+}
+
+/// Token bucket over simulated time.
+#[derive(Debug, Clone)]
+struct Bucket {
+    capacity: f64,
+    per_sec: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    fn new(capacity: u32, per_sec: f64) -> Self {
+        Self {
+            capacity: f64::from(capacity),
+            per_sec,
+            tokens: f64::from(capacity),
+            at: None,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        if let Some(at) = self.at {
+            let dt = now.saturating_duration_since(at).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.per_sec).min(self.capacity);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The signaling state machine for one camera.
+#[derive(Debug)]
+pub struct Machine {
+    limits: Limits,
+    sessions: HashMap<SessionId, Session>,
+    offers: Bucket,
+    messages: Bucket,
+    out: VecDeque<Output>,
+    shutting_down: bool,
+    /// Viewer count last announced, and when.
+    announced: Option<(u32, Instant)>,
+    /// A status change waiting for the rate limit.
+    status_due: Option<Instant>,
+    flood_dropped: u64,
+    flood_logged_at: Option<Instant>,
+}
+
+impl Machine {
+    /// A machine with no sessions. Announces the initial status (0 viewers) on the first
+    /// call to [`Machine::handle_timeout`].
+    pub fn new(limits: Limits) -> Self {
+        let offers = Bucket::new(limits.offer_burst, limits.offers_per_sec);
+        let messages = Bucket::new(limits.message_burst, limits.messages_per_sec);
+        Self {
+            limits,
+            sessions: HashMap::new(),
+            offers,
+            messages,
+            out: VecDeque::new(),
+            shutting_down: false,
+            announced: None,
+            status_due: None,
+            flood_dropped: 0,
+            flood_logged_at: None,
+        }
+    }
+
+    /// Open sessions (offer received, not yet ended).
+    pub fn viewers(&self) -> u32 {
+        u32::try_from(self.sessions.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `session` is open.
+    pub fn has_session(&self, session: &SessionId) -> bool {
+        self.sessions.contains_key(session)
+    }
+
+    /// Handles one payload that arrived on `session`'s `to-camera` topic.
+    pub fn handle_message(&mut self, now: Instant, session: SessionId, payload: &[u8]) {
+        if !self.messages.take(now) {
+            self.flood_dropped += 1;
+            self.log_flood(now);
+            return;
+        }
+        match parse_to_camera(payload) {
+            Ok(msg) => self.handle_parsed(now, session, msg),
+            Err(e) => self.reject_bad_request(&session, &e),
+        }
+    }
+
+    fn reject_bad_request(&mut self, session: &SessionId, e: &ProtocolError) {
+        log::warn!(session = session.as_str(); "bad request on session {session}: {e}");
+        // Contract: an error in reply to anything but offer/config-request leaves a live
+        // session as it was; an unparseable message has no type, so it ends nothing.
+        self.send(
+            session.clone(),
+            ToViewer::error(ErrorCode::BadRequest, e.to_string()),
+        );
+    }
+
+    fn handle_parsed(&mut self, now: Instant, session: SessionId, msg: ToCamera) {
+        match msg {
+            ToCamera::ConfigRequest => {
+                if let Some(reason) = self.refusal_for_new_session(&session) {
+                    log::info!(session = session.as_str(); "config-request refused: {reason}");
+                    self.send(session, ToViewer::error(ErrorCode::Busy, reason));
+                } else {
+                    self.out.push_back(Output::SendConfig { session });
+                }
+            }
+            ToCamera::Offer { sdp } => self.handle_offer(now, session, sdp),
+            ToCamera::Candidate(candidate) => {
+                if self.sessions.contains_key(&session) {
+                    self.out.push_back(Output::Peer(PeerCommand::AddCandidate {
+                        session,
+                        candidate,
+                    }));
+                } else {
+                    log::info!(session = session.as_str(); "candidate for unknown session {session}");
+                    self.send(
+                        session,
+                        ToViewer::error(ErrorCode::UnknownSession, "no such session"),
+                    );
+                }
+            }
+            ToCamera::Bye => {
+                if self.sessions.remove(&session).is_some() {
+                    log::info!(session = session.as_str(); "viewer {session} said bye");
+                    self.out
+                        .push_back(Output::Peer(PeerCommand::Close { session }));
+                    self.viewers_changed(now);
+                }
+                // A bye for a session that no longer exists is ignored silently.
+            }
+        }
+    }
+
+    /// Why a session that does not exist yet may not be created, if it may not.
+    fn refusal_for_new_session(&self, session: &SessionId) -> Option<&'static str> {
+        if self.shutting_down {
+            Some("camera is shutting down")
+        } else if !self.sessions.contains_key(session) && self.viewers() >= self.limits.max_viewers
+        {
+            Some("viewer limit reached")
+        } else {
+            None
+        }
+    }
+
+    fn handle_offer(&mut self, now: Instant, session: SessionId, sdp: String) {
+        if let Some(existing) = self.sessions.get(&session)
+            && existing.last_offer == sdp
+        {
+            log::debug!(session = session.as_str(); "duplicate offer ignored");
+            return;
+        }
+        let refusal = self
+            .refusal_for_new_session(&session)
+            .or_else(|| (!self.offers.take(now)).then_some("offer rate limit hit, retry later"));
+        if let Some(reason) = refusal {
+            log::warn!(session = session.as_str(); "offer refused: {reason}");
+            // An error in reply to an offer means no session exists afterwards.
+            self.end_silently(now, &session);
+            self.send(session, ToViewer::error(ErrorCode::Busy, reason));
+            return;
+        }
+        let deadline = Some(now + self.limits.connect_timeout);
+        let renegotiation = self.sessions.contains_key(&session);
+        self.sessions.insert(
+            session.clone(),
+            Session {
+                last_offer: sdp.clone(),
+                connect_deadline: deadline,
+            },
+        );
+        if renegotiation {
+            log::info!(session = session.as_str(); "renegotiation offer on {session}");
+        } else {
+            log::info!(session = session.as_str(); "new session {session}");
+            self.viewers_changed(now);
+        }
+        self.out
+            .push_back(Output::Peer(PeerCommand::Offer { session, sdp }));
+    }
+
+    /// Handles what the peer layer reports about `session`.
+    pub fn handle_peer(&mut self, now: Instant, session: SessionId, event: PeerEvent) {
+        if !self.sessions.contains_key(&session) {
+            // The session ended while the peer layer was busy with it; nothing to tell.
+            return;
+        }
+        match event {
+            PeerEvent::Answer(sdp) => self.send(session, ToViewer::Answer { sdp }),
+            PeerEvent::LocalCandidate(candidate) => {
+                self.send(session, ToViewer::Candidate { candidate });
+            }
+            PeerEvent::Connected => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.connect_deadline = None;
+                }
+            }
+            PeerEvent::OfferRejected { code, message } => {
+                log::warn!(session = session.as_str(); "offer rejected ({code:?}): {message}");
+                self.end_silently(now, &session);
+                self.send(session, ToViewer::error(code, message));
+            }
+            PeerEvent::Failed(why) => {
+                log::warn!(session = session.as_str(); "session {session} failed: {why}");
+                self.end_with_bye(now, session, ByeReason::Failed);
+            }
+        }
+    }
+
+    /// Ends every session with `bye` reason `shutdown` and refuses new ones.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let mut ids: Vec<_> = self.sessions.keys().cloned().collect();
+        ids.sort();
+        for id in ids {
+            self.end_with_bye(now, id, ByeReason::Shutdown);
+        }
+    }
+
+    /// Ends `session` with `bye` reason `kicked`. Returns whether it existed.
+    pub fn kick(&mut self, now: Instant, session: &SessionId) -> bool {
+        let existed = self.sessions.contains_key(session);
+        if existed {
+            self.end_with_bye(now, session.clone(), ByeReason::Kicked);
+        }
+        existed
+    }
+
+    fn end_with_bye(&mut self, now: Instant, session: SessionId, reason: ByeReason) {
+        if self.sessions.remove(&session).is_some() {
+            self.out.push_back(Output::Peer(PeerCommand::Close {
+                session: session.clone(),
+            }));
+            self.send(session, ToViewer::Bye { reason });
+            self.viewers_changed(now);
+        }
+    }
+
+    fn end_silently(&mut self, now: Instant, session: &SessionId) {
+        if self.sessions.remove(session).is_some() {
+            self.out.push_back(Output::Peer(PeerCommand::Close {
+                session: session.clone(),
+            }));
+            self.viewers_changed(now);
+        }
+    }
+
+    /// Advances time: ends sessions past their connect deadline, releases a rate-limited
+    /// status, and logs flood drops in batches.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut expired: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.connect_deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired.sort();
+        for id in expired {
+            log::warn!(session = id.as_str(); "session {id} did not connect in time");
+            self.end_with_bye(now, id, ByeReason::Timeout);
+        }
+        if self.announced.is_none() || self.status_due.is_some_and(|d| d <= now) {
+            self.announce(now);
+        }
+        self.log_flood(now);
+    }
+
+    /// The next instant [`Machine::handle_timeout`] has work to do, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let deadlines = self.sessions.values().filter_map(|s| s.connect_deadline);
+        deadlines.chain(self.status_due).min()
+    }
+
+    /// The next output, or `None` when drained.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn send(&mut self, session: SessionId, msg: ToViewer) {
+        self.out.push_back(Output::Send { session, msg });
+    }
+
+    fn viewers_changed(&mut self, now: Instant) {
+        let Some((count, at)) = self.announced else {
+            return; // the first handle_timeout announces
+        };
+        if count == self.viewers() {
+            self.status_due = None;
+            return;
+        }
+        let earliest = at + self.limits.status_interval;
+        if now >= earliest {
+            self.announce(now);
+        } else {
+            self.status_due = Some(earliest);
+        }
+    }
+
+    fn announce(&mut self, now: Instant) {
+        let viewers = self.viewers();
+        self.status_due = None;
+        if self.announced.is_some_and(|(count, _)| count == viewers) {
+            return;
+        }
+        self.announced = Some((viewers, now));
+        self.out.push_back(Output::Status { viewers });
+    }
+
+    fn log_flood(&mut self, now: Instant) {
+        if self.flood_dropped == 0 {
+            return;
+        }
+        if self
+            .flood_logged_at
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        log::warn!(
+            "message flood: dropped {} signaling messages over the rate limit",
+            self.flood_dropped
+        );
+        self.flood_dropped = 0;
+        self.flood_logged_at = Some(now);
+    }
+}

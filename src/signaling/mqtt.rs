@@ -1,0 +1,292 @@
+//! The one `rumqttc` adapter: connects to the broker, subscribes to this camera's
+//! `to-camera` topics, publishes `to-viewer` messages and the retained status, and
+//! reconnects with capped exponential backoff and jitter. Every ConnAck resubscribes
+//! and republishes the latest status (a clean session forgets subscriptions). Live
+//! WebRTC sessions do not depend on this link: media keeps flowing while it is down.
+
+use super::protocol::{MAX_PAYLOAD_BYTES, SessionId, Status, ToViewer, Topics};
+use crate::config::{BrokerScheme, BrokerUrl};
+use backon::BackoffBuilder;
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Largest MQTT packet accepted from the broker, bytes. Above the contract's 64 KiB so
+/// an oversized message is still read and answered with `bad-request` rather than
+/// breaking the connection.
+const MAX_INCOMING_PACKET: usize = 16 * MAX_PAYLOAD_BYTES;
+
+/// Errors setting up the MQTT link.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// The CA file could not be read or holds no certificate.
+    #[error("CA file {path}: {problem}")]
+    Ca {
+        /// File.
+        path: PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+/// How to reach the broker.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// Broker URL.
+    pub url: BrokerUrl,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Username/password.
+    pub credentials: Option<(String, String)>,
+    /// PEM CA bundle for TLS; default: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// First reconnect delay.
+    pub min_backoff: Duration,
+    /// Reconnect delay cap.
+    pub max_backoff: Duration,
+}
+
+/// What the link delivers to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A payload on `{session}`'s `to-camera` topic.
+    Message {
+        /// Session.
+        session: SessionId,
+        /// Raw payload.
+        payload: Bytes,
+    },
+    /// Connected (or reconnected) to the broker.
+    Connected,
+    /// Lost the broker; reconnecting.
+    Disconnected(String),
+}
+
+/// Sending half of the link; cheap to clone.
+#[derive(Clone)]
+pub struct MqttHandle {
+    client: AsyncClient,
+    topics: Topics,
+    status: Arc<Mutex<Vec<u8>>>,
+}
+
+impl MqttHandle {
+    /// Publishes `msg` on `session`'s `to-viewer` topic (QoS 1). Never blocks: while the
+    /// broker is away the request queue fills and messages are dropped with a log line.
+    pub fn send(&self, session: &SessionId, msg: &ToViewer) {
+        let topic = self.topics.to_viewer(session);
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, msg.to_json())
+        {
+            log::warn!(session = session.as_str(); "cannot queue message for viewer: {e}");
+        }
+    }
+
+    /// Publishes the retained status and remembers it for republishing on reconnect.
+    pub fn publish_status(&self, status: &Status) {
+        let payload = status.to_json();
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = payload.clone();
+        if let Err(e) =
+            self.client
+                .try_publish(self.topics.status(), QoS::AtLeastOnce, true, payload)
+        {
+            log::warn!("cannot queue status: {e}");
+        }
+    }
+}
+
+fn tls_config(ca_file: Option<&PathBuf>) -> Result<TlsConfiguration, MqttError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let ca_err = |problem: String| MqttError::Ca {
+                path: path.clone(),
+                problem,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+                roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(ca_err("no certificate in file".into()));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConfiguration::Rustls(Arc::new(config)))
+}
+
+/// Starts the link. Returns the sending handle and the task driving the event loop;
+/// inbound events go to `inbound`. On `shutdown` the task publishes the offline status,
+/// disconnects, and ends.
+///
+/// # Errors
+/// [`MqttError`] when TLS cannot be set up.
+pub fn start(
+    settings: MqttSettings,
+    topics: Topics,
+    initial_status: &Status,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: CancellationToken,
+) -> Result<(MqttHandle, tokio::task::JoinHandle<()>), MqttError> {
+    let url = &settings.url;
+    let mut options = match url.scheme {
+        BrokerScheme::Mqtt | BrokerScheme::Mqtts => {
+            MqttOptions::new(&settings.client_id, &url.host, url.port)
+        }
+        // rumqttc takes the whole URL as the host for WebSocket transports.
+        BrokerScheme::Ws | BrokerScheme::Wss => {
+            MqttOptions::new(&settings.client_id, &url.url, url.port)
+        }
+    };
+    match url.scheme {
+        BrokerScheme::Mqtt => {}
+        BrokerScheme::Mqtts => {
+            options.set_transport(Transport::tls_with_config(tls_config(
+                settings.ca_file.as_ref(),
+            )?));
+        }
+        BrokerScheme::Ws => {
+            options.set_transport(Transport::Ws);
+        }
+        BrokerScheme::Wss => {
+            options.set_transport(Transport::wss_with_config(tls_config(
+                settings.ca_file.as_ref(),
+            )?));
+        }
+    }
+    options
+        .set_keep_alive(settings.keep_alive)
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET)
+        .set_last_will(LastWill::new(
+            topics.status(),
+            Status::offline(topics.camera()).to_json(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some((user, pass)) = &settings.credentials {
+        options.set_credentials(user, pass);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let handle = MqttHandle {
+        client: client.clone(),
+        topics: topics.clone(),
+        status: Arc::new(Mutex::new(initial_status.to_json())),
+    };
+    let status = handle.status.clone();
+    let new_backoff = move || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(settings.min_backoff)
+            .with_max_delay(settings.max_backoff)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let task = tokio::spawn(async move {
+        let mut backoff = new_backoff();
+        let mut connected = false;
+        let mut failures: u64 = 0;
+        loop {
+            let event = tokio::select! {
+                e = eventloop.poll() => e,
+                () = shutdown.cancelled() => break,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    log::info!("connected to broker {}", settings.url.url);
+                    connected = true;
+                    failures = 0;
+                    backoff = new_backoff();
+                    if let Err(e) =
+                        client.try_subscribe(topics.to_camera_filter(), QoS::AtLeastOnce)
+                    {
+                        log::error!("cannot queue subscription: {e}");
+                    }
+                    let payload = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if let Err(e) =
+                        client.try_publish(topics.status(), QoS::AtLeastOnce, true, payload)
+                    {
+                        log::error!("cannot queue status: {e}");
+                    }
+                    let _ = inbound.try_send(Inbound::Connected);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => match topics.parse_to_camera(&p.topic) {
+                    Some(Ok(session)) => {
+                        if inbound
+                            .try_send(Inbound::Message {
+                                session,
+                                payload: p.payload,
+                            })
+                            .is_err()
+                        {
+                            log::warn!("signaling queue full, message dropped");
+                        }
+                    }
+                    Some(Err(e)) => log::warn!("dropping message on {:?}: {e}", truncate(&p.topic)),
+                    None => log::debug!("ignoring message on {:?}", truncate(&p.topic)),
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    failures += 1;
+                    if connected {
+                        connected = false;
+                        let _ = inbound.try_send(Inbound::Disconnected(e.to_string()));
+                    }
+                    let delay = backoff.next().unwrap_or(settings.max_backoff);
+                    // One line for the first failures, then one per ten, so a broker
+                    // that stays away does not flood the journal.
+                    if failures <= 3 || failures.is_multiple_of(10) {
+                        log::warn!(
+                            "broker {} unreachable ({e}); attempt {failures}, retrying in {} ms",
+                            settings.url.url,
+                            delay.as_millis()
+                        );
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        if connected {
+            // Clean shutdown: mark offline ourselves (the Last Will fires only on an
+            // unclean loss), then disconnect, flushing for at most 2 s.
+            let offline = Status::offline(topics.camera()).to_json();
+            let _ = client.try_publish(topics.status(), QoS::AtLeastOnce, true, offline);
+            let _ = client.try_disconnect();
+            let flush = async {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+        }
+    });
+    Ok((handle, task))
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(120).collect()
+}

@@ -1,0 +1,121 @@
+//! HTTP server for the viewer page (`web/`, built into the binary) plus two JSON
+//! endpoints: `/config.json` (what the page needs to connect) and `/api/stats`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// What `/config.json` tells the page.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageConfig {
+    /// Broker WebSocket URL, if fixed; otherwise the page uses its own host and
+    /// `broker_ws_port`.
+    pub broker_url: Option<String>,
+    /// Port of the embedded broker's WebSocket listener.
+    pub broker_ws_port: Option<u16>,
+    /// Topic prefix.
+    pub prefix: String,
+    /// This camera's id (the page preselects it).
+    pub camera: String,
+}
+
+/// Produces the `/api/stats` document.
+pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+#[derive(Clone)]
+struct AppState {
+    page: PageConfig,
+    stats: StatsFn,
+}
+
+const FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_bytes!("../web/index.html"),
+    ),
+    (
+        "/index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../web/index.html"),
+    ),
+    (
+        "/viewer.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/viewer.js"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../web/style.css"),
+    ),
+    (
+        "/vendor/mqtt.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/vendor/mqtt.min.js"),
+    ),
+];
+
+fn embedded(path: &'static str, mime: &'static str, body: &'static [u8]) -> Router<AppState> {
+    Router::new().route(
+        path,
+        get(move || async move { ([(header::CONTENT_TYPE, mime)], body).into_response() }),
+    )
+}
+
+/// Builds the router: files from `web_root` when given, else the embedded copies.
+pub fn router(page: PageConfig, stats: StatsFn, web_root: Option<PathBuf>) -> Router {
+    let state = AppState { page, stats };
+    let mut app = Router::new()
+        .route("/config.json", get(config_json))
+        .route("/api/stats", get(stats_json));
+    match web_root {
+        Some(root) => {
+            app = app.fallback_service(tower_http::services::ServeDir::new(root));
+        }
+        None => {
+            for (path, mime, body) in FILES {
+                app = app.merge(embedded(path, mime, body));
+            }
+            app = app.fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() });
+        }
+    }
+    app.with_state(state)
+}
+
+async fn config_json(State(s): State<AppState>) -> Response {
+    Json(s.page).into_response()
+}
+
+async fn stats_json(State(s): State<AppState>) -> Response {
+    Json((s.stats)()).into_response()
+}
+
+/// Binds `addr` and serves until `shutdown`.
+///
+/// # Errors
+/// The bind error.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    log::info!("viewer page on http://{}", listener.local_addr()?);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            log::error!("HTTP server stopped: {e}");
+        }
+    }))
+}

@@ -1,0 +1,339 @@
+// edgecam viewer: lists cameras from their retained status, and plays one over WebRTC,
+// signaled over MQTT per docs/signaling.md (protocol 1). The viewer offers, the camera
+// answers, candidates trickle both ways.
+//
+// URL parameters (all optional): broker (ws:// or wss:// URL), camera, prefix,
+// username, password, session, relay=1 (relay-only ICE), autoplay=0.
+'use strict';
+
+(function () {
+  const params = new URLSearchParams(location.search);
+  const $ = (id) => document.getElementById(id);
+  const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+  const state = {
+    client: null, socket: null, prefix: 'edgecam', cameras: new Map(),
+    camera: null, session: null, pc: null, remoteSet: false, pendingCandidates: [],
+    iceServers: [], iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
+    connectTimer: null, restartTimer: null, stats: {}, lastBytes: null, stopped: false,
+    log: [],
+  };
+  // For tests and curious users: window.edgecam.stats() returns the latest figures.
+  window.edgecam = { state, stats: () => state.stats };
+
+  function note(text) {
+    $('message').textContent = text;
+    state.log.push(new Date().toISOString() + ' ' + text);
+    if (state.log.length > 200) state.log.shift();
+  }
+  function pill(el, text, cls) { el.textContent = text; el.className = 'pill ' + (cls || ''); }
+  function newSessionId() {
+    // 'v' + 12 alphanumerics: valid as a session id and as an MQTT 3.1.1 client id.
+    const abc = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+    const r = crypto.getRandomValues(new Uint8Array(12));
+    return 'v' + Array.from(r, (b) => abc[b % abc.length]).join('');
+  }
+  const topic = {
+    status: (cam) => `${state.prefix}/${cam}/status`,
+    toCamera: (cam, s) => `${state.prefix}/${cam}/session/${s}/to-camera`,
+    toViewer: (cam, s) => `${state.prefix}/${cam}/session/${s}/to-viewer`,
+  };
+
+  // A QoS 0 MQTT 3.1.1 PUBLISH packet (§3.3), so `bye` can be written to the
+  // WebSocket synchronously while the page unloads.
+  function publishPacket(t, payload) {
+    const enc = new TextEncoder();
+    const tb = enc.encode(t), pb = enc.encode(payload);
+    let len = 2 + tb.length + pb.length;
+    const lenBytes = [];
+    do { let b = len % 128; len = Math.floor(len / 128); if (len > 0) b |= 128; lenBytes.push(b); } while (len > 0);
+    const out = new Uint8Array(1 + lenBytes.length + 2 + tb.length + pb.length);
+    let i = 0;
+    out[i++] = 0x30;
+    for (const b of lenBytes) out[i++] = b;
+    out[i++] = tb.length >> 8; out[i++] = tb.length & 255;
+    out.set(tb, i); i += tb.length;
+    out.set(pb, i);
+    return out;
+  }
+
+  function send(msg) {
+    if (!state.client || !state.camera || !state.session) return;
+    state.client.publish(topic.toCamera(state.camera, state.session), JSON.stringify(msg), { qos: 1 });
+  }
+
+  async function loadDefaults() {
+    let cfg = {};
+    try {
+      const r = await fetch('config.json', { cache: 'no-store' });
+      if (r.ok) cfg = await r.json();
+    } catch (e) { /* page not served by edgecam */ }
+    state.prefix = params.get('prefix') || cfg.prefix || 'edgecam';
+    let broker = params.get('broker') || cfg.brokerUrl;
+    if (!broker) {
+      const port = cfg.brokerWsPort || 9001;
+      const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+      broker = `${scheme}://${location.hostname || '127.0.0.1'}:${port}/mqtt`;
+    }
+    return { broker, camera: params.get('camera') || cfg.camera || null };
+  }
+
+  function connectBroker(broker) {
+    state.session = params.get('session') && ID_RE.test(params.get('session')) ? params.get('session') : newSessionId();
+    const opts = {
+      clientId: state.session, clean: true, reconnectPeriod: 2000, connectTimeout: 10000,
+      protocolVersion: 4,
+      createWebsocket: (url, protocols) => (state.socket = new WebSocket(url, protocols)),
+    };
+    if (params.get('username')) { opts.username = params.get('username'); opts.password = params.get('password') || ''; }
+    if (state.camera) {
+      // A crashed page frees its session at once.
+      opts.will = { topic: topic.toCamera(state.camera, state.session), payload: '{"type":"bye"}', qos: 1, retain: false };
+    }
+    const client = mqtt.connect(broker, opts);
+    state.client = client;
+    pill($('broker-state'), 'broker: connecting', 'wait');
+    client.on('connect', () => {
+      pill($('broker-state'), 'broker: connected', 'ok');
+      client.subscribe(`${state.prefix}/+/status`, { qos: 1 });
+      if (state.camera) {
+        client.subscribe(topic.toViewer(state.camera, state.session), { qos: 1 }, (err) => {
+          if (err) { note('subscribe failed: ' + err.message); return; }
+          // Subscribed before anything is published (contract).
+          if (!state.pc && !state.stopped && params.get('autoplay') !== '0') start();
+        });
+      }
+    });
+    client.on('reconnect', () => pill($('broker-state'), 'broker: reconnecting', 'wait'));
+    client.on('offline', () => pill($('broker-state'), 'broker: offline', 'bad'));
+    client.on('error', (e) => note('broker error: ' + e.message));
+    client.on('message', onMessage);
+  }
+
+  function onMessage(t, payload) {
+    let msg;
+    try { msg = JSON.parse(payload.toString()); } catch (e) { return; }
+    const parts = t.split('/');
+    if (parts.length === 3 && parts[2] === 'status') { onStatus(parts[1], msg); return; }
+    if (state.camera && t === topic.toViewer(state.camera, state.session)) onSignal(msg);
+  }
+
+  function onStatus(cam, status) {
+    state.cameras.set(cam, status);
+    const ul = $('camera-list');
+    ul.innerHTML = '';
+    for (const [id, s] of [...state.cameras.entries()].sort()) {
+      const li = document.createElement('li');
+      const online = s.state === 'online';
+      li.textContent = `${s.name || id} ${online ? `· ${s.viewers}/${s.maxViewers} viewers` : '· offline'}`;
+      li.dataset.camera = id;
+      if (!online) li.classList.add('offline');
+      if (id === state.camera) li.classList.add('selected');
+      li.onclick = () => { if (online) selectCamera(id); };
+      ul.appendChild(li);
+    }
+    if (!state.camera && state.cameras.size === 1 && status.state === 'online' && params.get('autoplay') !== '0') {
+      selectCamera(cam);
+    }
+  }
+
+  function selectCamera(cam) {
+    if (!ID_RE.test(cam)) return;
+    if (cam === state.camera && state.pc) return;
+    stop(true);
+    state.camera = cam;
+    state.stopped = false;
+    const url = new URL(location.href);
+    url.searchParams.set('camera', cam);
+    history.replaceState(null, '', url);
+    // Reconnect so the Last Will names this camera's session topic.
+    const broker = state.brokerUrl;
+    if (state.client) state.client.end(true);
+    connectBroker(broker);
+  }
+
+  async function start() {
+    const cam = state.cameras.get(state.camera);
+    $('s-camera').textContent = cam ? (cam.name || state.camera) : state.camera;
+    note('');
+    if (cam && cam.turn) {
+      // The camera hands out TURN credentials for this session before we offer.
+      state.awaitingConfig = true;
+      send({ type: 'config-request' });
+      setTimeout(() => { if (state.awaitingConfig) { state.awaitingConfig = false; createOffer(false); } }, 3000);
+    } else {
+      createOffer(false);
+    }
+  }
+
+  function newPeer() {
+    const pc = new RTCPeerConnection({ iceServers: state.iceServers, iceTransportPolicy: state.iceTransportPolicy });
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    const cam = state.cameras.get(state.camera);
+    if (!cam || cam.audio) pc.addTransceiver('audio', { direction: 'recvonly' });
+    const stream = new MediaStream();
+    $('video').srcObject = stream;
+    pc.ontrack = (e) => { stream.addTrack(e.track); $('video').play().catch(() => {}); };
+    pc.onicecandidate = (e) => {
+      send({ type: 'candidate', candidate: e.candidate ? e.candidate.toJSON() : null });
+    };
+    pc.onconnectionstatechange = () => onPcState(pc);
+    state.pc = pc;
+    state.remoteSet = false;
+    state.pendingCandidates = [];
+    return pc;
+  }
+
+  async function createOffer(iceRestart) {
+    const pc = state.pc && iceRestart ? state.pc : newPeer();
+    pill($('pc-state'), iceRestart ? 'restarting ICE' : 'offering', 'wait');
+    const offer = await pc.createOffer({ iceRestart });
+    await pc.setLocalDescription(offer);
+    state.offerSentAt = performance.now();
+    send({ type: 'offer', sdp: pc.localDescription.sdp });
+  }
+
+  async function onSignal(msg) {
+    const pc = state.pc;
+    switch (msg.type) {
+      case 'config':
+        state.iceServers = msg.iceServers || [];
+        if (params.get('relay') !== '1' && msg.iceTransportPolicy) state.iceTransportPolicy = msg.iceTransportPolicy;
+        if (state.awaitingConfig) { state.awaitingConfig = false; createOffer(false); }
+        else if (pc) {
+          // Fresh credentials on a live session: apply and restart ICE (contract).
+          pc.setConfiguration({ iceServers: state.iceServers, iceTransportPolicy: state.iceTransportPolicy });
+          createOffer(true);
+        }
+        break;
+      case 'answer':
+        if (!pc) return;
+        try {
+          await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+          state.remoteSet = true;
+          for (const c of state.pendingCandidates) await pc.addIceCandidate(c).catch(() => {});
+          state.pendingCandidates = [];
+        } catch (e) { note('bad answer: ' + e.message); }
+        break;
+      case 'candidate':
+        if (!pc || !msg.candidate) return;
+        if (state.remoteSet) pc.addIceCandidate(msg.candidate).catch((e) => note('candidate: ' + e.message));
+        else state.pendingCandidates.push(msg.candidate);
+        break;
+      case 'error':
+        note(`camera refused: ${msg.code}: ${msg.message}`);
+        pill($('pc-state'), 'error: ' + msg.code, 'bad');
+        closePeer();
+        if (msg.code === 'busy' || msg.code === 'internal') scheduleRestart(5000);
+        break;
+      case 'bye':
+        note('camera ended the session: ' + msg.reason);
+        pill($('pc-state'), 'ended: ' + msg.reason, 'bad');
+        closePeer();
+        if (msg.reason !== 'kicked') scheduleRestart(msg.reason === 'shutdown' ? 5000 : 2000);
+        break;
+    }
+  }
+
+  function onPcState(pc) {
+    if (pc !== state.pc) return;
+    const s = pc.connectionState;
+    pill($('pc-state'), s, s === 'connected' ? 'ok' : (s === 'failed' || s === 'closed') ? 'bad' : 'wait');
+    clearTimeout(state.connectTimer);
+    if (s === 'disconnected') {
+      // Give ICE a moment to recover by itself, then restart it.
+      state.connectTimer = setTimeout(() => { if (state.pc === pc && pc.connectionState !== 'connected') createOffer(true); }, 3000);
+    } else if (s === 'failed') {
+      createOffer(true);
+    }
+  }
+
+  function closePeer() {
+    if (state.pc) { state.pc.onconnectionstatechange = null; state.pc.close(); }
+    state.pc = null;
+  }
+
+  function scheduleRestart(ms) {
+    clearTimeout(state.restartTimer);
+    state.restartTimer = setTimeout(() => {
+      if (!state.stopped && !state.pc && state.client && state.client.connected) {
+        state.session = newSessionId();
+        // New session id: reconnect so the client id and the Last Will match it.
+        state.client.end(true);
+        connectBroker(state.brokerUrl);
+      }
+    }, ms);
+  }
+
+  function stop(silent) {
+    clearTimeout(state.restartTimer);
+    if (state.pc) send({ type: 'bye' });
+    closePeer();
+    state.stopped = true;
+    if (!silent) pill($('pc-state'), 'stopped', '');
+  }
+
+  async function pollStats() {
+    const pc = state.pc;
+    if (!pc) return;
+    const report = await pc.getStats();
+    const s = { framesDecoded: 0, audioPacketsReceived: 0 };
+    const byId = new Map();
+    report.forEach((r) => byId.set(r.id, r));
+    report.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') {
+        s.framesDecoded = r.framesDecoded || 0;
+        s.framesPerSecond = r.framesPerSecond;
+        s.width = r.frameWidth; s.height = r.frameHeight;
+        s.videoBytes = r.bytesReceived;
+        s.keyFramesDecoded = r.keyFramesDecoded;
+        const c = byId.get(r.codecId); if (c) s.videoCodec = c.mimeType;
+      } else if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+        s.audioPacketsReceived = r.packetsReceived || 0;
+        s.audioBytes = r.bytesReceived;
+        const c = byId.get(r.codecId); if (c) s.audioCodec = c.mimeType;
+      } else if (r.type === 'transport' && r.selectedCandidatePairId) {
+        s.pairId = r.selectedCandidatePairId;
+      }
+    });
+    const pair = s.pairId ? byId.get(s.pairId) : null;
+    if (pair) {
+      s.rttMs = pair.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null;
+      const l = byId.get(pair.localCandidateId), r = byId.get(pair.remoteCandidateId);
+      s.candidatePair = `${l ? l.candidateType : '?'}/${r ? r.candidateType : '?'} ${l ? l.protocol : ''}`;
+    }
+    const now = performance.now();
+    const bytes = (s.videoBytes || 0) + (s.audioBytes || 0);
+    if (state.lastBytes) s.kbps = ((bytes - state.lastBytes.bytes) * 8) / (now - state.lastBytes.t);
+    state.lastBytes = { bytes, t: now };
+    if (s.framesDecoded > 0 && state.offerSentAt && !state.firstFrameMs) state.firstFrameMs = now - state.offerSentAt;
+    s.firstFrameMs = state.firstFrameMs;
+    s.connectionState = pc.connectionState;
+    s.session = state.session;
+    state.stats = s;
+    $('s-resolution').textContent = s.width ? `${s.width}×${s.height}` : '–';
+    $('s-fps').textContent = s.framesPerSecond != null ? s.framesPerSecond.toFixed(0) + ' fps' : '–';
+    $('s-bitrate').textContent = s.kbps != null ? s.kbps.toFixed(0) + ' kbit/s' : '–';
+    $('s-rtt').textContent = s.rttMs != null ? s.rttMs.toFixed(1) + ' ms' : '–';
+    $('s-pair').textContent = s.candidatePair || '–';
+    $('s-codec').textContent = [s.videoCodec, s.audioCodec].filter(Boolean).join(', ') || '–';
+    $('s-audio').textContent = String(s.audioPacketsReceived);
+  }
+
+  window.addEventListener('pagehide', () => {
+    // Flush bye synchronously: mqtt.js would send on a later tick that never comes.
+    if (state.socket && state.socket.readyState === 1 && state.camera && state.session && state.pc) {
+      try { state.socket.send(publishPacket(topic.toCamera(state.camera, state.session), '{"type":"bye"}')); } catch (e) { /* unloading */ }
+    }
+  });
+  $('unmute').onclick = () => { const v = $('video'); v.muted = !v.muted; $('unmute').textContent = v.muted ? '🔇 Unmute' : '🔊 Mute'; };
+  $('stop').onclick = () => stop(false);
+  $('reconnect').onclick = () => { if (state.camera) { stop(true); state.stopped = false; state.client.end(true); state.session = null; connectBroker(state.brokerUrl); } };
+  setInterval(() => { pollStats().catch(() => {}); }, 1000);
+
+  loadDefaults().then(({ broker, camera }) => {
+    state.brokerUrl = broker;
+    if (camera && ID_RE.test(camera)) state.camera = camera;
+    connectBroker(broker);
+  });
+})();
