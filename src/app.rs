@@ -277,11 +277,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         });
     }
 
-    let mut machine = Machine::new(Limits {
-        max_viewers: config.webrtc.max_viewers,
-        connect_timeout: Duration::from_secs(config.webrtc.connect_timeout_s.into()),
-        ..Limits::default()
-    });
+    let mut machine = Machine::new(
+        Limits {
+            max_viewers: config.webrtc.max_viewers,
+            connect_timeout: Duration::from_secs(config.webrtc.connect_timeout_s.into()),
+            ..Limits::default()
+        },
+        Instant::now(),
+    );
     let mut format_watch = format_rx.clone();
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -310,6 +313,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
             },
             _ = housekeeping.tick() => {
+                machine.handle_timeout(Instant::now());
                 *sessions_json.lock().unwrap_or_else(|p| p.into_inner()) =
                     serde_json::to_value(peers.snapshots()).unwrap_or_default();
             }

@@ -31,6 +31,25 @@ fn check_free(addr: SocketAddr) -> Result<(), BrokerError> {
         .map_err(|source| BrokerError::Listen { addr, source })
 }
 
+/// Waits (at most 3 s) until the broker accepts TCP connections, so the camera's own
+/// client does not start with a refused connection and a backoff delay.
+fn wait_listening(addr: SocketAddr) {
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    for _ in 0..150 {
+        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(100))
+            .is_ok()
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    log::warn!("embedded broker not accepting on {addr} after 3 s");
+}
+
 /// Starts the broker on a thread of its own (rumqttd runs its own runtime). It lives
 /// as long as the process.
 ///
@@ -93,6 +112,7 @@ pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
             }
         })
         .map_err(BrokerError::Thread)?;
+    wait_listening(cfg.listen);
     log::info!(
         "embedded MQTT broker on tcp {} and websocket {}",
         cfg.listen,

@@ -15,8 +15,9 @@ pub fn init(target: LogTarget, level: &str, camera_id: &str) -> anyhow::Result<(
         LogTarget::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
     };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
-        // webrtc-rs and rumqttd log much at info; keep them at warn unless asked.
-        format!("warn,edgecam={level}")
+        // webrtc-rs logs much at info, and rumqttd logs routine events at error level;
+        // keep them quiet unless asked.
+        format!("warn,rumqttd=off,edgecam={level}")
     });
     if journald {
         systemd_journal_logger::JournalLog::new()?

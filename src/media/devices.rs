@@ -117,9 +117,19 @@ pub fn alsa_capture_pcms() -> Vec<AlsaPcm> {
         .collect()
 }
 
-/// Whether the ALSA PCM `name` can be opened for capture now.
+/// Whether the ALSA PCM `name` can be opened for capture now. Without any capture
+/// node in `/dev/snd` it answers `false` without asking alsa-lib, which would print
+/// configuration errors to stderr on a machine with no sound card.
 pub fn alsa_can_capture(name: &str) -> bool {
-    alsa::pcm::PCM::new(name, alsa::Direction::Capture, true).is_ok()
+    let any_capture_node = std::fs::read_dir("/dev/snd")
+        .map(|dir| {
+            dir.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("pcmC") && n.ends_with('c')
+            })
+        })
+        .unwrap_or(false);
+    any_capture_node && alsa::pcm::PCM::new(name, alsa::Direction::Capture, true).is_ok()
 }
 
 /// Human-readable listing for `edgecam devices`.

@@ -468,26 +468,32 @@ pub(crate) async fn run(
     log::info!(session = ctx.id.as_str(); "session {} closed", ctx.id);
 }
 
-/// `local-type/remote-type/protocol` of the nominated pair from the stats report.
+/// `local-type/remote-type protocol` of the selected candidate pair (e.g.
+/// `host/prflx udp`), from the stats report (W3C webrtc-stats §7.8, §7.11).
 async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+    use webrtc::peer_connection::RTCStatsReportEntry as E;
     let report = pc
         .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
         .await;
-    let text = format!("{report:?}");
-    // The report's typed accessors differ across minor versions; the nominated pair's
-    // candidate types are read from its debug form, which is stable enough for a log
-    // line and the viewer stats.
-    let find = |key: &str| {
-        text.find(key).map(|i| {
-            text[i + key.len()..]
-                .chars()
-                .take_while(|c| c.is_alphanumeric())
-                .collect::<String>()
-        })
+    let pair_id = report.iter().find_map(|e| match e {
+        E::Transport(t) if !t.selected_candidate_pair_id.is_empty() => {
+            Some(t.selected_candidate_pair_id.clone())
+        }
+        _ => None,
+    })?;
+    let (local_id, remote_id) = match report.get(&pair_id)? {
+        E::IceCandidatePair(p) => (p.local_candidate_id.clone(), p.remote_candidate_id.clone()),
+        _ => return None,
     };
-    let local = find("local_candidate_type: ")?;
-    let remote = find("remote_candidate_type: ").unwrap_or_default();
-    Some(format!("{local}/{remote}").to_lowercase())
+    let candidate = |id: &str| match report.get(id) {
+        Some(E::LocalCandidate(c) | E::RemoteCandidate(c)) => {
+            Some((c.candidate_type.to_string(), c.protocol.clone()))
+        }
+        _ => None,
+    };
+    let (local, protocol) = candidate(&local_id)?;
+    let remote = candidate(&remote_id).map_or_else(|| "?".to_owned(), |c| c.0);
+    Some(format!("{local}/{remote} {protocol}").to_lowercase())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -166,7 +166,7 @@ pub struct Machine {
     out: VecDeque<Output>,
     shutting_down: bool,
     /// Viewer count last announced, and when.
-    announced: Option<(u32, Instant)>,
+    announced: (u32, Instant),
     /// A status change waiting for the rate limit.
     status_due: Option<Instant>,
     flood_dropped: u64,
@@ -174,9 +174,9 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// A machine with no sessions. Announces the initial status (0 viewers) on the first
-    /// call to [`Machine::handle_timeout`].
-    pub fn new(limits: Limits) -> Self {
+    /// A machine with no sessions, created at `now`; the driver has announced the
+    /// initial status (0 viewers) itself, so the first change may follow at once.
+    pub fn new(limits: Limits, now: Instant) -> Self {
         let offers = Bucket::new(limits.offer_burst, limits.offers_per_sec);
         let messages = Bucket::new(limits.message_burst, limits.messages_per_sec);
         Self {
@@ -186,7 +186,8 @@ impl Machine {
             messages,
             out: VecDeque::new(),
             shutting_down: false,
-            announced: None,
+            // Backdated so the first change is announced at once.
+            announced: (0, now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)),
             status_due: None,
             flood_dropped: 0,
             flood_logged_at: None,
@@ -391,7 +392,7 @@ impl Machine {
             log::warn!(session = id.as_str(); "session {id} did not connect in time");
             self.end_with_bye(now, id, ByeReason::Timeout);
         }
-        if self.announced.is_none() || self.status_due.is_some_and(|d| d <= now) {
+        if self.status_due.is_some_and(|d| d <= now) {
             self.announce(now);
         }
         self.log_flood(now);
@@ -413,9 +414,7 @@ impl Machine {
     }
 
     fn viewers_changed(&mut self, now: Instant) {
-        let Some((count, at)) = self.announced else {
-            return; // the first handle_timeout announces
-        };
+        let (count, at) = self.announced;
         if count == self.viewers() {
             self.status_due = None;
             return;
@@ -431,10 +430,10 @@ impl Machine {
     fn announce(&mut self, now: Instant) {
         let viewers = self.viewers();
         self.status_due = None;
-        if self.announced.is_some_and(|(count, _)| count == viewers) {
+        if self.announced.0 == viewers {
             return;
         }
-        self.announced = Some((viewers, now));
+        self.announced = (viewers, now);
         self.out.push_back(Output::Status { viewers });
     }
 

@@ -1,0 +1,177 @@
+//! Real parts for integration tests: a Mosquitto broker and the edgecam binary started
+//! on ephemeral loopback ports, and a webrtc-rs test viewer that speaks the signaling
+//! contract and decodes what it receives with real GStreamer decoders.
+#![allow(dead_code)]
+
+pub mod viewer;
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("ephemeral port")
+}
+
+/// Waits until `port` on 127.0.0.1 accepts connections, at most `limit`.
+pub fn wait_port(port: u16, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    // SIGTERM first (graceful), then SIGKILL after `grace`.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let end = Instant::now() + grace;
+    while Instant::now() < end {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok();
+    None
+}
+
+/// A Mosquitto broker on an ephemeral loopback port (plus a WebSocket listener).
+pub struct Mosquitto {
+    child: Child,
+    /// MQTT over TCP port.
+    pub port: u16,
+    /// MQTT over WebSocket port.
+    pub ws_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto` and waits until it listens.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let ws_port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "per_listener_settings false\nallow_anonymous true\nlistener {port} 127.0.0.1\n\
+                 listener {ws_port} 127.0.0.1\nprotocol websockets\nlog_dest stderr\nlog_type error\n\
+                 log_type warning\nmessage_size_limit 0\n"
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (Debian package mosquitto)");
+        assert!(
+            wait_port(port, Duration::from_secs(10)),
+            "mosquitto did not listen on {port}"
+        );
+        Self {
+            child,
+            port,
+            ws_port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(2));
+    }
+}
+
+/// The edgecam binary, run with a config the test writes.
+pub struct Edgecam {
+    child: Option<Child>,
+    /// Its log (stderr).
+    pub log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// A config for a test camera `id` using `broker_port`: test sources, loopback ICE,
+/// no HTTP server.
+pub fn camera_config(id: &str, broker_port: u16, extra: &str) -> String {
+    format!(
+        "[camera]\nid = \"{id}\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 30\nbitrate_kbps = 800\n\
+         [audio]\nsource = \"test\"\n[signaling]\nbroker = \"mqtt://127.0.0.1:{broker_port}\"\n\
+         [http]\nenabled = false\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n{extra}"
+    )
+}
+
+impl Edgecam {
+    /// Starts `edgecam --config <file>` with `config` as the file's text.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edgecam.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = dir.path().join("edgecam.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_edgecam"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn,rumqttd=off,edgecam=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn edgecam");
+        Self {
+            child: Some(child),
+            log,
+            dir,
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (at most `grace`) for a graceful exit.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.child.take().and_then(|mut c| terminate(&mut c, grace))
+    }
+
+    /// SIGKILL: an unclean death, for the Last Will.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Edgecam {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(3));
+        if std::thread::panicking() {
+            let mut err = std::io::stderr();
+            let _ = writeln!(err, "---- edgecam log ----\n{}", self.log_text());
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! A webrtc-rs test viewer speaking the signaling contract over MQTT (rumqttc), and a
+//! raw signaling client for bad-input tests. Received H.264 is depacketized into access
+//! units and decoded by `openh264dec`; Opus packets are decoded by `opusdec`.
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use rtc::rtp::packetizer::Depacketizer as _;
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use rtc::rtp_transceiver::RTCRtpTransceiverInit;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, register_default_interceptors,
+};
+
+/// A raw MQTT client on one session's topics.
+pub struct Signal {
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, Bytes)>,
+    /// `…/to-camera` topic of this session.
+    pub to_camera: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Signal {
+    /// Connects as client `session`, subscribes to the session's `to-viewer` topic (and
+    /// `extra` filters) and waits for the subscriptions to be acknowledged.
+    pub async fn connect(port: u16, camera: &str, session: &str, extra: &[&str]) -> Self {
+        let mut opts = MqttOptions::new(session, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(10))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+        let to_viewer = format!("edgecam/{camera}/session/{session}/to-viewer");
+        let to_camera = format!("edgecam/{camera}/session/{session}/to-camera");
+        let mut filters = vec![to_viewer];
+        filters.extend(extra.iter().map(|s| (*s).to_owned()));
+        for f in &filters {
+            client
+                .subscribe(f, QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.clone()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        for _ in &filters {
+            tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
+                .await
+                .expect("suback in time");
+        }
+        Self {
+            client,
+            rx,
+            to_camera,
+            task,
+        }
+    }
+
+    /// Publishes raw bytes on this session's `to-camera` topic.
+    pub async fn publish_raw(&self, payload: impl Into<Vec<u8>>) {
+        self.publish_to(&self.to_camera.clone(), payload).await;
+    }
+
+    /// Publishes raw bytes on any topic.
+    pub async fn publish_to(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("publish");
+    }
+
+    /// Publishes a JSON message on `to-camera`.
+    pub async fn send(&self, msg: &Value) {
+        self.publish_raw(serde_json::to_vec(msg).unwrap()).await;
+    }
+
+    /// The next message (topic, JSON) within `limit`.
+    pub async fn recv(&mut self, limit: Duration) -> Option<(String, Value)> {
+        let (topic, payload) = tokio::time::timeout(limit, self.rx.recv()).await.ok()??;
+        Some((
+            topic,
+            serde_json::from_slice(&payload).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// The next message on a topic ending with `suffix` within `limit`, skipping others.
+    pub async fn recv_on(&mut self, suffix: &str, limit: Duration) -> Option<Value> {
+        let end = Instant::now() + limit;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let (topic, v) = self.recv(left).await?;
+            if topic.ends_with(suffix) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// The next `error` on `to-viewer`; panics if another message or none comes first.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let v = self
+            .recv_on("to-viewer", Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("no reply, expected error {code}"));
+        assert_eq!(v["type"], "error", "expected error {code}, got {v}");
+        assert_eq!(v["code"], code, "got {v}");
+        assert!(v["message"].is_string(), "error has a message: {v}");
+        v
+    }
+
+    /// Asserts nothing arrives on `to-viewer` for `window`.
+    pub async fn expect_silence(&mut self, window: Duration) {
+        if let Some(v) = self.recv_on("to-viewer", window).await {
+            panic!("expected silence, got {v}");
+        }
+    }
+}
+
+impl Drop for Signal {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits for the retained status of `camera` to satisfy `pred`.
+pub async fn wait_status(
+    port: u16,
+    camera: &str,
+    limit: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let watcher = format!("w{}", rand::random::<u32>());
+    let topic = format!("edgecam/{camera}/status");
+    let mut sig = Signal::connect(port, camera, &watcher, &[&topic]).await;
+    let end = Instant::now() + limit;
+    let mut last = Value::Null;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match sig.recv_on("/status", left).await {
+            Some(v) if pred(&v) => return v,
+            Some(v) => last = v,
+            None => break,
+        }
+    }
+    panic!("status of {camera} never matched; last {last}");
+}
+
+/// What a test viewer saw.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Complete access units received.
+    pub video_frames: u64,
+    /// Whether the first access unit was an IDR with SPS and PPS.
+    pub first_frame_idr_with_sps_pps: Option<bool>,
+    /// Frames `openh264dec` produced.
+    pub decoded_video: u64,
+    /// Opus packets received.
+    pub opus_packets: u64,
+    /// Buffers `opusdec` produced.
+    pub decoded_audio: u64,
+    /// Time from publishing the offer to the first complete IDR.
+    pub first_frame_after_offer: Option<Duration>,
+    /// `error` or `bye` messages received.
+    pub ended: Vec<Value>,
+    /// Peer connection state.
+    pub state: Option<String>,
+    /// Answer SDP.
+    pub answer: Option<String>,
+    /// RTP timestamps of the first video frames (for PTS-derived spacing checks).
+    pub video_timestamps: Vec<u32>,
+}
+
+struct Handler {
+    local: mpsc::UnboundedSender<Option<RTCIceCandidateInit>>,
+    report: Arc<Mutex<Report>>,
+    offered_at: Arc<Mutex<Option<Instant>>>,
+    decoders: Decoders,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.local.send(Some(init));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.report.lock().unwrap().state = Some(state.to_string());
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let kind = track.kind().await;
+        let report = self.report.clone();
+        let offered_at = self.offered_at.clone();
+        let decoders = self.decoders.clone();
+        tokio::spawn(async move {
+            let mut depacketizer = rtc::rtp::codec::h264::H264Packet::default();
+            let mut au: Vec<u8> = Vec::new();
+            while let Some(evt) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(packet) = evt else {
+                    continue;
+                };
+                if kind == RtpCodecKind::Audio {
+                    report.lock().unwrap().opus_packets += 1;
+                    decoders.push_audio(packet.payload.clone());
+                    continue;
+                }
+                if let Ok(nals) = depacketizer.depacketize(&packet.payload) {
+                    au.extend_from_slice(&nals);
+                }
+                if packet.header.marker && !au.is_empty() {
+                    let frame = std::mem::take(&mut au);
+                    let mut r = report.lock().unwrap();
+                    if r.first_frame_idr_with_sps_pps.is_none() {
+                        r.first_frame_idr_with_sps_pps =
+                            Some(edgecam::media::h264::is_self_contained_idr(&frame));
+                        r.first_frame_after_offer = offered_at.lock().unwrap().map(|t| t.elapsed());
+                    }
+                    r.video_frames += 1;
+                    if r.video_timestamps.len() < 64 {
+                        r.video_timestamps.push(packet.header.timestamp);
+                    }
+                    drop(r);
+                    decoders.push_video(frame);
+                }
+            }
+        });
+    }
+}
+
+/// GStreamer decoders the viewer feeds.
+#[derive(Clone)]
+struct Decoders {
+    video: gst_app::AppSrc,
+    audio: gst_app::AppSrc,
+    _pipelines: Arc<Vec<gst::Pipeline>>,
+}
+
+impl Decoders {
+    fn new(video_count: Arc<AtomicU64>, audio_count: Arc<AtomicU64>) -> Self {
+        gst::init().expect("gst init");
+        let make = |desc: &str, count: Arc<AtomicU64>| {
+            let p = gst::parse::launch(desc)
+                .unwrap()
+                .downcast::<gst::Pipeline>()
+                .unwrap();
+            let sink = p
+                .by_name("sink")
+                .unwrap()
+                .downcast::<gst_app::AppSink>()
+                .unwrap();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let _ = s.pull_sample();
+                        count.fetch_add(1, Ordering::Relaxed);
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+            p.set_state(gst::State::Playing).unwrap();
+            let src = p
+                .by_name("src")
+                .unwrap()
+                .downcast::<gst_app::AppSrc>()
+                .unwrap();
+            (p, src)
+        };
+        let (vp, video) = make(
+            "appsrc name=src is-live=true do-timestamp=true format=time \
+             caps=video/x-h264,stream-format=byte-stream,alignment=au \
+             ! h264parse ! openh264dec ! appsink name=sink sync=false",
+            video_count,
+        );
+        let (ap, audio) = make(
+            "appsrc name=src is-live=true do-timestamp=true format=time \
+             caps=audio/x-opus,channel-mapping-family=0,channels=2,rate=48000 \
+             ! opusdec ! appsink name=sink sync=false",
+            audio_count,
+        );
+        Self {
+            video,
+            audio,
+            _pipelines: Arc::new(vec![vp, ap]),
+        }
+    }
+
+    fn push_video(&self, frame: Vec<u8>) {
+        let _ = self.video.push_buffer(gst::Buffer::from_slice(frame));
+    }
+
+    fn push_audio(&self, packet: Bytes) {
+        let _ = self.audio.push_buffer(gst::Buffer::from_slice(packet));
+    }
+}
+
+impl Drop for Decoders {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self._pipelines) == 1 {
+            for p in self._pipelines.iter() {
+                let _ = p.set_state(gst::State::Null);
+            }
+        }
+    }
+}
+
+/// A webrtc-rs viewer on one session.
+pub struct Viewer {
+    /// Session id.
+    pub session: String,
+    pc: Arc<dyn PeerConnection>,
+    report: Arc<Mutex<Report>>,
+    video_decoded: Arc<AtomicU64>,
+    audio_decoded: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    signal_tx: AsyncClient,
+    to_camera: String,
+    _decoders: Decoders,
+}
+
+impl Viewer {
+    /// Connects to `camera` through the broker on `port` as `session`: subscribes,
+    /// offers recvonly video + audio, and trickles candidates both ways.
+    pub async fn connect(port: u16, camera: &str, session: &str) -> Self {
+        let mut signal = Signal::connect(port, camera, session, &[]).await;
+        let report = Arc::new(Mutex::new(Report::default()));
+        let video_decoded = Arc::new(AtomicU64::new(0));
+        let audio_decoded = Arc::new(AtomicU64::new(0));
+        let decoders = Decoders::new(video_decoded.clone(), audio_decoded.clone());
+        let offered_at = Arc::new(Mutex::new(None));
+        let (local_tx, mut local_rx) = mpsc::unbounded_channel();
+        let mut engine = MediaEngine::default();
+        engine.register_default_codecs().unwrap();
+        let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler {
+                local: local_tx,
+                report: report.clone(),
+                offered_at: offered_at.clone(),
+                decoders: decoders.clone(),
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build()
+            .await
+            .expect("viewer peer connection");
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+            pc.add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("transceiver");
+        }
+        let offer = pc.create_offer(None).await.expect("offer");
+        pc.set_local_description(offer).await.expect("set local");
+        let sdp = pc.local_description().await.expect("local description").sdp;
+        *offered_at.lock().unwrap() = Some(Instant::now());
+        signal.send(&json!({"type": "offer", "sdp": sdp})).await;
+
+        let to_camera = signal.to_camera.clone();
+        let client = signal.client.clone();
+        let mut tasks = Vec::new();
+        {
+            let client = client.clone();
+            let topic = to_camera.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(c) = local_rx.recv().await {
+                    let candidate = c.map(|c: RTCIceCandidateInit| {
+                        json!({"candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index})
+                    });
+                    let msg = json!({"type": "candidate", "candidate": candidate});
+                    let _ = client
+                        .publish(&topic, QoS::AtLeastOnce, false, serde_json::to_vec(&msg).unwrap())
+                        .await;
+                }
+            }));
+        }
+        {
+            let pc = pc.clone();
+            let report = report.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut remote_set = false;
+                while let Some((_, msg)) = signal.recv(Duration::from_secs(3600)).await {
+                    match msg["type"].as_str() {
+                        Some("answer") => {
+                            let sdp = msg["sdp"].as_str().unwrap_or_default().to_owned();
+                            report.lock().unwrap().answer = Some(sdp.clone());
+                            let answer = RTCSessionDescription::answer(sdp).expect("answer sdp");
+                            pc.set_remote_description(answer).await.expect("set remote");
+                            remote_set = true;
+                            for c in pending.drain(..) {
+                                let _ = pc.add_ice_candidate(c).await;
+                            }
+                        }
+                        Some("candidate") => {
+                            if let Some(c) = msg["candidate"].as_object() {
+                                let init = RTCIceCandidateInit {
+                                    candidate: c["candidate"]
+                                        .as_str()
+                                        .unwrap_or_default()
+                                        .to_owned(),
+                                    sdp_mid: c
+                                        .get("sdpMid")
+                                        .and_then(Value::as_str)
+                                        .map(str::to_owned),
+                                    sdp_mline_index: c
+                                        .get("sdpMLineIndex")
+                                        .and_then(Value::as_u64)
+                                        .map(|v| v as u16),
+                                    ..Default::default()
+                                };
+                                if remote_set {
+                                    let _ = pc.add_ice_candidate(init).await;
+                                } else {
+                                    pending.push(init);
+                                }
+                            }
+                        }
+                        Some("error") | Some("bye") => report.lock().unwrap().ended.push(msg),
+                        _ => {}
+                    }
+                }
+            }));
+        }
+        Self {
+            session: session.to_owned(),
+            pc,
+            report,
+            video_decoded,
+            audio_decoded,
+            tasks,
+            signal_tx: client,
+            to_camera,
+            _decoders: decoders,
+        }
+    }
+
+    /// A copy of what the viewer saw so far.
+    pub fn report(&self) -> Report {
+        let mut r = self.report.lock().unwrap().clone();
+        r.decoded_video = self.video_decoded.load(Ordering::Relaxed);
+        r.decoded_audio = self.audio_decoded.load(Ordering::Relaxed);
+        r
+    }
+
+    /// Polls the report until `pred` holds, at most `limit`; returns the last report.
+    pub async fn wait_until(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&Report) -> bool,
+    ) -> (bool, Report) {
+        let end = Instant::now() + limit;
+        loop {
+            let r = self.report();
+            if pred(&r) {
+                return (true, r);
+            }
+            if Instant::now() >= end {
+                return (false, r);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `bye` and closes the peer connection.
+    pub async fn bye(&self) {
+        let _ = self
+            .signal_tx
+            .publish(
+                &self.to_camera,
+                QoS::AtLeastOnce,
+                false,
+                br#"{"type":"bye"}"#.to_vec(),
+            )
+            .await;
+        let _ = self.pc.close().await;
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
