@@ -173,7 +173,15 @@
     if (!cam || cam.audio) pc.addTransceiver('audio', { direction: 'recvonly' });
     const stream = new MediaStream();
     $('video').srcObject = stream;
-    pc.ontrack = (e) => { stream.addTrack(e.track); $('video').play().catch(() => {}); };
+    pc.ontrack = (e) => {
+      stream.addTrack(e.track);
+      const v = $('video');
+      v.play().catch(() => {});
+      if (e.track.kind === 'video' && v.requestVideoFrameCallback) {
+        // Offer published → first frame presented, in ms (same clock as performance.now()).
+        v.requestVideoFrameCallback((now) => { if (!state.firstFrameMs) state.firstFrameMs = now - state.offerSentAt; });
+      }
+    };
     pc.onicecandidate = (e) => {
       send({ type: 'candidate', candidate: e.candidate ? e.candidate.toJSON() : null });
     };
@@ -189,8 +197,8 @@
     pill($('pc-state'), iceRestart ? 'restarting ICE' : 'offering', 'wait');
     const offer = await pc.createOffer({ iceRestart });
     await pc.setLocalDescription(offer);
-    state.offerSentAt = performance.now();
     send({ type: 'offer', sdp: pc.localDescription.sdp });
+    if (!iceRestart) { state.offerSentAt = performance.now(); state.firstFrameMs = null; }
   }
 
   async function onSignal(msg) {
@@ -306,7 +314,6 @@
     const bytes = (s.videoBytes || 0) + (s.audioBytes || 0);
     if (state.lastBytes) s.kbps = ((bytes - state.lastBytes.bytes) * 8) / (now - state.lastBytes.t);
     state.lastBytes = { bytes, t: now };
-    if (s.framesDecoded > 0 && state.offerSentAt && !state.firstFrameMs) state.firstFrameMs = now - state.offerSentAt;
     s.firstFrameMs = state.firstFrameMs;
     s.connectionState = pc.connectionState;
     s.session = state.session;
@@ -326,7 +333,7 @@
       try { state.socket.send(publishPacket(topic.toCamera(state.camera, state.session), '{"type":"bye"}')); } catch (e) { /* unloading */ }
     }
   });
-  $('unmute').onclick = () => { const v = $('video'); v.muted = !v.muted; $('unmute').textContent = v.muted ? '🔇 Unmute' : '🔊 Mute'; };
+  $('unmute').onclick = () => { const v = $('video'); v.muted = !v.muted; $('unmute').textContent = v.muted ? 'Unmute' : 'Mute'; };
   $('stop').onclick = () => stop(false);
   $('reconnect').onclick = () => { if (state.camera) { stop(true); state.stopped = false; state.client.end(true); state.session = null; connectBroker(state.brokerUrl); } };
   setInterval(() => { pollStats().catch(() => {}); }, 1000);

@@ -10,6 +10,7 @@ use crate::media::MediaKind;
 use crate::media::hub::Subscription;
 use crate::signaling::machine::PeerEvent;
 use crate::signaling::protocol::{CandidateInit, ErrorCode, SessionId};
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -18,7 +19,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RtpCodecKind,
 };
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -28,7 +29,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
     RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, register_default_interceptors,
+    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -40,6 +41,9 @@ const FORMAT_WAIT: Duration = Duration::from_secs(5);
 /// Opus and H.264 payload types we register; the answer uses the offer's numbers.
 const H264_PT: u8 = 102;
 const OPUS_PT: u8 = 111;
+
+/// Set once mDNS sockets turned out to be unavailable on this host.
+static MDNS_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 
 /// Work for a running session, in arrival order.
 #[derive(Debug)]
@@ -175,14 +179,18 @@ struct Built {
     audio: Option<(Arc<TrackLocalStaticRTP>, Arc<dyn RtpSender>, u32)>,
 }
 
-async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<Built, Reject> {
-    let internal_err = |e: webrtc::error::Error| Reject(ErrorCode::Internal, e.to_string());
-    let video_codec = codec_h264(profile_level_id);
+fn internal_err(e: webrtc::error::Error) -> Reject {
+    Reject(ErrorCode::Internal, e.to_string())
+}
+
+/// Codecs (our H.264 profile, Opus when offered) with the default interceptors (NACK
+/// responder, RTCP reports, TWCC).
+fn media_engine(profile_level_id: &str, audio: bool) -> Result<(MediaEngine, Registry), Reject> {
     let mut engine = MediaEngine::default();
     engine
         .register_codec(
             RTCRtpCodecParameters {
-                rtp_codec: video_codec.clone(),
+                rtp_codec: codec_h264(profile_level_id),
                 payload_type: H264_PT,
             },
             RtpCodecKind::Video,
@@ -201,45 +209,86 @@ async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<
     }
     let registry =
         register_default_interceptors(Registry::new(), &mut engine).map_err(internal_err)?;
+    Ok((engine, registry))
+}
+
+async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<Built, Reject> {
     let policy = if ctx.settings.ice.transport_policy == "relay" {
         RTCIceTransportPolicy::Relay
     } else {
         RTCIceTransportPolicy::All
     };
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(
-            ctx.settings
-                .ice
-                .servers
-                .iter()
-                .map(|s| RTCIceServer {
-                    urls: s.urls.clone(),
-                    username: s.username.clone().unwrap_or_default(),
-                    credential: s.credential.clone().unwrap_or_default(),
-                })
-                .collect(),
-        )
-        .with_ice_transport_policy(policy)
-        .build();
-    let (tx, internal) = mpsc::unbounded_channel();
-    let udp_addrs: Vec<String> = ctx
+    let ice_servers: Vec<RTCIceServer> = ctx
         .settings
-        .udp_bind
+        .ice
+        .servers
         .iter()
-        .map(|ip| std::net::SocketAddr::new(*ip, 0).to_string())
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
         .collect();
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(config)
-        .with_media_engine(engine)
-        .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler { tx }))
-        .with_udp_addrs(udp_addrs)
-        .build()
-        .await
-        .map_err(internal_err)?;
-    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    // Empty = the wildcard, which webrtc-rs expands to one socket per non-loopback
+    // interface address.
+    let udp_addrs: Vec<String> = if ctx.settings.udp_bind.is_empty() {
+        vec!["0.0.0.0:0".to_owned()]
+    } else {
+        ctx.settings
+            .udp_bind
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, 0).to_string())
+            .collect()
+    };
+    let (tx, internal) = mpsc::unbounded_channel();
+    // mDNS in query mode resolves viewers' `.local` host candidates, but needs a multicast
+    // socket; where the host has no multicast route (containers, bare network
+    // namespaces) that bind fails with ENODEV, so fall back to no mDNS: viewers' checks
+    // then arrive as peer-reflexive candidates, which ICE accepts.
+    let build_pc = async |mode: MulticastDnsMode| {
+        let (engine, registry) = media_engine(profile_level_id, audio)?;
+        PeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(ice_servers.clone())
+                    .with_ice_transport_policy(policy)
+                    .build(),
+            )
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(mode)
+                    .build(),
+            )
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler { tx: tx.clone() }))
+            .with_udp_addrs(udp_addrs.clone())
+            .build()
+            .await
+            .map(|pc| Arc::new(pc) as Arc<dyn PeerConnection>)
+            .map_err(internal_err)
+    };
+    let pc = if MDNS_UNAVAILABLE.load(Ordering::Relaxed) {
+        build_pc(MulticastDnsMode::Disabled).await?
+    } else {
+        match build_pc(MulticastDnsMode::QueryOnly).await {
+            Ok(pc) => pc,
+            Err(Reject(_, e)) => {
+                if !MDNS_UNAVAILABLE.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "mDNS unavailable ({e}); continuing without resolving .local candidates"
+                    );
+                }
+                build_pc(MulticastDnsMode::Disabled).await?
+            }
+        }
+    };
     let video_ssrc = rand::random::<u32>();
-    let video_track = local_track(RtpCodecKind::Video, video_codec, video_ssrc);
+    let video_track = local_track(
+        RtpCodecKind::Video,
+        codec_h264(profile_level_id),
+        video_ssrc,
+    );
     let video_sender = pc
         .add_track(video_track.clone() as Arc<dyn TrackLocal>)
         .await

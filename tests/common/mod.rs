@@ -3,6 +3,7 @@
 //! contract and decodes what it receives with real GStreamer decoders.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod viewer;
 
 use std::io::Write as _;
@@ -60,32 +61,53 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    /// Starts `mosquitto` and waits until it listens.
+    /// Starts `mosquitto` on ephemeral loopback ports and waits until it listens.
     pub fn start() -> Self {
+        Self::start_with(None, free_port(), free_port(), "127.0.0.1")
+    }
+
+    /// Starts `mosquitto` inside namespace `netns` on all of its addresses (the namespace
+    /// is private to the test, so fixed ports cannot collide).
+    pub fn start_in(netns: &str, port: u16, ws_port: u16) -> Self {
+        Self::start_with(Some(netns), port, ws_port, "0.0.0.0")
+    }
+
+    fn start_with(netns: Option<&str>, port: u16, ws_port: u16, bind: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let ws_port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "per_listener_settings false\nallow_anonymous true\nlistener {port} 127.0.0.1\n\
-                 listener {ws_port} 127.0.0.1\nprotocol websockets\nlog_dest stderr\nlog_type error\n\
+                "per_listener_settings false\nallow_anonymous true\nlistener {port} {bind}\n\
+                 listener {ws_port} {bind}\nprotocol websockets\nlog_dest stderr\nlog_type error\n\
                  log_type warning\nmessage_size_limit 0\n"
             ),
         )
         .expect("write mosquitto.conf");
-        let child = Command::new("mosquitto")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "mosquitto"]);
+                c
+            }
+            None => Command::new("mosquitto"),
+        };
+        let child = cmd
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto is installed (Debian package mosquitto)");
-        assert!(
-            wait_port(port, Duration::from_secs(10)),
-            "mosquitto did not listen on {port}"
-        );
+        if netns.is_none() {
+            assert!(
+                wait_port(port, Duration::from_secs(10)),
+                "mosquitto did not listen on {port}"
+            );
+        } else {
+            // Not reachable from here: give it the moment it needs to bind.
+            std::thread::sleep(Duration::from_millis(300));
+        }
         Self {
             child,
             port,
@@ -122,14 +144,29 @@ pub fn camera_config(id: &str, broker_port: u16, extra: &str) -> String {
 impl Edgecam {
     /// Starts `edgecam --config <file>` with `config` as the file's text.
     pub fn start(config: &str) -> Self {
+        Self::start_in(None, Some(config))
+    }
+
+    /// Starts edgecam inside network namespace `netns` (if given), with `config` as its
+    /// config file, or with no config at all (the built-in standalone defaults).
+    pub fn start_in(netns: Option<&str>, config: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("edgecam.toml");
-        std::fs::write(&path, config).expect("write config");
         let log = dir.path().join("edgecam.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_edgecam"))
-            .arg("--config")
-            .arg(&path)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_edgecam")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_edgecam")),
+        };
+        if let Some(config) = config {
+            let path = dir.path().join("edgecam.toml");
+            std::fs::write(&path, config).expect("write config");
+            cmd.arg("--config").arg(&path);
+        }
+        let child = cmd
             .env("RUST_LOG", "warn,rumqttd=off,edgecam=debug")
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything edgecam needs to build, run and test on Debian 12 (bookworm).
+# Idempotent: installs only what is missing. Run as root (or with sudo available).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD_PKGS=(build-essential pkg-config libclang-dev clang libgstreamer1.0-dev
+  libgstreamer-plugins-base1.0-dev libasound2-dev)
+RUN_PKGS=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-alsa gstreamer1.0-libcamera gstreamer1.0-tools)
+TEST_PKGS=(mosquitto mosquitto-clients chromium iproute2 nodejs npm)
+
+want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
+if [[ "${1:-}" == "--test" ]]; then want+=("${TEST_PKGS[@]}"); fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# node and npm may come from outside Debian (e.g. NodeSource); accept any working install.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  tmp=(); for p in "${missing[@]}"; do [[ "$p" == nodejs || "$p" == npm ]] || tmp+=("$p"); done
+  missing=("${tmp[@]+"${tmp[@]}"}")
+fi
+if ((${#missing[@]})); then
+  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install Rust with rustup (rust-toolchain.toml pins the version)" >&2
+  exit 1
+fi
+# rust-toolchain.toml pins the toolchain; make sure it and its components are present.
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+if [[ "${1:-}" == "--test" ]]; then
+  # The browser test drives Debian's chromium with playwright-core (no browser download).
+  if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi

@@ -1,0 +1,110 @@
+//! Network namespaces the test creates itself: a "camera" and a "viewer" namespace
+//! joined by a veth pair (10.199.N.1/30 ↔ 10.199.N.2/30), loopback up in both, no
+//! default route anywhere, so nothing a test starts inside can reach past them.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Two namespaces and the link between them; deleted on drop.
+pub struct NetPair {
+    /// Camera namespace name.
+    pub camera: String,
+    /// Viewer namespace name.
+    pub viewer: String,
+    /// Camera's address on the link.
+    pub camera_ip: String,
+    /// Viewer's address on the link.
+    pub viewer_ip: String,
+}
+
+impl NetPair {
+    /// Creates the pair. Needs root (CAP_NET_ADMIN).
+    pub fn new() -> Result<Self, String> {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id() % 100_000;
+        let camera = format!("ec{pid}c{n}");
+        let viewer = format!("ec{pid}v{n}");
+        let subnet = (pid + n) % 250 + 1;
+        let (ca, cb) = (format!("ec{pid}a{n}"), format!("ec{pid}b{n}"));
+        let camera_ip = format!("10.199.{subnet}.1");
+        let viewer_ip = format!("10.199.{subnet}.2");
+        for ns in [&camera, &viewer] {
+            let _ = ip(&["netns", "del", ns]);
+            ip(&["netns", "add", ns])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        let pair = Self {
+            camera,
+            viewer,
+            camera_ip,
+            viewer_ip,
+        };
+        ip(&[
+            "link",
+            "add",
+            &ca,
+            "netns",
+            &pair.camera,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &cb,
+            "netns",
+            &pair.viewer,
+        ])?;
+        ip(&[
+            "-n",
+            &pair.camera,
+            "addr",
+            "add",
+            &format!("{}/30", pair.camera_ip),
+            "dev",
+            &ca,
+        ])?;
+        ip(&[
+            "-n",
+            &pair.viewer,
+            "addr",
+            "add",
+            &format!("{}/30", pair.viewer_ip),
+            "dev",
+            &cb,
+        ])?;
+        ip(&["-n", &pair.camera, "link", "set", &ca, "up"])?;
+        ip(&["-n", &pair.viewer, "link", "set", &cb, "up"])?;
+        Ok(pair)
+    }
+
+    /// `ip netns exec <ns>` as a command prefix.
+    pub fn exec(ns: &str) -> Vec<String> {
+        vec!["ip".into(), "netns".into(), "exec".into(), ns.into()]
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        // Deleting a namespace removes its end of the veth and with it the pair.
+        let _ = ip(&["netns", "del", &self.camera]);
+        let _ = ip(&["netns", "del", &self.viewer]);
+    }
+}
