@@ -66,6 +66,11 @@ impl Mosquitto {
         Self::start_with(None, free_port(), free_port(), "127.0.0.1")
     }
 
+    /// Starts `mosquitto` on the given loopback ports (to restart a broker in place).
+    pub fn start_on(port: u16, ws_port: u16) -> Self {
+        Self::start_with(None, port, ws_port, "127.0.0.1")
+    }
+
     /// Starts `mosquitto` inside namespace `netns` on all of its addresses (the namespace
     /// is private to the test, so fixed ports cannot collide).
     pub fn start_in(netns: &str, port: u16, ws_port: u16) -> Self {

@@ -1,0 +1,107 @@
+//! Camera lifecycle against a real broker: graceful shutdown, unclean death (Last Will),
+//! and a broker that goes away and comes back while a viewer keeps watching.
+
+mod common;
+
+use common::viewer::{Viewer, wait_status};
+use common::{Edgecam, Mosquitto, camera_config};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_says_bye_to_viewers_and_goes_offline() {
+    let broker = Mosquitto::start();
+    let mut cam = Edgecam::start(&camera_config("cam", broker.port, ""));
+    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    let viewer = Viewer::connect(broker.port, "cam", "v1").await;
+    let (ok, _) = viewer
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
+        .await;
+    assert!(ok);
+    let t = Instant::now();
+    let status = cam
+        .stop(Duration::from_secs(8))
+        .expect("exits within the deadline");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "graceful shutdown took {:?}",
+        t.elapsed()
+    );
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(5), |r| !r.ended.is_empty())
+        .await;
+    assert!(ok, "viewer told: {r:?}");
+    assert_eq!(r.ended[0]["type"], "bye");
+    assert_eq!(r.ended[0]["reason"], "shutdown");
+    let offline = wait_status(broker.port, "cam", Duration::from_secs(5), |s| {
+        s["state"] == "offline"
+    })
+    .await;
+    assert_eq!(
+        offline,
+        serde_json::json!({"protocol": 1, "state": "offline", "camera": "cam"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unclean_death_fires_the_last_will() {
+    let broker = Mosquitto::start();
+    let mut cam = Edgecam::start(&camera_config("cam", broker.port, ""));
+    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    cam.kill();
+    let offline = wait_status(broker.port, "cam", Duration::from_secs(10), |s| {
+        s["state"] == "offline"
+    })
+    .await;
+    assert_eq!(offline["protocol"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_keep_playing_while_the_broker_is_away_and_signaling_recovers() {
+    let broker = Mosquitto::start();
+    let (port, ws_port) = (broker.port, broker.ws_port);
+    let _cam = Edgecam::start(&camera_config("cam", port, ""));
+    wait_status(port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    let viewer = Viewer::connect(port, "cam", "v1").await;
+    let (ok, _) = viewer
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
+        .await;
+    assert!(ok);
+
+    drop(broker);
+    let before = viewer.report().video_frames;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = viewer.report().video_frames;
+    assert!(
+        during >= before + 60,
+        "media flowed while the broker was away: {before} → {during}"
+    );
+
+    // Back on the same port: the camera reconnects, resubscribes and republishes status.
+    let _broker = Mosquitto::start_on(port, ws_port);
+    wait_status(port, "cam", Duration::from_secs(40), |s| {
+        s["state"] == "online" && s["viewers"] == 1
+    })
+    .await;
+    let second = Viewer::connect(port, "cam", "v2").await;
+    let (ok, r) = second
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
+        .await;
+    assert!(
+        ok,
+        "a new viewer can join after the broker came back: {r:?}"
+    );
+    assert!(
+        viewer.report().ended.is_empty(),
+        "the first session survived"
+    );
+}
