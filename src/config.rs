@@ -732,6 +732,20 @@ mod tests {
     }
 
     #[test]
+    fn shipped_examples_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let demo = Config::load(&root.join("examples/demo-loopback.toml")).unwrap();
+        assert_eq!(demo.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(demo.broker.ws_listen.to_string(), "127.0.0.1:9001");
+        // The Pi example names a credential file that exists only on the Pi: everything
+        // else about it is valid.
+        match Config::load(&root.join("examples/edgecam.toml")) {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "signaling.password_file"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn sanitizes_host_names_into_ids() {
         assert_eq!(sanitize_id("pi.local"), "pi-local");
         assert_eq!(sanitize_id(""), "edgecam");

@@ -27,6 +27,11 @@ pub struct Limits {
     pub message_burst: u32,
     /// All messages: refill per second.
     pub messages_per_sec: f64,
+    /// Messages of one session: bucket size, so one flooding session cannot starve the
+    /// others' signaling.
+    pub session_message_burst: u32,
+    /// Messages of one session: refill per second.
+    pub session_messages_per_sec: f64,
     /// Status republish interval floor (contract: at most once per second).
     pub status_interval: Duration,
 }
@@ -40,6 +45,8 @@ impl Default for Limits {
             offers_per_sec: 5.0,
             message_burst: 500,
             messages_per_sec: 200.0,
+            session_message_burst: 60,
+            session_messages_per_sec: 20.0,
             status_interval: Duration::from_secs(1),
         }
     }
@@ -163,6 +170,8 @@ pub struct Machine {
     sessions: HashMap<SessionId, Session>,
     offers: Bucket,
     messages: Bucket,
+    /// Per-session message budgets, pruned when idle, bounded in number.
+    session_messages: HashMap<SessionId, Bucket>,
     out: VecDeque<Output>,
     shutting_down: bool,
     /// Viewer count last announced, and when.
@@ -184,6 +193,7 @@ impl Machine {
             sessions: HashMap::new(),
             offers,
             messages,
+            session_messages: HashMap::new(),
             out: VecDeque::new(),
             shutting_down: false,
             // Backdated so the first change is announced at once.
@@ -206,7 +216,7 @@ impl Machine {
 
     /// Handles one payload that arrived on `session`'s `to-camera` topic.
     pub fn handle_message(&mut self, now: Instant, session: SessionId, payload: &[u8]) {
-        if !self.messages.take(now) {
+        if !self.take_session_budget(now, &session) || !self.messages.take(now) {
             self.flood_dropped += 1;
             self.log_flood(now);
             return;
@@ -215,6 +225,24 @@ impl Machine {
             Ok(msg) => self.handle_parsed(now, session, msg),
             Err(e) => self.reject_bad_request(&session, &e),
         }
+    }
+
+    fn take_session_budget(&mut self, now: Instant, session: &SessionId) -> bool {
+        const MAX_TRACKED: usize = 10_000;
+        if let Some(bucket) = self.session_messages.get_mut(session) {
+            return bucket.take(now);
+        }
+        if self.session_messages.len() >= MAX_TRACKED {
+            // Too many distinct ids at once: the global budget alone applies.
+            return true;
+        }
+        let mut bucket = Bucket::new(
+            self.limits.session_message_burst,
+            self.limits.session_messages_per_sec,
+        );
+        let ok = bucket.take(now);
+        self.session_messages.insert(session.clone(), bucket);
+        ok
     }
 
     fn reject_bad_request(&mut self, session: &SessionId, e: &ProtocolError) {
@@ -395,6 +423,10 @@ impl Machine {
         if self.status_due.is_some_and(|d| d <= now) {
             self.announce(now);
         }
+        // A budget idle long enough to be full again carries no state worth keeping.
+        self.session_messages.retain(|_, b| {
+            b.at.is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(10))
+        });
         self.log_flood(now);
     }
 
@@ -697,6 +729,21 @@ mod tests {
             sent(&drain(&mut m)).len(),
             10,
             "only the first 10 are answered"
+        );
+    }
+
+    #[test]
+    fn one_flooding_session_does_not_starve_another() {
+        let t0 = Instant::now();
+        let mut m = machine(t0);
+        for _ in 0..1000 {
+            m.handle_message(t0, sid("flood"), b"junk");
+        }
+        drain(&mut m);
+        m.handle_message(t0, sid("good"), &offer(1));
+        assert!(
+            m.has_session(&sid("good")),
+            "a neighbour's offer still gets through"
         );
     }
 

@@ -3,6 +3,7 @@
 //! contract and decodes what it receives with real GStreamer decoders.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod netns;
 pub mod viewer;
 

@@ -259,8 +259,13 @@ struct Decoders {
 }
 
 impl Decoders {
-    fn new(video_count: Arc<AtomicU64>, audio_count: Arc<AtomicU64>) -> Self {
+    fn new(video_count: Arc<AtomicU64>, audio_count: Arc<AtomicU64>, decode: bool) -> Self {
         gst::init().expect("gst init");
+        let (video_chain, audio_chain) = if decode {
+            ("h264parse ! openh264dec ! ", "opusdec ! ")
+        } else {
+            ("", "")
+        };
         let make = |desc: &str, count: Arc<AtomicU64>| {
             let p = gst::parse::launch(desc)
                 .unwrap()
@@ -289,15 +294,19 @@ impl Decoders {
             (p, src)
         };
         let (vp, video) = make(
-            "appsrc name=src is-live=true do-timestamp=true format=time \
-             caps=video/x-h264,stream-format=byte-stream,alignment=au \
-             ! h264parse ! openh264dec ! appsink name=sink sync=false",
+            &format!(
+                "appsrc name=src is-live=true do-timestamp=true format=time \
+                 caps=video/x-h264,stream-format=byte-stream,alignment=au \
+                 ! {video_chain}appsink name=sink sync=false"
+            ),
             video_count,
         );
         let (ap, audio) = make(
-            "appsrc name=src is-live=true do-timestamp=true format=time \
-             caps=audio/x-opus,channel-mapping-family=0,channels=2,rate=48000 \
-             ! opusdec ! appsink name=sink sync=false",
+            &format!(
+                "appsrc name=src is-live=true do-timestamp=true format=time \
+                 caps=audio/x-opus,channel-mapping-family=0,channels=2,rate=48000 \
+                 ! {audio_chain}appsink name=sink sync=false"
+            ),
             audio_count,
         );
         Self {
@@ -342,13 +351,20 @@ pub struct Viewer {
 
 impl Viewer {
     /// Connects to `camera` through the broker on `port` as `session`: subscribes,
-    /// offers recvonly video + audio, and trickles candidates both ways.
+    /// offers recvonly video + audio, and trickles candidates both ways. Received media
+    /// is decoded.
     pub async fn connect(port: u16, camera: &str, session: &str) -> Self {
+        Self::connect_with(port, camera, session, true).await
+    }
+
+    /// As [`Viewer::connect`]; with `decode` false, frames are only depacketized and
+    /// counted (a light load viewer for benchmarks).
+    pub async fn connect_with(port: u16, camera: &str, session: &str, decode: bool) -> Self {
         let mut signal = Signal::connect(port, camera, session, &[]).await;
         let report = Arc::new(Mutex::new(Report::default()));
         let video_decoded = Arc::new(AtomicU64::new(0));
         let audio_decoded = Arc::new(AtomicU64::new(0));
-        let decoders = Decoders::new(video_decoded.clone(), audio_decoded.clone());
+        let decoders = Decoders::new(video_decoded.clone(), audio_decoded.clone(), decode);
         let offered_at = Arc::new(Mutex::new(None));
         let (local_tx, mut local_rx) = mpsc::unbounded_channel();
         let mut engine = MediaEngine::default();
