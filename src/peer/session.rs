@@ -399,6 +399,7 @@ pub(crate) async fn run(
         video.0.clone(),
         Some(video_sub.clone()),
         ctx.stats.clone(),
+        live_rx.clone(),
         media_cancel.clone(),
     ));
     if let (Some((track, sender, ssrc)), Some(hub)) = (audio, ctx.media.audio.as_ref()) {
@@ -418,6 +419,7 @@ pub(crate) async fn run(
             track,
             None,
             ctx.stats.clone(),
+            live_rx.clone(),
             media_cancel.clone(),
         ));
     }
@@ -646,25 +648,41 @@ async fn feed(
 
 /// Reads RTCP feedback for one sent track so interceptors see it and PLI/FIR turn into
 /// coalesced keyframe requests (RFC 4585 §6.3.1, RFC 5104 §3.5.1).
+///
+/// The track's event channel exists only once webrtc-rs has bound the track (after the
+/// connection is up); until then `poll` answers `None` at once, so the loop waits for
+/// `live` and retries an unbound track every 100 ms until the session is cancelled.
 async fn read_rtcp(
     track: Arc<TrackLocalStaticRTP>,
     keyframes: Option<Arc<Subscription>>,
     stats: Arc<SessionStats>,
+    mut live: watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
+    tokio::select! {
+        r = live.wait_for(|l| *l) => if r.is_err() { return; },
+        () = cancel.cancelled() => return,
+    }
     loop {
         let event = tokio::select! {
             e = track.poll() => e,
             () = cancel.cancelled() => return,
         };
         match event {
-            None => return,
+            None => {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    () = cancel.cancelled() => return,
+                }
+            }
             Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                log::trace!("RTCP in: {packets:?}");
                 let wants_keyframe = packets.iter().any(|p| {
                     p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
                 });
                 if wants_keyframe && let Some(sub) = &keyframes {
                     stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("PLI/FIR from viewer: requesting a keyframe");
                     sub.request_keyframe();
                 }
             }

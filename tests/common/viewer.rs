@@ -189,9 +189,14 @@ pub struct Report {
     pub answer: Option<String>,
     /// RTP timestamps of the first video frames (for PTS-derived spacing checks).
     pub video_timestamps: Vec<u32>,
+    /// Access units that were IDRs with SPS/PPS.
+    pub keyframes: u64,
 }
 
+type VideoTrack = Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>;
+
 struct Handler {
+    video_track: VideoTrack,
     local: mpsc::UnboundedSender<Option<RTCIceCandidateInit>>,
     report: Arc<Mutex<Report>>,
     offered_at: Arc<Mutex<Option<Instant>>>,
@@ -212,6 +217,11 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let kind = track.kind().await;
+        if kind == RtpCodecKind::Video
+            && let Some(ssrc) = track.ssrcs().await.first().copied()
+        {
+            *self.video_track.lock().unwrap() = Some((track.clone(), ssrc));
+        }
         let report = self.report.clone();
         let offered_at = self.offered_at.clone();
         let decoders = self.decoders.clone();
@@ -232,7 +242,9 @@ impl PeerConnectionEventHandler for Handler {
                 }
                 if packet.header.marker && !au.is_empty() {
                     let frame = std::mem::take(&mut au);
+                    let idr = edgecam::media::h264::is_self_contained_idr(&frame);
                     let mut r = report.lock().unwrap();
+                    r.keyframes += u64::from(idr);
                     if r.first_frame_idr_with_sps_pps.is_none() {
                         r.first_frame_idr_with_sps_pps =
                             Some(edgecam::media::h264::is_self_contained_idr(&frame));
@@ -346,6 +358,7 @@ pub struct Viewer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     signal_tx: AsyncClient,
     to_camera: String,
+    video_track: VideoTrack,
     _decoders: Decoders,
 }
 
@@ -367,6 +380,7 @@ impl Viewer {
         let decoders = Decoders::new(video_decoded.clone(), audio_decoded.clone(), decode);
         let offered_at = Arc::new(Mutex::new(None));
         let (local_tx, mut local_rx) = mpsc::unbounded_channel();
+        let video_track: VideoTrack = Arc::new(Mutex::new(None));
         let mut engine = MediaEngine::default();
         engine.register_default_codecs().unwrap();
         let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
@@ -375,6 +389,7 @@ impl Viewer {
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
+                video_track: video_track.clone(),
                 local: local_tx,
                 report: report.clone(),
                 offered_at: offered_at.clone(),
@@ -477,8 +492,24 @@ impl Viewer {
             tasks,
             signal_tx: client,
             to_camera,
+            video_track,
             _decoders: decoders,
         }
+    }
+
+    /// Sends an RTCP Picture Loss Indication (RFC 4585 §6.3.1) for the video track.
+    pub async fn send_pli(&self) {
+        let track = self.video_track.lock().unwrap().clone();
+        let (track, media_ssrc) = track.expect("video track received");
+        track
+            .write_rtcp(vec![Box::new(
+                rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                },
+            )])
+            .await
+            .expect("write PLI");
     }
 
     /// A copy of what the viewer saw so far.
