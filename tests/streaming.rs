@@ -104,8 +104,6 @@ async fn keyframe_on_join_with_a_one_minute_gop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "webrtc-rs 0.21.1 delivers no RTCP feedback to TrackLocal::poll in our setup \
-            (0 events, even Chromium's receiver reports); PLI handling is in place for when it does"]
 async fn pli_from_a_viewer_forces_a_fresh_idr() {
     let broker = Mosquitto::start();
     let _cam = long_gop_camera(&broker, "pli");

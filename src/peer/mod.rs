@@ -7,6 +7,7 @@
 //! - [`sdp`]: offer validation. [`ice`]: ICE servers and TURN credentials.
 //! - [`stats`]: counters and the capture→RTP-send latency histogram.
 
+mod feedback;
 pub mod ice;
 pub mod sdp;
 mod session;

@@ -3,6 +3,7 @@
 //! timestamps from the frame PTS (RFC 3550 §5.1: sampling instant, never a wall-clock
 //! ticker), sequence numbers per sender, and written through `TrackLocalStaticRTP`.
 
+use super::feedback::{self, KeyframeFeedback};
 use super::sdp::{SendCapability, check_offer};
 use super::stats::{LatencyHistogram, SessionStats};
 use super::{MediaFeeds, PeerReport, PeerSettings};
@@ -11,9 +12,8 @@ use crate::media::hub::Subscription;
 use crate::signaling::machine::PeerEvent;
 use crate::signaling::protocol::{CandidateInit, ErrorCode, SessionId};
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
@@ -175,6 +175,7 @@ fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLo
 struct Built {
     pc: Arc<dyn PeerConnection>,
     internal: mpsc::UnboundedReceiver<Internal>,
+    keyframe_requests: mpsc::UnboundedReceiver<()>,
     video: (Arc<TrackLocalStaticRTP>, Arc<dyn RtpSender>, u32),
     audio: Option<(Arc<TrackLocalStaticRTP>, Arc<dyn RtpSender>, u32)>,
 }
@@ -184,8 +185,13 @@ fn internal_err(e: webrtc::error::Error) -> Reject {
 }
 
 /// Codecs (our H.264 profile, Opus when offered) with the default interceptors (NACK
-/// responder, RTCP reports, TWCC).
-fn media_engine(profile_level_id: &str, audio: bool) -> Result<(MediaEngine, Registry), Reject> {
+/// responder, RTCP reports, TWCC) plus [`KeyframeFeedback`], which reports PLI/FIR on
+/// `keyframe`.
+fn media_engine(
+    profile_level_id: &str,
+    audio: bool,
+    keyframe: mpsc::UnboundedSender<()>,
+) -> Result<(MediaEngine, Registry), Reject> {
     let mut engine = MediaEngine::default();
     engine
         .register_codec(
@@ -207,8 +213,9 @@ fn media_engine(profile_level_id: &str, audio: bool) -> Result<(MediaEngine, Reg
             )
             .map_err(internal_err)?;
     }
-    let registry =
-        register_default_interceptors(Registry::new(), &mut engine).map_err(internal_err)?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)
+        .map_err(internal_err)?
+        .with(Slot::from(feedback::SLOT), KeyframeFeedback::new(keyframe));
     Ok((engine, registry))
 }
 
@@ -246,7 +253,8 @@ async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<
     // namespaces) that bind fails with ENODEV, so fall back to no mDNS: viewers' checks
     // then arrive as peer-reflexive candidates, which ICE accepts.
     let build_pc = async |mode: MulticastDnsMode| {
-        let (engine, registry) = media_engine(profile_level_id, audio)?;
+        let (keyframe_tx, keyframe_rx) = mpsc::unbounded_channel();
+        let (engine, registry) = media_engine(profile_level_id, audio, keyframe_tx)?;
         PeerConnectionBuilder::new()
             .with_configuration(
                 RTCConfigurationBuilder::new()
@@ -265,10 +273,10 @@ async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<
             .with_udp_addrs(udp_addrs.clone())
             .build()
             .await
-            .map(|pc| Arc::new(pc) as Arc<dyn PeerConnection>)
+            .map(|pc| (Arc::new(pc) as Arc<dyn PeerConnection>, keyframe_rx))
             .map_err(internal_err)
     };
-    let pc = if MDNS_UNAVAILABLE.load(Ordering::Relaxed) {
+    let (pc, keyframe_requests) = if MDNS_UNAVAILABLE.load(Ordering::Relaxed) {
         build_pc(MulticastDnsMode::Disabled).await?
     } else {
         match build_pc(MulticastDnsMode::QueryOnly).await {
@@ -307,6 +315,7 @@ async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<
     Ok(Built {
         pc,
         internal,
+        keyframe_requests,
         video: (video_track, video_sender, video_ssrc),
         audio,
     })
@@ -368,6 +377,7 @@ pub(crate) async fn run(
     let Built {
         pc,
         mut internal,
+        keyframe_requests,
         video,
         audio,
     } = built;
@@ -395,11 +405,10 @@ pub(crate) async fn run(
         ctx.latency.clone(),
         media_cancel.clone(),
     ));
-    tasks.spawn(read_rtcp(
-        video.0.clone(),
-        Some(video_sub.clone()),
+    tasks.spawn(forward_keyframe_requests(
+        keyframe_requests,
+        video_sub.clone(),
         ctx.stats.clone(),
-        live_rx.clone(),
         media_cancel.clone(),
     ));
     if let (Some((track, sender, ssrc)), Some(hub)) = (audio, ctx.media.audio.as_ref()) {
@@ -413,13 +422,6 @@ pub(crate) async fn run(
             live_rx.clone(),
             ctx.stats.clone(),
             ctx.latency.clone(),
-            media_cancel.clone(),
-        ));
-        tasks.spawn(read_rtcp(
-            track,
-            None,
-            ctx.stats.clone(),
-            live_rx.clone(),
             media_cancel.clone(),
         ));
     }
@@ -646,47 +648,25 @@ async fn feed(
     }
 }
 
-/// Reads RTCP feedback for one sent track so interceptors see it and PLI/FIR turn into
-/// coalesced keyframe requests (RFC 4585 §6.3.1, RFC 5104 §3.5.1).
-///
-/// The track's event channel exists only once webrtc-rs has bound the track (after the
-/// connection is up); until then `poll` answers `None` at once, so the loop waits for
-/// `live` and retries an unbound track every 100 ms until the session is cancelled.
-async fn read_rtcp(
-    track: Arc<TrackLocalStaticRTP>,
-    keyframes: Option<Arc<Subscription>>,
+/// Turns PLI/FIR from the viewer (reported by [`KeyframeFeedback`]) into keyframe
+/// requests, which the hub coalesces with every other viewer's.
+async fn forward_keyframe_requests(
+    mut requests: mpsc::UnboundedReceiver<()>,
+    sub: Arc<Subscription>,
     stats: Arc<SessionStats>,
-    mut live: watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
-    tokio::select! {
-        r = live.wait_for(|l| *l) => if r.is_err() { return; },
-        () = cancel.cancelled() => return,
-    }
     loop {
-        let event = tokio::select! {
-            e = track.poll() => e,
-            () = cancel.cancelled() => return,
-        };
-        match event {
-            None => {
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    () = cancel.cancelled() => return,
-                }
-            }
-            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
-                log::trace!("RTCP in: {packets:?}");
-                let wants_keyframe = packets.iter().any(|p| {
-                    p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
-                });
-                if wants_keyframe && let Some(sub) = &keyframes {
+        tokio::select! {
+            r = requests.recv() => match r {
+                Some(()) => {
                     stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     log::debug!("PLI/FIR from viewer: requesting a keyframe");
                     sub.request_keyframe();
                 }
-            }
-            Some(_) => {}
+                None => return,
+            },
+            () = cancel.cancelled() => return,
         }
     }
 }
