@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::viewer::{Signal, Viewer, wait_status};
+use common::viewer::{Signal, Viewer, online_camera, wait_status};
 use common::{Edgecam, Mosquitto, camera_config};
 use serde_json::json;
 use std::time::Duration;
@@ -18,12 +18,7 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_gets_the_contract_reply_and_harms_no_viewer() {
-    let broker = Mosquitto::start();
-    let cam = Edgecam::start(&camera_config("cam", broker.port, "max_viewers = 50\n"));
-    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
-        s["state"] == "online"
-    })
-    .await;
+    let (broker, cam) = online_camera("cam", "max_viewers = 50\n").await;
 
     // A viewer that watches throughout.
     let watcher = Viewer::connect(broker.port, "cam", "watcher").await;
@@ -149,12 +144,7 @@ async fn every_bad_input_gets_the_contract_reply_and_harms_no_viewer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_limit_is_enforced_with_busy() {
-    let broker = Mosquitto::start();
-    let _cam = Edgecam::start(&camera_config("cam", broker.port, "max_viewers = 1\n"));
-    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
-        s["state"] == "online"
-    })
-    .await;
+    let (broker, _cam) = online_camera("cam", "max_viewers = 1\n").await;
     let first = Viewer::connect(broker.port, "cam", "first").await;
     let (ok, _) = first
         .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)

@@ -3,18 +3,13 @@
 
 mod common;
 
-use common::viewer::{Viewer, wait_status};
+use common::viewer::{Viewer, online_camera, wait_status};
 use common::{Edgecam, Mosquitto, camera_config};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_says_bye_to_viewers_and_goes_offline() {
-    let broker = Mosquitto::start();
-    let mut cam = Edgecam::start(&camera_config("cam", broker.port, ""));
-    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
-        s["state"] == "online"
-    })
-    .await;
+    let (broker, mut cam) = online_camera("cam", "").await;
     let viewer = Viewer::connect(broker.port, "cam", "v1").await;
     let (ok, _) = viewer
         .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
@@ -48,12 +43,7 @@ async fn sigterm_says_bye_to_viewers_and_goes_offline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unclean_death_fires_the_last_will() {
-    let broker = Mosquitto::start();
-    let mut cam = Edgecam::start(&camera_config("cam", broker.port, ""));
-    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
-        s["state"] == "online"
-    })
-    .await;
+    let (broker, mut cam) = online_camera("cam", "").await;
     cam.kill();
     let offline = wait_status(broker.port, "cam", Duration::from_secs(10), |s| {
         s["state"] == "offline"

@@ -3,18 +3,13 @@
 
 mod common;
 
-use common::viewer::{Viewer, wait_status};
+use common::viewer::{Viewer, online_camera, wait_status};
 use common::{Edgecam, Mosquitto, camera_config};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_receives_decodable_h264_starting_at_an_idr_and_opus() {
-    let broker = Mosquitto::start();
-    let _cam = Edgecam::start(&camera_config("cam1", broker.port, ""));
-    wait_status(broker.port, "cam1", Duration::from_secs(15), |s| {
-        s["state"] == "online"
-    })
-    .await;
+    let (broker, _cam) = online_camera("cam1", "").await;
 
     let viewer = Viewer::connect(broker.port, "cam1", "viewer1").await;
     let (ok, r) = viewer

@@ -166,6 +166,19 @@ pub async fn wait_status(
     panic!("status of {camera} never matched; last {last}");
 }
 
+/// Starts a Mosquitto and a test camera `id` on it (with `extra` appended to the
+/// `[webrtc]` section of [`camera_config`](super::camera_config)), and waits until the
+/// camera's retained status says it is online.
+pub async fn online_camera(id: &str, extra: &str) -> (super::Mosquitto, super::Edgecam) {
+    let broker = super::Mosquitto::start();
+    let cam = super::Edgecam::start(&super::camera_config(id, broker.port, extra));
+    wait_status(broker.port, id, Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    (broker, cam)
+}
+
 /// What a test viewer saw.
 #[derive(Debug, Default, Clone)]
 pub struct Report {
