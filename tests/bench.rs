@@ -116,7 +116,7 @@ async fn fanout() {
             .zip(&start_frames)
             .map(|(v, s)| (v.report().video_frames - s) as f64 / dt)
             .fold(f64::INFINITY, f64::min);
-        let stats: serde_json::Value = reqwest_get(http).await;
+        let stats: serde_json::Value = get_stats(http).await;
         let lat = &stats["captureToRtpLatency"];
         println!(
             "| {n} | {cpu:.1} | {:.1} | {} | {load_cpu:.1} | {} / {} |",
@@ -138,8 +138,9 @@ async fn fanout() {
     }
 }
 
-/// GET /api/stats without an HTTP client crate: one request over a TcpStream.
-async fn reqwest_get(port: u16) -> serde_json::Value {
+/// edgecam's `/api/stats` document: one HTTP/1.0 GET over a TcpStream (the test needs no
+/// HTTP client for a single request).
+async fn get_stats(port: u16) -> serde_json::Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::viewer::{Viewer, online_camera, wait_status};
-use common::{Edgecam, Mosquitto, camera_config};
+use common::camera_config;
+use common::viewer::{Viewer, online_camera, online_camera_from, wait_status};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,23 +66,18 @@ async fn viewer_receives_decodable_h264_starting_at_an_idr_and_opus() {
     .await;
 }
 
-/// A camera whose periodic IDR comes only every 60 s: any IDR a viewer sees was forced.
-fn long_gop_camera(broker: &Mosquitto, id: &str) -> Edgecam {
-    let config = camera_config(id, broker.port, "").replace(
+/// Config of a camera whose periodic IDR comes only every 60 s: any IDR a viewer sees
+/// was forced.
+fn long_gop_config(id: &str, port: u16) -> String {
+    camera_config(id, port, "").replace(
         "bitrate_kbps = 800\n",
         "bitrate_kbps = 800\nkeyframe_interval_ms = 60000\n",
-    );
-    Edgecam::start(&config)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_on_join_with_a_one_minute_gop() {
-    let broker = Mosquitto::start();
-    let _cam = long_gop_camera(&broker, "gop");
-    wait_status(broker.port, "gop", Duration::from_secs(15), |s| {
-        s["state"] == "online"
-    })
-    .await;
+    let (broker, _cam) = online_camera_from("gop", |port| long_gop_config("gop", port)).await;
     // Join well after the pipeline's first IDR.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let viewer = Viewer::connect(broker.port, "gop", "late").await;
@@ -100,12 +95,7 @@ async fn keyframe_on_join_with_a_one_minute_gop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pli_from_a_viewer_forces_a_fresh_idr() {
-    let broker = Mosquitto::start();
-    let _cam = long_gop_camera(&broker, "pli");
-    wait_status(broker.port, "pli", Duration::from_secs(15), |s| {
-        s["state"] == "online"
-    })
-    .await;
+    let (broker, _cam) = online_camera_from("pli", |port| long_gop_config("pli", port)).await;
     let viewer = Viewer::connect(broker.port, "pli", "v").await;
     let (ok, r) = viewer
         .wait_until(Duration::from_secs(10), |r| r.decoded_video >= 10)

@@ -121,15 +121,21 @@ pub fn alsa_capture_pcms() -> Vec<AlsaPcm> {
 /// node in `/dev/snd` it answers `false` without asking alsa-lib, which would print
 /// configuration errors to stderr on a machine with no sound card.
 pub fn alsa_can_capture(name: &str) -> bool {
-    let any_capture_node = std::fs::read_dir("/dev/snd")
-        .map(|dir| {
-            dir.flatten().any(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.starts_with("pcmC") && n.ends_with('c')
-            })
+    any_dev_node(Path::new("/dev/snd"), |n| {
+        n.starts_with("pcmC") && n.ends_with('c')
+    }) && alsa::pcm::PCM::new(name, alsa::Direction::Capture, true).is_ok()
+}
+
+/// Whether directory `dir` holds an entry whose name satisfies `pred` (false if `dir`
+/// cannot be read).
+pub fn any_dev_node(dir: &Path, pred: impl Fn(&str) -> bool) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| pred(&e.file_name().to_string_lossy()))
         })
-        .unwrap_or(false);
-    any_capture_node && alsa::pcm::PCM::new(name, alsa::Direction::Capture, true).is_ok()
+        .unwrap_or(false)
 }
 
 /// Human-readable listing for `edgecam devices`.

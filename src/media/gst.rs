@@ -52,20 +52,10 @@ pub fn version() -> String {
 pub fn probe_elements(probe: &mut Probe) {
     // libcamera cameras are media-controller devices: without a /dev/media* node there is
     // nothing for libcamerasrc to open, even when the plugin is installed.
-    probe.libcamerasrc =
-        gst::ElementFactory::find("libcamerasrc").is_some() && has_dev_node("media");
+    probe.libcamerasrc = gst::ElementFactory::find("libcamerasrc").is_some()
+        && super::devices::any_dev_node(std::path::Path::new("/dev"), |n| n.starts_with("media"));
     probe.v4l2h264enc = gst::ElementFactory::find("v4l2h264enc").is_some()
         && std::path::Path::new("/dev/video11").exists();
-}
-
-/// Whether `/dev` has a node whose name starts with `prefix`.
-pub fn has_dev_node(prefix: &str) -> bool {
-    std::fs::read_dir("/dev")
-        .map(|dir| {
-            dir.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        })
-        .unwrap_or(false)
 }
 
 /// How a capture run ended.

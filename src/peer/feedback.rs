@@ -35,7 +35,7 @@ impl KeyframeFeedback {
 }
 
 /// Whether a compound RTCP packet asks for a keyframe.
-pub(crate) fn wants_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+fn wants_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     packets
         .iter()
         .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())

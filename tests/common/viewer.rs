@@ -170,8 +170,16 @@ pub async fn wait_status(
 /// `[webrtc]` section of [`camera_config`](super::camera_config)), and waits until the
 /// camera's retained status says it is online.
 pub async fn online_camera(id: &str, extra: &str) -> (super::Mosquitto, super::Edgecam) {
+    online_camera_from(id, |port| super::camera_config(id, port, extra)).await
+}
+
+/// As [`online_camera`], with the whole config built by `config` from the broker port.
+pub async fn online_camera_from(
+    id: &str,
+    config: impl FnOnce(u16) -> String,
+) -> (super::Mosquitto, super::Edgecam) {
     let broker = super::Mosquitto::start();
-    let cam = super::Edgecam::start(&super::camera_config(id, broker.port, extra));
+    let cam = super::Edgecam::start(&config(broker.port));
     wait_status(broker.port, id, Duration::from_secs(15), |s| {
         s["state"] == "online"
     })
