@@ -3,13 +3,13 @@
 //! that knows all the others. Shutdown is passed in.
 
 use crate::broker;
-use crate::config::{AudioSource, BrokerUrl, Config, VideoSource};
+use crate::config::{AudioSource, BrokerUrl, Config, Nat1To1Type, VideoSource};
 use crate::media::hub::Hub;
 use crate::media::pipeline::{self, AudioPlan, PipelineDesc, Probe, VideoPlan};
 use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
 use crate::media::{VideoFormat, devices, gst};
 use crate::peer::ice::IcePolicy;
-use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers};
+use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
 use crate::signaling::machine::{Limits, Machine, Output};
 use crate::signaling::mqtt::{self, Inbound, MqttHandle, MqttSettings};
 use crate::signaling::protocol::{AudioInfo, PROTOCOL_VERSION, Status, Topics, VideoInfo};
@@ -224,8 +224,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let peers_stop = CancellationToken::new();
     let mut peers = Peers::new(
         PeerSettings {
+            camera: camera.to_string(),
             ice: ice.clone(),
             udp_bind: config.webrtc.udp_bind.clone(),
+            tcp_bind: config.webrtc.tcp_bind.clone(),
+            ports: PortPool::new(match config.webrtc.port_range.as_slice() {
+                [first, last] => Some((*first, *last)),
+                _ => None,
+            }),
+            nat_1to1_ips: config.webrtc.nat_1to1_ips.clone(),
+            nat_1to1_srflx: config.webrtc.nat_1to1_candidate_type == Nat1To1Type::Srflx,
         },
         MediaFeeds {
             video: video_hub.clone(),
@@ -281,6 +289,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Limits {
             max_viewers: config.webrtc.max_viewers,
             connect_timeout: Duration::from_secs(config.webrtc.connect_timeout_s.into()),
+            config_refresh_after: ice.refresh_after(),
             ..Limits::default()
         },
         Instant::now(),
@@ -351,7 +360,12 @@ fn drain(
     while let Some(out) = machine.poll_output() {
         match out {
             Output::Send { session, msg } => link.send(&session, &msg),
-            Output::SendConfig { session } => link.send(&session, &ice.viewer_config(&session)),
+            Output::SendConfig { session } => {
+                let now_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                link.send(&session, &ice.viewer_config(&session, now_unix));
+            }
             Output::Peer(cmd) => peers.command(cmd),
             Output::Status { viewers } => {
                 link.publish_status(&status.build(viewers, format.borrow().as_ref()));

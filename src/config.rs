@@ -287,18 +287,51 @@ impl Default for HttpConfig {
     }
 }
 
-/// One `[[webrtc.ice_servers]]` entry.
+/// One `[[webrtc.ice_servers]]` entry (W3C `RTCIceServer`, RFC 7064/7065 URLs).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct IceServerConfig {
-    /// `stun:`, `turn:` or `turns:` URLs.
+    /// `stun:`, `turn:` (`?transport=udp|tcp`) or `turns:` URLs.
     pub urls: Vec<String>,
-    /// TURN username.
+    /// Static TURN username (long-term credential, RFC 8489 §9.2).
     pub username: Option<String>,
-    /// TURN password (prefer `credential_file`).
+    /// Static TURN password (prefer `credential_file`).
     pub credential: Option<String>,
-    /// File holding the TURN password.
+    /// File holding the static TURN password.
     pub credential_file: Option<PathBuf>,
+    /// TURN REST shared secret (coturn `static-auth-secret`); edgecam then mints
+    /// time-limited credentials itself. Prefer `secret_file`.
+    pub secret: Option<String>,
+    /// File holding the TURN REST shared secret.
+    pub secret_file: Option<PathBuf>,
+    /// Hand this server to viewers in `config`. Default: yes for STUN servers and
+    /// TURN REST secrets (viewers get minted credentials, never the secret), no for
+    /// static long-term credentials (they are only shared when set to `true`).
+    pub share_with_viewers: Option<bool>,
+}
+
+impl IceServerConfig {
+    /// Whether any URL is a TURN URL (`turn:` or `turns:`).
+    pub fn is_turn(&self) -> bool {
+        self.urls.iter().any(|u| u.starts_with("turn"))
+    }
+
+    /// Whether viewers get this server in `config` (see `share_with_viewers`).
+    pub fn shared_with_viewers(&self) -> bool {
+        self.share_with_viewers
+            .unwrap_or(!self.is_turn() || self.secret.is_some())
+    }
+}
+
+/// Candidate type used for `nat_1to1_ips` (pion/webrtc-rs `NAT1To1IPCandidateType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Nat1To1Type {
+    /// Replace the private host address by the public one in host candidates.
+    #[default]
+    Host,
+    /// Keep the private host candidates and add the public address as srflx.
+    Srflx,
 }
 
 /// `[webrtc]`.
@@ -310,13 +343,34 @@ pub struct WebrtcConfig {
     /// STUN/TURN servers for the camera and, via `config`, for viewers. Default: none
     /// (host candidates only, LAN).
     pub ice_servers: Vec<IceServerConfig>,
-    /// `"all"` or `"relay"`.
+    /// The camera's ICE transport policy: `"all"` or `"relay"` (relay-only hides the
+    /// camera's addresses; needs a `turn:` server reachable over UDP).
     pub ice_transport_policy: String,
+    /// The `iceTransportPolicy` viewers are told to use in `config`: `"all"` or
+    /// `"relay"`.
+    pub viewer_ice_transport_policy: String,
     /// Local addresses to gather UDP host candidates on; empty = all interfaces
     /// (which skips loopback).
     pub udp_bind: Vec<IpAddr>,
     /// ICE must reach `connected` this long after an offer, s (contract: 30).
     pub connect_timeout_s: u32,
+    /// Lifetime of minted TURN REST credentials, s (default 3600).
+    pub turn_credential_ttl_s: u32,
+    /// A live session gets a fresh `config` this long before its credentials expire, s
+    /// (contract default 300; half the TTL when the TTL is shorter).
+    pub turn_refresh_before_s: u32,
+    /// Local addresses for ICE-TCP passive host candidates (RFC 6544); empty = no
+    /// ICE-TCP.
+    pub tcp_bind: Vec<IpAddr>,
+    /// `[first, last]` local port range for ICE sockets (UDP and ICE-TCP), so a
+    /// firewall rule can be written; each session takes one port per bind address.
+    /// Empty = ephemeral ports.
+    pub port_range: Vec<u16>,
+    /// Public addresses of a camera behind a 1:1 NAT (known public IP), advertised in
+    /// its candidates.
+    pub nat_1to1_ips: Vec<String>,
+    /// How `nat_1to1_ips` are advertised: `"host"` (replace) or `"srflx"` (add).
+    pub nat_1to1_candidate_type: Nat1To1Type,
 }
 
 impl Default for WebrtcConfig {
@@ -325,8 +379,15 @@ impl Default for WebrtcConfig {
             max_viewers: 10,
             ice_servers: Vec::new(),
             ice_transport_policy: "all".into(),
+            viewer_ice_transport_policy: "all".into(),
             udp_bind: Vec::new(),
             connect_timeout_s: 30,
+            turn_credential_ttl_s: 3600,
+            turn_refresh_before_s: 300,
+            tcp_bind: Vec::new(),
+            port_range: Vec::new(),
+            nat_1to1_ips: Vec::new(),
+            nat_1to1_candidate_type: Nat1To1Type::Host,
         }
     }
 }
@@ -407,6 +468,11 @@ impl Config {
                 server.credential_file.as_deref(),
                 "webrtc.ice_servers.credential_file",
             )?;
+            read_secret(
+                &mut server.secret,
+                server.secret_file.as_deref(),
+                "webrtc.ice_servers.secret_file",
+            )?;
         }
         Ok(())
     }
@@ -485,6 +551,15 @@ impl Config {
                 "must be \"all\" or \"relay\"",
             );
         }
+        if !matches!(
+            self.webrtc.viewer_ice_transport_policy.as_str(),
+            "all" | "relay"
+        ) {
+            return invalid(
+                "webrtc.viewer_ice_transport_policy",
+                "must be \"all\" or \"relay\"",
+            );
+        }
         if !(5..=300).contains(&self.webrtc.connect_timeout_s) {
             return invalid("webrtc.connect_timeout_s", "must be within 5..=300");
         }
@@ -500,22 +575,47 @@ impl Config {
                         "URLs start with stun:, stuns:, turn: or turns:",
                     );
                 }
-                if scheme.starts_with("turn")
-                    && (server.username.is_none() || server.credential.is_none())
-                {
-                    return invalid(
-                        "webrtc.ice_servers.username",
-                        "turn: servers need username and credential",
-                    );
-                }
+            }
+            let static_cred = server.username.is_some() || server.credential.is_some();
+            if server.secret.is_some() && static_cred {
+                return invalid(
+                    "webrtc.ice_servers.secret",
+                    "a TURN REST secret replaces username/credential; give one or the other",
+                );
+            }
+            if server.is_turn()
+                && server.secret.is_none()
+                && (server.username.is_none() || server.credential.is_none())
+            {
+                return invalid(
+                    "webrtc.ice_servers.username",
+                    "turn: servers need username and credential, or a secret",
+                );
+            }
+            if server.secret.as_deref().is_some_and(str::is_empty) {
+                return invalid("webrtc.ice_servers.secret", "must not be empty");
+            }
+        }
+        if !(60..=86_400 * 7).contains(&self.webrtc.turn_credential_ttl_s) {
+            return invalid("webrtc.turn_credential_ttl_s", "must be within 60..=604800");
+        }
+        match self.webrtc.port_range.as_slice() {
+            [] => {}
+            [first, last] if *first > 0 && first <= last => {}
+            _ => {
+                return invalid(
+                    "webrtc.port_range",
+                    "[first, last] with 0 < first <= last, or empty",
+                );
+            }
+        }
+        for ip in &self.webrtc.nat_1to1_ips {
+            if ip.parse::<IpAddr>().is_err() {
+                return invalid("webrtc.nat_1to1_ips", "must be IP addresses");
             }
         }
         if self.webrtc.ice_transport_policy == "relay"
-            && !self
-                .webrtc
-                .ice_servers
-                .iter()
-                .any(|s| s.urls.iter().any(|u| u.starts_with("turn")))
+            && !self.webrtc.ice_servers.iter().any(IceServerConfig::is_turn)
         {
             return invalid(
                 "webrtc.ice_transport_policy",

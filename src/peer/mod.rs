@@ -29,10 +29,58 @@ use tokio_util::task::TaskTracker;
 /// Settings shared by all sessions.
 #[derive(Debug, Clone, Default)]
 pub struct PeerSettings {
+    /// Camera id: part of the TURN REST user the camera mints for itself.
+    pub camera: String,
     /// ICE servers and policy.
     pub ice: ice::IcePolicy,
     /// Addresses to gather UDP host candidates on; empty = all interfaces.
     pub udp_bind: Vec<IpAddr>,
+    /// Addresses for ICE-TCP passive candidates (RFC 6544); empty = no ICE-TCP.
+    pub tcp_bind: Vec<IpAddr>,
+    /// Local ports ICE sockets are bound to.
+    pub ports: PortPool,
+    /// Public addresses of a 1:1 NAT in front of the camera.
+    pub nat_1to1_ips: Vec<String>,
+    /// Advertise `nat_1to1_ips` as srflx (keeping host candidates) instead of replacing
+    /// the host addresses.
+    pub nat_1to1_srflx: bool,
+}
+
+/// Hands out local ports for ICE sockets: round-robin over `[first, last]` so that a
+/// firewall rule can name the range, or always 0 (ephemeral) without a range.
+#[derive(Debug, Clone, Default)]
+pub struct PortPool {
+    range: Option<(u16, u16)>,
+    next: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl PortPool {
+    /// A pool over `first..=last`; `None` = ephemeral ports.
+    pub fn new(range: Option<(u16, u16)>) -> Self {
+        Self {
+            range,
+            next: Arc::default(),
+        }
+    }
+
+    /// How many different ports a session may try before giving up (at most 64).
+    pub fn attempts(&self) -> usize {
+        self.range
+            .map_or(1, |(a, b)| (usize::from(b - a) + 1).min(64))
+    }
+
+    /// The next port to try (0 = ephemeral).
+    pub fn take(&self) -> u16 {
+        match self.range {
+            None => 0,
+            Some((first, last)) => {
+                let span = u32::from(last - first) + 1;
+                let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // The remainder is < span <= 65536 and first + it <= last.
+                first + u16::try_from(n % span).unwrap_or(0)
+            }
+        }
+    }
 }
 
 /// The media a session feeds from.
@@ -177,5 +225,23 @@ impl Peers {
     /// The process-wide capture→RTP-send latency histogram.
     pub fn latency(&self) -> Arc<LatencyHistogram> {
         self.latency.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PortPool;
+
+    #[test]
+    fn port_pool_cycles_through_its_range() {
+        let pool = PortPool::new(Some((50_000, 50_002)));
+        let ports: Vec<u16> = (0..5).map(|_| pool.take()).collect();
+        assert_eq!(ports, [50_000, 50_001, 50_002, 50_000, 50_001]);
+        assert_eq!(pool.attempts(), 3);
+        let ephemeral = PortPool::new(None);
+        assert_eq!((ephemeral.take(), ephemeral.attempts()), (0, 1));
+        let wide = PortPool::new(Some((1, 65_535)));
+        assert_eq!(wide.attempts(), 64);
+        assert_eq!(wide.take(), 1);
     }
 }

@@ -18,6 +18,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
 };
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,9 +28,10 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
-    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceConnectionState,
+    RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -219,42 +221,66 @@ fn media_engine(
     Ok((engine, registry))
 }
 
-async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<Built, Reject> {
-    let policy = if ctx.settings.ice.transport_policy == "relay" {
+/// The camera's ICE servers for this session, TURN REST credentials minted now.
+fn ice_servers(ctx: &SessionCtx) -> Vec<RTCIceServer> {
+    ctx.settings
+        .ice
+        .camera_servers(&ctx.settings.camera, &ctx.id, unix_now())
+        .into_iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls,
+            username: s.username.unwrap_or_default(),
+            credential: s.credential.unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn transport_policy(ctx: &SessionCtx) -> RTCIceTransportPolicy {
+    if ctx.settings.ice.transport_policy == "relay" {
         RTCIceTransportPolicy::Relay
     } else {
         RTCIceTransportPolicy::All
-    };
-    let ice_servers: Vec<RTCIceServer> = ctx
-        .settings
-        .ice
-        .servers
-        .iter()
-        .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone().unwrap_or_default(),
-            credential: s.credential.clone().unwrap_or_default(),
-        })
-        .collect();
-    // Empty = the wildcard, which webrtc-rs expands to one socket per non-loopback
-    // interface address.
-    let udp_addrs: Vec<String> = if ctx.settings.udp_bind.is_empty() {
-        vec!["0.0.0.0:0".to_owned()]
+    }
+}
+
+/// `ip:port` for each address; empty `ips` = `default` (or nothing when `None`).
+fn socket_addrs(ips: &[IpAddr], default: Option<IpAddr>, port: u16) -> Vec<String> {
+    let ips: Vec<IpAddr> = if ips.is_empty() {
+        default.into_iter().collect()
     } else {
-        ctx.settings
-            .udp_bind
-            .iter()
-            .map(|ip| std::net::SocketAddr::new(*ip, 0).to_string())
-            .collect()
+        ips.to_vec()
     };
+    ips.into_iter()
+        .map(|ip| std::net::SocketAddr::new(ip, port).to_string())
+        .collect()
+}
+
+async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<Built, Reject> {
+    let policy = transport_policy(ctx);
+    let ice_servers = ice_servers(ctx);
     let (tx, internal) = mpsc::unbounded_channel();
-    // mDNS in query mode resolves viewers' `.local` host candidates, but needs a multicast
-    // socket; where the host has no multicast route (containers, bare network
-    // namespaces) that bind fails with ENODEV, so fall back to no mDNS: viewers' checks
-    // then arrive as peer-reflexive candidates, which ICE accepts.
-    let build_pc = async |mode: MulticastDnsMode| {
+    let settings = &ctx.settings;
+    let build_pc = async |mode: MulticastDnsMode, port: u16| {
         let (keyframe_tx, keyframe_rx) = mpsc::unbounded_channel();
         let (engine, registry) = media_engine(profile_level_id, audio, keyframe_tx)?;
+        let mut setting_engine = SettingEngineBuilder::new().with_multicast_dns_mode(mode);
+        if !settings.nat_1to1_ips.is_empty() {
+            let typ = if settings.nat_1to1_srflx {
+                RTCIceCandidateType::Srflx
+            } else {
+                RTCIceCandidateType::Host
+            };
+            setting_engine = setting_engine.with_nat_1to1_ips(settings.nat_1to1_ips.clone(), typ);
+        }
+        // Empty `udp_bind` = the wildcard, which webrtc-rs expands to one socket per
+        // non-loopback interface address.
+        let unspecified = Some(IpAddr::from([0, 0, 0, 0]));
         PeerConnectionBuilder::new()
             .with_configuration(
                 RTCConfigurationBuilder::new()
@@ -262,34 +288,62 @@ async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<
                     .with_ice_transport_policy(policy)
                     .build(),
             )
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_multicast_dns_mode(mode)
-                    .build(),
-            )
+            .with_setting_engine(setting_engine.build())
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler { tx: tx.clone() }))
-            .with_udp_addrs(udp_addrs.clone())
+            .with_udp_addrs(socket_addrs(&settings.udp_bind, unspecified, port))
+            .with_tcp_addrs(socket_addrs(&settings.tcp_bind, None, port))
             .build()
             .await
             .map(|pc| (Arc::new(pc) as Arc<dyn PeerConnection>, keyframe_rx))
             .map_err(internal_err)
     };
-    let (pc, keyframe_requests) = if MDNS_UNAVAILABLE.load(Ordering::Relaxed) {
-        build_pc(MulticastDnsMode::Disabled).await?
-    } else {
-        match build_pc(MulticastDnsMode::QueryOnly).await {
-            Ok(pc) => pc,
-            Err(Reject(_, e)) => {
-                if !MDNS_UNAVAILABLE.swap(true, Ordering::Relaxed) {
-                    log::warn!(
-                        "mDNS unavailable ({e}); continuing without resolving .local candidates"
-                    );
+    // mDNS in query mode resolves viewers' `.local` host candidates, but needs a multicast
+    // socket; where the host has no multicast route (containers, bare network
+    // namespaces) that bind fails with ENODEV, so fall back to no mDNS: viewers' checks
+    // then arrive as peer-reflexive candidates, which ICE accepts. It is switched off
+    // for the process only when disabling it is what made the build succeed.
+    let attempts = settings.ports.attempts();
+    let mut last_error = String::new();
+    let mut built = None;
+    for _ in 0..attempts {
+        let port = settings.ports.take();
+        let result = if MDNS_UNAVAILABLE.load(Ordering::Relaxed) {
+            build_pc(MulticastDnsMode::Disabled, port).await
+        } else {
+            match build_pc(MulticastDnsMode::QueryOnly, port).await {
+                Ok(pc) => Ok(pc),
+                Err(Reject(_, first)) => {
+                    let retry = build_pc(MulticastDnsMode::Disabled, port).await;
+                    if retry.is_ok() && !MDNS_UNAVAILABLE.swap(true, Ordering::Relaxed) {
+                        log::warn!(
+                            "mDNS unavailable ({first}); continuing without resolving .local candidates"
+                        );
+                    }
+                    retry
                 }
-                build_pc(MulticastDnsMode::Disabled).await?
             }
+        };
+        match result {
+            Ok(pc) => {
+                built = Some(pc);
+                break;
+            }
+            // Another session (or program) holds this port of the range: try the next.
+            Err(Reject(_, e)) if attempts > 1 && e.contains("in use") => {
+                log::debug!(session = ctx.id.as_str(); "port {port} busy: {e}");
+                last_error = e;
+            }
+            Err(e) => return Err(e),
         }
+    }
+    let Some((pc, keyframe_requests)) = built else {
+        log::warn!(session = ctx.id.as_str(); "no free port in webrtc.port_range ({attempts} tried): {last_error}");
+        return Err(Reject(
+            ErrorCode::Busy,
+            "camera has no free ICE port, retry later".into(),
+        ));
     };
     let video_ssrc = rand::random::<u32>();
     let video_track = local_track(
@@ -427,7 +481,7 @@ pub(crate) async fn run(
     }
 
     let mut ice_state = RTCIceConnectionState::New;
-    let mut connected_once = false;
+    let mut gathered = Gathered::default();
     loop {
         tokio::select! {
             () = ctx.cancel.cancelled() => break,
@@ -456,6 +510,20 @@ pub(crate) async fn run(
                         ctx.report(PeerEvent::OfferRejected { code: ErrorCode::BadOffer, message: e.to_string() });
                         break;
                     }
+                    if ctx.settings.ice.refresh_after().is_some() || ctx.settings.ice.camera_has_turn() {
+                        // A renegotiation is usually an ICE restart (network change, or
+                        // the viewer's credentials refresh): the camera's own TURN REST
+                        // credentials are renewed with it so its allocations outlive them.
+                        // Same defaults as at build, so only servers and policy change.
+                        let config = RTCConfigurationBuilder::new()
+                            .with_ice_servers(ice_servers(&ctx))
+                            .with_ice_transport_policy(transport_policy(&ctx))
+                            .build();
+                        if let Err(e) = pc.set_configuration(config).await {
+                            log::warn!(session = ctx.id.as_str(); "cannot renew TURN credentials: {e}");
+                        }
+                    }
+                    gathered = Gathered::default();
                     match answer(&pc, sdp).await {
                         Ok(sdp) => {
                             ctx.report(PeerEvent::Answer(sdp));
@@ -473,30 +541,44 @@ pub(crate) async fn run(
             },
             ev = internal.recv() => match ev {
                 None => break,
-                Some(Internal::Candidate(init)) => ctx.report(PeerEvent::LocalCandidate(Some(CandidateInit {
-                    candidate: init.candidate,
-                    sdp_mid: init.sdp_mid.filter(|m| !m.is_empty()).or_else(|| Some("0".into())),
-                    sdp_mline_index: init.sdp_mline_index,
-                    username_fragment: init.username_fragment,
-                }))),
-                Some(Internal::GatheringComplete) => ctx.report(PeerEvent::LocalCandidate(None)),
+                Some(Internal::Candidate(init)) => {
+                    gathered.count(&init.candidate);
+                    ctx.report(PeerEvent::LocalCandidate(Some(CandidateInit {
+                        candidate: init.candidate,
+                        sdp_mid: init.sdp_mid.filter(|m| !m.is_empty()).or_else(|| Some("0".into())),
+                        sdp_mline_index: init.sdp_mline_index,
+                        username_fragment: init.username_fragment,
+                    })));
+                }
+                Some(Internal::GatheringComplete) => {
+                    ctx.report(PeerEvent::LocalCandidate(None));
+                    log::info!(session = ctx.id.as_str(); "ICE gathering complete: {gathered}");
+                    if ctx.settings.ice.camera_has_turn() && gathered.relay == 0 {
+                        log::warn!(session = ctx.id.as_str(); "no relay candidate from the TURN server(s): allocation refused or unreachable (wrong/expired credentials or secret, or TURN port blocked); see the webrtc log line above");
+                        if transport_policy(&ctx) == RTCIceTransportPolicy::Relay {
+                            ctx.report(PeerEvent::Failed("relay-only camera got no TURN allocation".into()));
+                            break;
+                        }
+                    }
+                }
                 Some(Internal::Ice(state)) => {
                     log::debug!(session = ctx.id.as_str(); "ICE connection state {state}");
                     ice_state = state;
                     if matches!(state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
                         ctx.report(PeerEvent::Connected);
+                        // After an ICE restart the path may have changed.
+                        let pair = selected_pair(&pc).await;
+                        let mut current = ctx.stats.candidate_pair.lock().unwrap_or_else(|p| p.into_inner());
+                        if pair.is_some() && *current != pair {
+                            log::info!(session = ctx.id.as_str(); "media flowing over {}", pair.as_deref().unwrap_or("?"));
+                            *current = pair;
+                        }
                     }
                 }
                 Some(Internal::State(state)) => {
                     log::info!(session = ctx.id.as_str(); "peer connection {state}");
                     match state {
                         RTCPeerConnectionState::Connected => {
-                            if !connected_once {
-                                connected_once = true;
-                                let pair = selected_pair(&pc).await;
-                                log::info!(session = ctx.id.as_str(); "media flowing over {}", pair.as_deref().unwrap_or("unknown pair"));
-                                *ctx.stats.candidate_pair.lock().unwrap_or_else(|p| p.into_inner()) = pair;
-                            }
                             live_tx.send_replace(true);
                         }
                         RTCPeerConnectionState::Failed => {
@@ -519,6 +601,42 @@ pub(crate) async fn run(
         log::debug!(session = ctx.id.as_str(); "close: {e}");
     }
     log::info!(session = ctx.id.as_str(); "session {} closed", ctx.id);
+}
+
+/// Local candidates gathered for the current ICE generation, by type (RFC 8445 §5.1.1).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Gathered {
+    host: u32,
+    srflx: u32,
+    relay: u32,
+    tcp: u32,
+}
+
+impl Gathered {
+    /// Counts one `candidate:` line (RFC 8839 §5.1: `… typ <type> …`).
+    fn count(&mut self, line: &str) {
+        let mut fields = line.split_ascii_whitespace();
+        if fields.nth(2).is_some_and(|t| t.eq_ignore_ascii_case("tcp")) {
+            self.tcp += 1;
+        }
+        let mut fields = line.split_ascii_whitespace();
+        match fields.by_ref().skip_while(|f| *f != "typ").nth(1) {
+            Some("host") => self.host += 1,
+            Some("srflx") => self.srflx += 1,
+            Some("relay") => self.relay += 1,
+            _ => {}
+        }
+    }
+}
+
+impl std::fmt::Display for Gathered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} host, {} srflx, {} relay ({} over TCP)",
+            self.host, self.srflx, self.relay, self.tcp
+        )
+    }
 }
 
 /// `local-type/remote-type protocol` of the selected candidate pair (e.g.
@@ -668,5 +786,30 @@ async fn forward_keyframe_requests(
             },
             () = cancel.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gathered;
+
+    #[test]
+    fn counts_candidate_types_and_tcp() {
+        let mut g = Gathered::default();
+        g.count("candidate:1 1 udp 2130706431 10.0.0.2 50000 typ host");
+        g.count("candidate:2 1 tcp 1671430143 10.0.0.2 50000 typ host tcptype passive");
+        g.count("candidate:3 1 udp 16777215 10.199.0.1 49152 typ relay raddr 10.0.0.2 rport 50000");
+        g.count("candidate:4 1 UDP 1694498815 203.0.113.7 50000 typ srflx raddr 0.0.0.0 rport 0");
+        g.count("garbage");
+        assert_eq!(
+            g,
+            Gathered {
+                host: 2,
+                srflx: 1,
+                relay: 1,
+                tcp: 1
+            }
+        );
+        assert_eq!(g.to_string(), "2 host, 1 srflx, 1 relay (1 over TCP)");
     }
 }

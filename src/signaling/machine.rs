@@ -34,6 +34,10 @@ pub struct Limits {
     pub session_messages_per_sec: f64,
     /// Status republish interval floor (contract: at most once per second).
     pub status_interval: Duration,
+    /// When a live session that received minted TURN credentials gets a fresh `config`,
+    /// counted from the previous one (contract: "before the old credentials expire, by
+    /// default 5 minutes before"). `None` when nothing handed out expires.
+    pub config_refresh_after: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -48,6 +52,7 @@ impl Default for Limits {
             session_message_burst: 60,
             session_messages_per_sec: 20.0,
             status_interval: Duration::from_secs(1),
+            config_refresh_after: None,
         }
     }
 }
@@ -127,6 +132,8 @@ struct Session {
     last_offer: String,
     /// Deadline for ICE `connected` while negotiating; `None` once connected.
     connect_deadline: Option<Instant>,
+    /// When this session's TURN credentials need a fresh `config`.
+    refresh_at: Option<Instant>,
 }
 
 /// Token bucket over simulated time.
@@ -180,6 +187,8 @@ pub struct Machine {
     status_due: Option<Instant>,
     flood_dropped: u64,
     flood_logged_at: Option<Instant>,
+    /// Refresh instants of `config`s sent before their session's offer, bounded.
+    pending_refresh: HashMap<SessionId, Instant>,
 }
 
 impl Machine {
@@ -201,6 +210,7 @@ impl Machine {
             status_due: None,
             flood_dropped: 0,
             flood_logged_at: None,
+            pending_refresh: HashMap::new(),
         }
     }
 
@@ -262,7 +272,7 @@ impl Machine {
                     log::info!(session = session.as_str(); "config-request refused: {reason}");
                     self.send(session, ToViewer::error(ErrorCode::Busy, reason));
                 } else {
-                    self.out.push_back(Output::SendConfig { session });
+                    self.send_config(now, session);
                 }
             }
             ToCamera::Offer { sdp } => self.handle_offer(now, session, sdp),
@@ -323,11 +333,16 @@ impl Machine {
         }
         let deadline = Some(now + self.limits.connect_timeout);
         let renegotiation = self.sessions.contains_key(&session);
+        let refresh_at = match self.sessions.get(&session) {
+            Some(existing) => existing.refresh_at,
+            None => self.pending_refresh.remove(&session),
+        };
         self.sessions.insert(
             session.clone(),
             Session {
                 last_offer: sdp.clone(),
                 connect_deadline: deadline,
+                refresh_at,
             },
         );
         if renegotiation {
@@ -387,6 +402,22 @@ impl Machine {
         existed
     }
 
+    /// Asks the driver for a `config` and schedules its refresh.
+    fn send_config(&mut self, now: Instant, session: SessionId) {
+        const MAX_PENDING: usize = 1_000;
+        if let Some(after) = self.limits.config_refresh_after {
+            let at = now + after;
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.refresh_at = Some(at);
+            } else if self.pending_refresh.len() < MAX_PENDING
+                || self.pending_refresh.contains_key(&session)
+            {
+                self.pending_refresh.insert(session.clone(), at);
+            }
+        }
+        self.out.push_back(Output::SendConfig { session });
+    }
+
     fn end_with_bye(&mut self, now: Instant, session: SessionId, reason: ByeReason) {
         if self.sessions.remove(&session).is_some() {
             self.out.push_back(Output::Peer(PeerCommand::Close {
@@ -420,6 +451,19 @@ impl Machine {
             log::warn!(session = id.as_str(); "session {id} did not connect in time");
             self.end_with_bye(now, id, ByeReason::Timeout);
         }
+        let mut refresh: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.refresh_at.is_some_and(|d| d <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        refresh.sort();
+        for id in refresh {
+            log::info!(session = id.as_str(); "TURN credentials of {id} expire soon: sending a fresh config");
+            self.send_config(now, id);
+        }
+        // A config-request whose offer never came holds nothing worth refreshing.
+        self.pending_refresh.retain(|_, at| *at > now);
         if self.status_due.is_some_and(|d| d <= now) {
             self.announce(now);
         }
@@ -432,7 +476,11 @@ impl Machine {
 
     /// The next instant [`Machine::handle_timeout`] has work to do, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let deadlines = self.sessions.values().filter_map(|s| s.connect_deadline);
+        let deadlines = self
+            .sessions
+            .values()
+            .flat_map(|s| [s.connect_deadline, s.refresh_at])
+            .flatten();
         deadlines.chain(self.status_due).min()
     }
 
@@ -674,6 +722,58 @@ mod tests {
         ));
         assert_eq!(m.viewers(), 2);
         assert!(m.has_session(&sid("a")) && m.has_session(&sid("b")));
+    }
+
+    #[test]
+    fn minted_credentials_are_refreshed_on_live_sessions_only() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(
+            Limits {
+                config_refresh_after: Some(Duration::from_secs(3300)),
+                ..Limits::default()
+            },
+            t0,
+        );
+        let config = |s: &str| Output::SendConfig { session: sid(s) };
+        // "a" asks for config, then offers; "b" asks and never offers.
+        m.handle_message(t0, sid("a"), br#"{"type":"config-request"}"#);
+        m.handle_message(t0, sid("b"), br#"{"type":"config-request"}"#);
+        assert_eq!(drain(&mut m), vec![config("a"), config("b")]);
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_message(t1, sid("a"), &offer(1));
+        m.handle_peer(t1, sid("a"), PeerEvent::Connected);
+        drain(&mut m);
+        // The refresh is due 3300 s after the config, not after the offer.
+        assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(3300)));
+        m.handle_timeout(t0 + Duration::from_secs(3299));
+        assert!(drain(&mut m).is_empty());
+        let t2 = t0 + Duration::from_secs(3300);
+        m.handle_timeout(t2);
+        assert_eq!(drain(&mut m), vec![config("a")]);
+        // Rescheduled from the fresh config; the session stays as it was.
+        assert_eq!(m.poll_timeout(), Some(t2 + Duration::from_secs(3300)));
+        assert_eq!(m.viewers(), 1);
+        // After bye nothing is refreshed.
+        m.handle_message(t2, sid("a"), br#"{"type":"bye"}"#);
+        drain(&mut m);
+        m.handle_timeout(t2 + Duration::from_secs(7000));
+        assert!(
+            !drain(&mut m)
+                .iter()
+                .any(|o| matches!(o, Output::SendConfig { .. }))
+        );
+        assert_eq!(m.poll_timeout(), None);
+    }
+
+    #[test]
+    fn without_minted_credentials_nothing_is_refreshed() {
+        let t0 = Instant::now();
+        let mut m = machine(t0);
+        m.handle_message(t0, sid("a"), br#"{"type":"config-request"}"#);
+        m.handle_message(t0, sid("a"), &offer(1));
+        m.handle_peer(t0, sid("a"), PeerEvent::Connected);
+        drain(&mut m);
+        assert_eq!(m.poll_timeout(), None);
     }
 
     #[test]
