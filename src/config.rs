@@ -615,11 +615,16 @@ impl Config {
             }
         }
         if self.webrtc.ice_transport_policy == "relay"
-            && !self.webrtc.ice_servers.iter().any(IceServerConfig::is_turn)
+            && !self
+                .webrtc
+                .ice_servers
+                .iter()
+                .flat_map(|s| &s.urls)
+                .any(|u| crate::peer::ice::is_udp_turn_url(u))
         {
             return invalid(
                 "webrtc.ice_transport_policy",
-                "\"relay\" needs at least one turn: server",
+                "\"relay\" needs at least one turn: server over UDP (the camera's WebRTC stack allocates over UDP only)",
             );
         }
         if !matches!(

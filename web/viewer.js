@@ -15,6 +15,7 @@
     client: null, socket: null, prefix: 'edgecam', cameras: new Map(),
     camera: null, session: null, pc: null, remoteSet: false, pendingCandidates: [],
     iceServers: [], iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
+    iceRestarts: 0, iceErrors: [],
     connectTimer: null, restartTimer: null, stats: {}, lastBytes: null, stopped: false,
     log: [],
   };
@@ -185,6 +186,12 @@
     pc.onicecandidate = (e) => {
       send({ type: 'candidate', candidate: e.candidate ? e.candidate.toJSON() : null });
     };
+    pc.onicecandidateerror = (e) => {
+      // E.g. 401 from a TURN server: wrong or expired credentials (RFC 8489 §14.8).
+      const text = `ICE server ${e.url || '?'}: ${e.errorCode} ${e.errorText || ''}`.trim();
+      state.iceErrors.push(text);
+      note(text);
+    };
     pc.onconnectionstatechange = () => onPcState(pc);
     state.pc = pc;
     state.remoteSet = false;
@@ -195,6 +202,11 @@
   async function createOffer(iceRestart) {
     const pc = state.pc && iceRestart ? state.pc : newPeer();
     pill($('pc-state'), iceRestart ? 'restarting ICE' : 'offering', 'wait');
+    if (iceRestart) {
+      // Candidates of the new ICE generation wait for the new answer.
+      state.remoteSet = false;
+      state.iceRestarts += 1;
+    }
     const offer = await pc.createOffer({ iceRestart });
     await pc.setLocalDescription(offer);
     send({ type: 'offer', sdp: pc.localDescription.sdp });
@@ -309,12 +321,18 @@
       s.rttMs = pair.currentRoundTripTime != null ? pair.currentRoundTripTime * 1000 : null;
       const l = byId.get(pair.localCandidateId), r = byId.get(pair.remoteCandidateId);
       s.candidatePair = `${l ? l.candidateType : '?'}/${r ? r.candidateType : '?'} ${l ? l.protocol : ''}`;
+      // How this side reaches its TURN server (udp, tcp or tls) when it relays.
+      if (l && l.relayProtocol) s.candidatePair += ` via ${l.relayProtocol}`;
+      s.relayProtocol = l ? l.relayProtocol || null : null;
     }
     const now = performance.now();
     const bytes = (s.videoBytes || 0) + (s.audioBytes || 0);
     if (state.lastBytes) s.kbps = ((bytes - state.lastBytes.bytes) * 8) / (now - state.lastBytes.t);
     state.lastBytes = { bytes, t: now };
     s.firstFrameMs = state.firstFrameMs;
+    s.iceRestarts = state.iceRestarts;
+    s.iceErrors = state.iceErrors.slice(-5);
+    s.iceTransportPolicy = state.iceTransportPolicy;
     s.connectionState = pc.connectionState;
     s.session = state.session;
     state.stats = s;

@@ -115,9 +115,14 @@ impl IcePolicy {
         self.servers.iter().any(|s| s.shared && s.is_turn())
     }
 
-    /// Whether the camera itself has a TURN server to gather relay candidates from.
+    /// Whether the camera itself has a TURN server to gather relay candidates from:
+    /// a `turn:` URL over UDP. webrtc-rs 0.21 allocates over UDP only and skips
+    /// `?transport=tcp` and `turns:` URLs (those still serve viewers).
     pub fn camera_has_turn(&self) -> bool {
-        self.servers.iter().any(Server::is_turn)
+        self.servers
+            .iter()
+            .flat_map(|s| &s.urls)
+            .any(|u| is_udp_turn_url(u))
     }
 
     /// When a live session's minted credentials need a fresh `config`, counted from the
@@ -171,6 +176,12 @@ impl IcePolicy {
             expires: minted.then_some(expires_at),
         }
     }
+}
+
+/// Whether `url` is a TURN URL allocated over UDP (RFC 7065 §3: `turn:` defaults to
+/// UDP unless `?transport=tcp`).
+pub fn is_udp_turn_url(url: &str) -> bool {
+    url.starts_with("turn:") && !url.to_ascii_lowercase().contains("transport=tcp")
 }
 
 /// A TURN REST credential (draft-uberti-behave-turn-rest-00, coturn `use-auth-secret`):

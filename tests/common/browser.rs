@@ -1,35 +1,111 @@
-//! Runs the Chromium driver (`tests/e2e/view.mjs`) inside the viewer namespace.
+//! Runs the Chromium driver (`tests/e2e/view.mjs`) inside a viewer namespace.
 
 use super::netns::NetPair;
 use serde_json::Value;
-use std::path::Path;
-use std::process::Command;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Opens `url` in a fresh headless Chromium inside `net.viewer`; returns the driver's
 /// JSON result (stats of the played stream) and saves `artifacts/{name}.png`.
 pub fn run_browser(net: &NetPair, url: &str, name: &str) -> Value {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
-    let artifacts = dir.join("artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join(format!("{name}.png"));
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &net.viewer, "node"])
-        .arg(dir.join("view.mjs"))
-        .args(["--url", url, "--timeout-ms", "45000", "--screenshot"])
-        .arg(&shot)
-        .arg("--user-data-dir")
-        .arg(profile.path())
-        .output()
-        .expect("node is installed (scripts/setup.sh --test)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    let result: Value = serde_json::from_str(line).unwrap_or_else(|_| {
-        panic!(
-            "browser driver printed no result.\nstdout: {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert!(shot.exists(), "screenshot saved");
+    let result = Browser::new(&net.viewer, url, name).run(|_| {});
+    assert!(screenshot(name).exists(), "screenshot saved");
     result
+}
+
+/// The viewer page as a `file://` URL, for namespaces that cannot reach the camera's
+/// own HTTP server (the page needs nothing but the broker then).
+pub fn page_file_url(query: &str) -> String {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/index.html");
+    format!("file://{}?{query}", page.display())
+}
+
+fn screenshot(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/e2e/artifacts")
+        .join(format!("{name}.png"))
+}
+
+/// One run of the driver.
+pub struct Browser {
+    ns: String,
+    url: String,
+    name: String,
+    timeout: Duration,
+    hold: Option<Duration>,
+}
+
+impl Browser {
+    /// Chromium in namespace `ns` opening `url`; artifacts named `name`.
+    pub fn new(ns: &str, url: &str, name: &str) -> Self {
+        Self {
+            ns: ns.to_owned(),
+            url: url.to_owned(),
+            name: name.to_owned(),
+            timeout: Duration::from_secs(45),
+            hold: None,
+        }
+    }
+
+    /// Gives up on playback after `t`.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Keeps watching for `t` after playback starts (see `--hold-ms`).
+    pub fn hold(mut self, t: Duration) -> Self {
+        self.hold = Some(t);
+        self
+    }
+
+    /// Runs the driver; `on_playing` is called with the `{"phase":"playing"}` line when
+    /// holding. Returns the final JSON result.
+    pub fn run(self, mut on_playing: impl FnMut(&Value)) -> Value {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+        std::fs::create_dir_all(dir.join("artifacts")).unwrap();
+        let profile = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "node"])
+            .arg(dir.join("view.mjs"))
+            .args(["--url", &self.url])
+            .args(["--timeout-ms", &self.timeout.as_millis().to_string()])
+            .arg("--screenshot")
+            .arg(screenshot(&self.name))
+            .arg("--user-data-dir")
+            .arg(profile.path());
+        if let Some(hold) = self.hold {
+            cmd.args(["--hold-ms", &hold.as_millis().to_string()]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node is installed (scripts/setup.sh --test)");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut last = String::new();
+        let mut all = String::new();
+        // The driver ends by itself (its own timeout and hold bound it).
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["phase"] == "playing"
+            {
+                on_playing(&v);
+                continue;
+            }
+            last = line;
+        }
+        let out = child.wait_with_output().expect("driver exits");
+        serde_json::from_str(&last).unwrap_or_else(|_| {
+            panic!(
+                "browser driver printed no result.\nstdout: {all}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod nat;
 pub mod netns;
 pub mod viewer;
 

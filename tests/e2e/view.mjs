@@ -2,7 +2,10 @@
 // frames decode and audio packets arrive. Prints one JSON line with what it saw and
 // exits 0 on success, 1 on failure.
 //
-// usage: node view.mjs --url URL [--screenshot FILE] [--timeout-ms N]
+// usage: node view.mjs --url URL [--screenshot FILE] [--timeout-ms N] [--hold-ms N]
+//   --hold-ms N: once playing, print {"phase":"playing",...} and keep watching for N ms
+//   (the caller may change the network meanwhile); the result then reports the final
+//   figures and those at the moment playback started.
 import { chromium } from 'playwright-core';
 
 const args = Object.fromEntries(
@@ -46,10 +49,22 @@ try {
     if (stats.framesDecoded > 10 && stats.audioPacketsReceived > 10 && stats.width) break;
     await new Promise((r) => setTimeout(r, 250));
   }
+  let ok = stats.framesDecoded > 10 && stats.audioPacketsReceived > 10;
+  let playingStats = null;
+  const holdMs = Number(args['hold-ms'] || 0);
+  if (ok && holdMs > 0) {
+    playingStats = stats;
+    console.log(JSON.stringify({ phase: 'playing', stats }));
+    const holdEnd = Date.now() + holdMs;
+    while (Date.now() < holdEnd) {
+      await new Promise((r) => setTimeout(r, 500));
+      stats = await page.evaluate(() => (window.edgecam ? window.edgecam.stats() : {}));
+    }
+    ok = stats.framesDecoded > playingStats.framesDecoded;
+  }
   const log = await page.evaluate(() => (window.edgecam ? window.edgecam.state.log : []));
   result = {
-    ok: stats.framesDecoded > 10 && stats.audioPacketsReceived > 10,
-    url, stats, log, console: consoleLines.slice(-20), elapsedMs: Date.now() - started,
+    ok, url, stats, playingStats, log, console: consoleLines.slice(-20), elapsedMs: Date.now() - started,
   };
   if (args.screenshot) await page.screenshot({ path: args.screenshot });
 } catch (e) {

@@ -1,0 +1,363 @@
+//! NAT traversal with real parts: Debian's coturn and Mosquitto in a "relay" network
+//! namespace, edgecam in a camera namespace, headless Chromium in a viewer namespace.
+//! Camera and viewer can each reach the relay but not each other (nftables drops what
+//! the relay would forward between them), so media must go through TURN with the
+//! short-lived TURN REST credentials edgecam mints from its secret file.
+
+mod common;
+
+use common::browser::{Browser, page_file_url};
+use common::nat::{Coturn, CoturnOptions, RelayNet, self_signed_cert};
+use common::{Edgecam, Mosquitto};
+use serde_json::Value;
+use std::time::Duration;
+
+const SECRET: &str = "edgecam-test-secret";
+
+/// One small internet: namespaces, broker, TURN server, camera.
+struct World {
+    net: RelayNet,
+    turn: Coturn,
+    cam: Edgecam,
+    _broker: Mosquitto,
+    _dir: tempfile::TempDir,
+}
+
+struct Setup<'a> {
+    /// ICE server URLs the camera uses and hands to viewers (`{ip}` = relay address).
+    urls: &'a [&'a str],
+    /// The secret edgecam holds (coturn always holds [`SECRET`]).
+    camera_secret: &'a str,
+    /// Extra `[webrtc]` lines.
+    webrtc: &'a str,
+    tls: bool,
+    coturn_clock_ahead: Option<Duration>,
+    direct_allowed: bool,
+    viewer_udp_blocked: bool,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Self {
+            urls: &["turn:{ip}:3478?transport=udp"],
+            camera_secret: SECRET,
+            webrtc: "",
+            tls: false,
+            coturn_clock_ahead: None,
+            direct_allowed: false,
+            viewer_udp_blocked: false,
+        }
+    }
+}
+
+impl World {
+    fn new(setup: &Setup<'_>) -> Self {
+        let net = RelayNet::new().expect("network namespaces (needs root)");
+        if setup.direct_allowed {
+            net.allow_direct().unwrap();
+        }
+        if setup.viewer_udp_blocked {
+            net.block_viewer_udp().unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cert = setup.tls.then(|| self_signed_cert(dir.path(), &net.relay_ip));
+        let turn = Coturn::start_in(
+            &net.relay,
+            &net.relay_ip,
+            &CoturnOptions {
+                secret: SECRET,
+                tls: cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                clock_ahead: setup.coturn_clock_ahead,
+            },
+        );
+        let broker = Mosquitto::start_in(&net.relay, 1883, 9001);
+        let secret_file = dir.path().join("turn-secret");
+        std::fs::write(&secret_file, format!("{}\n", setup.camera_secret)).unwrap();
+        let servers = if setup.urls.is_empty() {
+            String::new()
+        } else {
+            let urls: Vec<String> = setup
+                .urls
+                .iter()
+                .map(|u| format!("\"{}\"", u.replace("{ip}", &net.relay_ip)))
+                .collect();
+            format!(
+                "[[webrtc.ice_servers]]\nurls = [{}]\nsecret_file = \"{}\"\n",
+                urls.join(", "),
+                secret_file.display()
+            )
+        };
+        let config = format!(
+            "[camera]\nid = \"porch\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\n\
+             [audio]\nsource = \"test\"\n[signaling]\nbroker = \"mqtt://{}:1883\"\n\
+             [http]\nenabled = false\n[webrtc]\nconnect_timeout_s = 8\n{}\n{servers}",
+            net.relay_ip, setup.webrtc
+        );
+        let cam = Edgecam::start_in(Some(&net.camera), Some(&config));
+        Self {
+            net,
+            turn,
+            cam,
+            _broker: broker,
+            _dir: dir,
+        }
+    }
+
+    fn page(&self, extra: &str) -> String {
+        page_file_url(&format!(
+            "broker=ws://{}:9001&camera=porch{extra}",
+            self.net.relay_ip
+        ))
+    }
+
+    fn browser(&self, extra: &str, name: &str) -> Browser {
+        Browser::new(&self.net.viewer, &self.page(extra), name)
+    }
+
+    /// Everything a failing assertion should show.
+    fn explain(&self, result: &Value) -> String {
+        format!(
+            "browser: {result:#}\n--- edgecam log ---\n{}\n--- coturn log (tail) ---\n{}",
+            self.cam.log_text(),
+            tail(&self.turn.log_text(), 40)
+        )
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn pair(result: &Value) -> &str {
+    result["stats"]["candidatePair"].as_str().unwrap_or("")
+}
+
+fn assert_plays(world: &World, result: &Value) {
+    assert_eq!(result["ok"], true, "{}", world.explain(result));
+    let stats = &result["stats"];
+    assert!(
+        stats["framesDecoded"].as_u64().unwrap_or(0) > 10,
+        "{}",
+        world.explain(result)
+    );
+    assert_eq!(stats["videoCodec"], "video/H264", "{}", world.explain(result));
+}
+
+/// `local/remote` candidate types of Chromium's selected pair.
+fn types(result: &Value) -> (String, String) {
+    let p = pair(result);
+    let types = p.split_whitespace().next().unwrap_or("");
+    let (l, r) = types.split_once('/').unwrap_or(("", ""));
+    (l.to_owned(), r.to_owned())
+}
+
+#[test]
+fn relay_carries_media_when_camera_and_viewer_cannot_reach_each_other() {
+    let world = World::new(&Setup::default());
+    let result = world.browser("", "nat-relay-udp").run(|_| {});
+    assert_plays(&world, &result);
+    let (local, remote) = types(&result);
+    assert!(
+        local == "relay" || remote == "relay",
+        "a relayed pair: {}",
+        world.explain(&result)
+    );
+    let log = world.cam.log_text();
+    // The camera got its own allocation with credentials it minted from the secret…
+    assert!(log.contains("1 relay"), "{}", world.explain(&result));
+    // …and the viewer one with the per-session credentials from `config`: coturn saw
+    // REST usernames `<expiry>:<session>` and `<expiry>:porch-<session>`.
+    let turn_log = world.turn.log_text();
+    let session = result["stats"]["session"].as_str().unwrap_or("?");
+    assert!(
+        turn_log.contains(&format!(":{session}")) && turn_log.contains(&format!(":porch-{session}")),
+        "both sides authenticated with minted credentials: {}",
+        world.explain(&result)
+    );
+    assert!(!turn_log.contains(SECRET), "the secret never travels");
+}
+
+#[test]
+fn control_without_turn_there_is_no_path_and_the_camera_says_so() {
+    let world = World::new(&Setup {
+        urls: &[],
+        ..Setup::default()
+    });
+    let result = world
+        .browser("", "nat-control")
+        .timeout(Duration::from_secs(15))
+        .run(|_| {});
+    assert_eq!(
+        result["stats"]["framesDecoded"].as_u64().unwrap_or(0),
+        0,
+        "the drop between camera and viewer works: {}",
+        world.explain(&result)
+    );
+    let log = world.cam.log_text();
+    assert!(
+        log.contains("did not connect in time"),
+        "{}",
+        world.explain(&result)
+    );
+    let page_log = result["log"].to_string();
+    assert!(
+        page_log.contains("camera ended the session: timeout"),
+        "viewer told with bye: {}",
+        world.explain(&result)
+    );
+}
+
+#[test]
+fn viewer_without_udp_relays_over_turn_tcp() {
+    let world = World::new(&Setup {
+        urls: &["turn:{ip}:3478?transport=udp", "turn:{ip}:3478?transport=tcp"],
+        viewer_udp_blocked: true,
+        ..Setup::default()
+    });
+    let result = world.browser("", "nat-relay-tcp").run(|_| {});
+    assert_plays(&world, &result);
+    assert_eq!(
+        result["stats"]["relayProtocol"], "tcp",
+        "{}",
+        world.explain(&result)
+    );
+}
+
+#[test]
+fn viewer_relays_over_turns_tls() {
+    let world = World::new(&Setup {
+        urls: &["turn:{ip}:3478?transport=udp", "turns:{ip}:5349?transport=tcp"],
+        viewer_udp_blocked: true,
+        tls: true,
+        ..Setup::default()
+    });
+    let result = world.browser("", "nat-relay-tls").run(|_| {});
+    assert_plays(&world, &result);
+    assert_eq!(
+        result["stats"]["relayProtocol"], "tls",
+        "{}",
+        world.explain(&result)
+    );
+}
+
+#[test]
+fn relay_only_asked_by_the_viewer_even_where_a_direct_path_exists() {
+    let world = World::new(&Setup {
+        direct_allowed: true,
+        ..Setup::default()
+    });
+    let result = world.browser("&relay=1", "nat-viewer-relay-only").run(|_| {});
+    assert_plays(&world, &result);
+    assert_eq!(types(&result).0, "relay", "{}", world.explain(&result));
+    assert_eq!(result["stats"]["iceTransportPolicy"], "relay");
+}
+
+#[test]
+fn relay_only_configured_on_the_camera_hides_its_addresses() {
+    let world = World::new(&Setup {
+        direct_allowed: true,
+        webrtc: "ice_transport_policy = \"relay\"",
+        ..Setup::default()
+    });
+    let result = world.browser("", "nat-camera-relay-only").run(|_| {});
+    assert_plays(&world, &result);
+    assert_eq!(types(&result).1, "relay", "{}", world.explain(&result));
+    assert!(
+        world.cam.log_text().contains("0 host, 0 srflx, 1 relay"),
+        "{}",
+        world.explain(&result)
+    );
+}
+
+#[test]
+fn wrong_secret_fails_with_a_log_line_and_a_bye() {
+    let world = World::new(&Setup {
+        camera_secret: "not-the-secret",
+        ..Setup::default()
+    });
+    let result = world
+        .browser("", "nat-wrong-secret")
+        .timeout(Duration::from_secs(15))
+        .run(|_| {});
+    assert_eq!(result["stats"]["framesDecoded"].as_u64().unwrap_or(0), 0);
+    let log = world.cam.log_text();
+    assert!(
+        log.contains("no relay candidate from the TURN server"),
+        "{}",
+        world.explain(&result)
+    );
+    assert!(
+        result["log"]
+            .to_string()
+            .contains("camera ended the session: timeout"),
+        "{}",
+        world.explain(&result)
+    );
+}
+
+#[test]
+fn expired_credentials_on_a_relay_only_camera_end_the_session_at_once() {
+    // coturn's clock runs 2 h ahead: every credential minted now (1 h TTL) has expired.
+    let world = World::new(&Setup {
+        webrtc: "ice_transport_policy = \"relay\"",
+        coturn_clock_ahead: Some(Duration::from_secs(7200)),
+        ..Setup::default()
+    });
+    let result = world
+        .browser("", "nat-expired")
+        .timeout(Duration::from_secs(15))
+        .run(|_| {});
+    assert_eq!(result["stats"]["framesDecoded"].as_u64().unwrap_or(0), 0);
+    let log = world.cam.log_text();
+    assert!(
+        log.contains("relay-only camera got no TURN allocation"),
+        "{}",
+        world.explain(&result)
+    );
+    assert!(
+        result["log"]
+            .to_string()
+            .contains("camera ended the session: failed"),
+        "{}",
+        world.explain(&result)
+    );
+}
+
+#[test]
+fn ice_restart_keeps_the_session_when_the_viewer_changes_address() {
+    let mut world = World::new(&Setup::default());
+    let mut net_moved = false;
+    let viewer = world.net.viewer.clone();
+    let relay_ip = world.net.relay_ip.clone();
+    let result = Browser::new(
+        &viewer,
+        &page_file_url(&format!("broker=ws://{relay_ip}:9001&camera=porch")),
+        "nat-ice-restart",
+    )
+    .hold(Duration::from_secs(25))
+    .run(|_| {
+        world.net.move_viewer().unwrap();
+        net_moved = true;
+    });
+    assert!(net_moved, "{}", world.explain(&result));
+    assert_plays(&world, &result);
+    let before = result["playingStats"]["framesDecoded"].as_u64().unwrap_or(0);
+    let after = result["stats"]["framesDecoded"].as_u64().unwrap_or(0);
+    assert!(
+        result["stats"]["iceRestarts"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        world.explain(&result)
+    );
+    // Still decoding at the end: well over 100 frames (≈4 s at 25–30 fps) after the
+    // move, in the same session.
+    assert!(after > before + 100, "{}", world.explain(&result));
+    assert_eq!(
+        result["stats"]["session"], result["playingStats"]["session"],
+        "same session"
+    );
+    assert_eq!(result["stats"]["connectionState"], "connected");
+    let log = world.cam.log_text();
+    assert_eq!(log.matches("new session").count(), 1, "{log}");
+    assert!(log.contains("renegotiation offer"), "{log}");
+}
