@@ -232,7 +232,10 @@ fn viewer_relays_over_turns_tls() {
         tls: true,
         ..Setup::default()
     });
-    let result = world.browser("", "nat-relay-tls").run(|_| {});
+    let result = world
+        .browser("", "nat-relay-tls")
+        .accept_any_cert()
+        .run(|_| {});
     assert_plays(&world, &result);
     assert_eq!(
         result["stats"]["relayProtocol"], "tls",

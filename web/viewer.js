@@ -11,11 +11,12 @@
   const $ = (id) => document.getElementById(id);
   const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
+  const WILL_DELAY_S = 10;
   const state = {
     client: null, socket: null, prefix: 'edgecam', cameras: new Map(),
     camera: null, session: null, pc: null, remoteSet: false, pendingCandidates: [],
     iceServers: [], iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
-    iceRestarts: 0, iceErrors: [],
+    iceRestarts: 0, iceErrors: [], mqttVersion: params.get('mqtt') === '4' ? 4 : 5,
     connectTimer: null, restartTimer: null, stats: {}, lastBytes: null, stopped: false,
     log: [],
   };
@@ -42,18 +43,21 @@
 
   // A QoS 0 MQTT 3.1.1 PUBLISH packet (§3.3), so `bye` can be written to the
   // WebSocket synchronously while the page unloads.
+  // QoS 0 PUBLISH (MQTT 3.1.1 §3.3; MQTT 5 §3.3 adds an empty property list).
   function publishPacket(t, payload) {
     const enc = new TextEncoder();
     const tb = enc.encode(t), pb = enc.encode(payload);
-    let len = 2 + tb.length + pb.length;
+    const props = state.mqttVersion === 5 ? 1 : 0;
+    let len = 2 + tb.length + props + pb.length;
     const lenBytes = [];
     do { let b = len % 128; len = Math.floor(len / 128); if (len > 0) b |= 128; lenBytes.push(b); } while (len > 0);
-    const out = new Uint8Array(1 + lenBytes.length + 2 + tb.length + pb.length);
+    const out = new Uint8Array(1 + lenBytes.length + 2 + tb.length + props + pb.length);
     let i = 0;
     out[i++] = 0x30;
     for (const b of lenBytes) out[i++] = b;
     out[i++] = tb.length >> 8; out[i++] = tb.length & 255;
     out.set(tb, i); i += tb.length;
+    if (props) out[i++] = 0;
     out.set(pb, i);
     return out;
   }
@@ -81,20 +85,38 @@
 
   function connectBroker(broker) {
     state.session = params.get('session') && ID_RE.test(params.get('session')) ? params.get('session') : newSessionId();
+    // MQTT 5 where the broker speaks it: a network change (Wi-Fi → mobile) kills the
+    // WebSocket, and reconnecting under the same client id would make the broker publish
+    // the Last Will `bye` and end the session. A Will Delay Interval (MQTT 5 §3.1.3.2.2)
+    // with a persistent session suppresses it when we are back within WILL_DELAY_S; a
+    // crashed page still frees its session, WILL_DELAY_S later. MQTT 3.1.1 brokers
+    // (e.g. edgecam's embedded one over WebSocket) get the plain Will.
+    const v5 = state.mqttVersion === 5;
     const opts = {
-      clientId: state.session, clean: true, reconnectPeriod: 2000, connectTimeout: 10000,
-      protocolVersion: 4,
+      clientId: state.session, clean: !v5, reconnectPeriod: 1000, connectTimeout: 10000,
+      keepalive: 15, protocolVersion: state.mqttVersion,
       createWebsocket: (url, protocols) => (state.socket = new WebSocket(url, protocols)),
     };
+    if (v5) opts.properties = { sessionExpiryInterval: WILL_DELAY_S * 2 };
     if (params.get('username')) { opts.username = params.get('username'); opts.password = params.get('password') || ''; }
     if (state.camera) {
-      // A crashed page frees its session at once.
       opts.will = { topic: topic.toCamera(state.camera, state.session), payload: '{"type":"bye"}', qos: 1, retain: false };
+      if (v5) opts.will.properties = { willDelayInterval: WILL_DELAY_S };
     }
     const client = mqtt.connect(broker, opts);
     state.client = client;
+    let connected = false;
     pill($('broker-state'), 'broker: connecting', 'wait');
+    client.on('close', () => {
+      if (!connected && v5 && client === state.client && !params.get('mqtt')) {
+        // The broker closed an MQTT 5 CONNECT without CONNACK: speak 3.1.1 instead.
+        state.mqttVersion = 4;
+        client.end(true);
+        connectBroker(broker);
+      }
+    });
     client.on('connect', () => {
+      connected = true;
       pill($('broker-state'), 'broker: connected', 'ok');
       client.subscribe(`${state.prefix}/+/status`, { qos: 1 });
       if (state.camera) {
@@ -262,10 +284,22 @@
     clearTimeout(state.connectTimer);
     if (s === 'disconnected') {
       // Give ICE a moment to recover by itself, then restart it.
-      state.connectTimer = setTimeout(() => { if (state.pc === pc && pc.connectionState !== 'connected') createOffer(true); }, 3000);
+      state.connectTimer = setTimeout(() => { if (state.pc === pc && pc.connectionState !== 'connected') restartIce(); }, 3000);
     } else if (s === 'failed') {
-      createOffer(true);
+      restartIce();
     }
+  }
+
+  function restartIce() {
+    // The path that broke ICE most likely broke the broker's WebSocket too, which would
+    // only be noticed after the keep-alive: with MQTT 5 (Will delayed, session kept)
+    // reconnect at once; the offer below is queued and sent once connected.
+    if (state.mqttVersion === 5 && state.client && state.client.connected) {
+      // Destroying the stream makes mqtt.js reconnect now rather than after a close
+      // handshake the dead path cannot carry.
+      try { state.client.stream.destroy(); } catch (e) { if (state.socket) state.socket.close(); }
+    }
+    createOffer(true);
   }
 
   function closePeer() {

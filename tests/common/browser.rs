@@ -35,6 +35,7 @@ pub struct Browser {
     name: String,
     timeout: Duration,
     hold: Option<Duration>,
+    accept_any_cert: bool,
 }
 
 impl Browser {
@@ -46,6 +47,7 @@ impl Browser {
             name: name.to_owned(),
             timeout: Duration::from_secs(45),
             hold: None,
+            accept_any_cert: false,
         }
     }
 
@@ -58,6 +60,12 @@ impl Browser {
     /// Keeps watching for `t` after playback starts (see `--hold-ms`).
     pub fn hold(mut self, t: Duration) -> Self {
         self.hold = Some(t);
+        self
+    }
+
+    /// Starts Chromium with `--ignore-certificate-errors` (a test's own TLS server).
+    pub fn accept_any_cert(mut self) -> Self {
+        self.accept_any_cert = true;
         self
     }
 
@@ -76,6 +84,9 @@ impl Browser {
             .arg(screenshot(&self.name))
             .arg("--user-data-dir")
             .arg(profile.path());
+        if self.accept_any_cert {
+            cmd.args(["--accept-any-cert", "1"]);
+        }
         if let Some(hold) = self.hold {
             cmd.args(["--hold-ms", &hold.as_millis().to_string()]);
         }

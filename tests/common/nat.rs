@@ -173,12 +173,13 @@ impl RelayNet {
     pub fn move_viewer(&mut self) -> Result<(), String> {
         let new_ip = format!("10.198.{}.11", self.subnet);
         let dev = self.viewer_dev.clone();
-        ip(&["-n", &self.viewer, "addr", "add", &format!("{new_ip}/29"), "dev", &dev])?;
+        // Old address out first: deleting a primary address would take secondaries
+        // (the new one) and the routes through them with it.
         ip(&[
             "-n", &self.viewer, "addr", "del", &format!("{}/29", self.viewer_ip), "dev", &dev,
         ])?;
-        // Deleting the primary address flushes routes through it.
-        let _ = ip(&[
+        ip(&["-n", &self.viewer, "addr", "add", &format!("{new_ip}/29"), "dev", &dev])?;
+        ip(&[
             "-n",
             &self.viewer,
             "route",
@@ -186,7 +187,7 @@ impl RelayNet {
             "default",
             "via",
             &format!("10.198.{}.9", self.subnet),
-        ]);
+        ])?;
         self.viewer_ip = new_ip;
         Ok(())
     }

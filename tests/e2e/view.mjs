@@ -3,6 +3,7 @@
 // exits 0 on success, 1 on failure.
 //
 // usage: node view.mjs --url URL [--screenshot FILE] [--timeout-ms N] [--hold-ms N]
+//                     [--accept-any-cert 1]
 //   --hold-ms N: once playing, print {"phase":"playing",...} and keep watching for N ms
 //   (the caller may change the network meanwhile); the result then reports the final
 //   figures and those at the moment playback started.
@@ -26,6 +27,8 @@ const browser = await chromium.launch({
     '--disable-default-apps', '--mute-audio', '--autoplay-policy=no-user-gesture-required',
     '--allow-loopback-in-peer-connection', '--remote-debugging-pipe',
     `--user-data-dir=${args['user-data-dir'] || '/tmp/edgecam-chromium-' + process.pid}`,
+    // Tests that run their own TURN-over-TLS server with a certificate they made.
+    ...(args['accept-any-cert'] === '1' ? ['--ignore-certificate-errors'] : []),
     '--disable-features=WebRtcHideLocalIpsWithMdns,Translate,MediaRouter,OptimizationHints',
     'about:blank',
   ],
