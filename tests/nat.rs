@@ -60,7 +60,9 @@ impl World {
             net.block_viewer_udp().unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
-        let cert = setup.tls.then(|| self_signed_cert(dir.path(), &net.relay_ip));
+        let cert = setup
+            .tls
+            .then(|| self_signed_cert(dir.path(), &net.relay_ip));
         let turn = Coturn::start_in(
             &net.relay,
             &net.relay_ip,
@@ -141,7 +143,12 @@ fn assert_plays(world: &World, result: &Value) {
         "{}",
         world.explain(result)
     );
-    assert_eq!(stats["videoCodec"], "video/H264", "{}", world.explain(result));
+    assert_eq!(
+        stats["videoCodec"],
+        "video/H264",
+        "{}",
+        world.explain(result)
+    );
 }
 
 /// `local/remote` candidate types of Chromium's selected pair.
@@ -171,7 +178,8 @@ fn relay_carries_media_when_camera_and_viewer_cannot_reach_each_other() {
     let turn_log = world.turn.log_text();
     let session = result["stats"]["session"].as_str().unwrap_or("?");
     assert!(
-        turn_log.contains(&format!(":{session}")) && turn_log.contains(&format!(":porch-{session}")),
+        turn_log.contains(&format!(":{session}"))
+            && turn_log.contains(&format!(":porch-{session}")),
         "both sides authenticated with minted credentials: {}",
         world.explain(&result)
     );
@@ -211,15 +219,37 @@ fn control_without_turn_there_is_no_path_and_the_camera_says_so() {
 #[test]
 fn viewer_without_udp_relays_over_turn_tcp() {
     let world = World::new(&Setup {
-        urls: &["turn:{ip}:3478?transport=udp", "turn:{ip}:3478?transport=tcp"],
+        urls: &[
+            "turn:{ip}:3478?transport=udp",
+            "turn:{ip}:3478?transport=tcp",
+        ],
         viewer_udp_blocked: true,
         ..Setup::default()
     });
     let result = world.browser("", "nat-relay-tcp").run(|_| {});
     assert_plays(&world, &result);
     assert_eq!(
-        result["stats"]["relayProtocol"], "tcp",
+        result["stats"]["relayProtocol"],
+        "tcp",
         "{}",
+        world.explain(&result)
+    );
+}
+
+#[test]
+fn viewer_without_udp_connects_directly_over_ice_tcp() {
+    let world = World::new(&Setup {
+        urls: &[],
+        direct_allowed: true,
+        viewer_udp_blocked: true,
+        webrtc: "tcp_bind = [\"0.0.0.0\"]",
+        ..Setup::default()
+    });
+    let result = world.browser("", "nat-ice-tcp").run(|_| {});
+    assert_plays(&world, &result);
+    assert!(
+        pair(&result).ends_with(" tcp"),
+        "ICE-TCP (RFC 6544) pair: {}",
         world.explain(&result)
     );
 }
@@ -227,7 +257,10 @@ fn viewer_without_udp_relays_over_turn_tcp() {
 #[test]
 fn viewer_relays_over_turns_tls() {
     let world = World::new(&Setup {
-        urls: &["turn:{ip}:3478?transport=udp", "turns:{ip}:5349?transport=tcp"],
+        urls: &[
+            "turn:{ip}:3478?transport=udp",
+            "turns:{ip}:5349?transport=tcp",
+        ],
         viewer_udp_blocked: true,
         tls: true,
         ..Setup::default()
@@ -238,7 +271,8 @@ fn viewer_relays_over_turns_tls() {
         .run(|_| {});
     assert_plays(&world, &result);
     assert_eq!(
-        result["stats"]["relayProtocol"], "tls",
+        result["stats"]["relayProtocol"],
+        "tls",
         "{}",
         world.explain(&result)
     );
@@ -250,7 +284,9 @@ fn relay_only_asked_by_the_viewer_even_where_a_direct_path_exists() {
         direct_allowed: true,
         ..Setup::default()
     });
-    let result = world.browser("&relay=1", "nat-viewer-relay-only").run(|_| {});
+    let result = world
+        .browser("&relay=1", "nat-viewer-relay-only")
+        .run(|_| {});
     assert_plays(&world, &result);
     assert_eq!(types(&result).0, "relay", "{}", world.explain(&result));
     assert_eq!(result["stats"]["iceTransportPolicy"], "relay");
@@ -345,7 +381,9 @@ fn ice_restart_keeps_the_session_when_the_viewer_changes_address() {
     });
     assert!(net_moved, "{}", world.explain(&result));
     assert_plays(&world, &result);
-    let before = result["playingStats"]["framesDecoded"].as_u64().unwrap_or(0);
+    let before = result["playingStats"]["framesDecoded"]
+        .as_u64()
+        .unwrap_or(0);
     let after = result["stats"]["framesDecoded"].as_u64().unwrap_or(0);
     assert!(
         result["stats"]["iceRestarts"].as_u64().unwrap_or(0) >= 1,

@@ -130,3 +130,74 @@ fn devices_lists_v4l2_and_alsa_as_json() {
         "{text}"
     );
 }
+
+/// The port of a `candidate:` line (RFC 8839 §5.1: foundation, component, transport,
+/// priority, address, port, …) and its transport.
+fn candidate_port(line: &str) -> (String, u16) {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[2].to_ascii_lowercase(), f[5].parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_sockets_stay_in_the_port_range_and_ice_tcp_is_offered() {
+    let first = 46_000 + u16::try_from(std::process::id() % 500).unwrap() * 4;
+    let extra = format!(
+        "port_range = [{first}, {}]\ntcp_bind = [\"127.0.0.1\"]\n",
+        first + 3
+    );
+    let (broker, _cam) = online_camera("ports", &extra).await;
+    let a = Viewer::connect(broker.port, "ports", "pa").await;
+    let b = Viewer::connect(broker.port, "ports", "pb").await;
+    let mut used = Vec::new();
+    for v in [&a, &b] {
+        let (ok, r) = v
+            .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 10)
+            .await;
+        assert!(ok, "plays over a port from the range: {r:?}");
+        // Active ICE-TCP candidates carry the discard port 9 (RFC 6544 §4.5): no socket.
+        let ports: Vec<(String, u16)> = r
+            .remote_candidates
+            .iter()
+            .filter(|c| !c.contains("tcptype active"))
+            .map(|c| candidate_port(c))
+            .collect();
+        assert!(
+            ports.iter().any(|(t, _)| t == "tcp"),
+            "a passive ICE-TCP candidate (RFC 6544): {ports:?}"
+        );
+        for (_, port) in &ports {
+            assert!(
+                (first..=first + 3).contains(port),
+                "{port} outside range: {ports:?}"
+            );
+        }
+        used.push(
+            ports
+                .iter()
+                .find(|(t, _)| t == "udp")
+                .expect("udp candidate")
+                .1,
+        );
+    }
+    assert_ne!(used[0], used[1], "each session has its own port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nat_1to1_address_is_advertised() {
+    // 127.0.0.2 stands in for the public address of a 1:1 NAT (all traffic stays on
+    // loopback); as srflx it is added next to the host candidate.
+    let extra = "nat_1to1_ips = [\"127.0.0.2\"]\nnat_1to1_candidate_type = \"srflx\"\n";
+    let (broker, _cam) = online_camera("nat11", extra).await;
+    let v = Viewer::connect(broker.port, "nat11", "n1").await;
+    let (ok, r) = v
+        .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 10)
+        .await;
+    assert!(ok, "{r:?}");
+    assert!(
+        r.remote_candidates
+            .iter()
+            .any(|c| c.contains(" 127.0.0.2 ") && c.contains("typ srflx")),
+        "public address advertised as srflx: {:?}",
+        r.remote_candidates
+    );
+}

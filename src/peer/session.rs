@@ -28,10 +28,9 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceConnectionState,
-    RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
+    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -269,15 +268,7 @@ async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<
     let build_pc = async |mode: MulticastDnsMode, port: u16| {
         let (keyframe_tx, keyframe_rx) = mpsc::unbounded_channel();
         let (engine, registry) = media_engine(profile_level_id, audio, keyframe_tx)?;
-        let mut setting_engine = SettingEngineBuilder::new().with_multicast_dns_mode(mode);
-        if !settings.nat_1to1_ips.is_empty() {
-            let typ = if settings.nat_1to1_srflx {
-                RTCIceCandidateType::Srflx
-            } else {
-                RTCIceCandidateType::Host
-            };
-            setting_engine = setting_engine.with_nat_1to1_ips(settings.nat_1to1_ips.clone(), typ);
-        }
+        let setting_engine = SettingEngineBuilder::new().with_multicast_dns_mode(mode);
         // Empty `udp_bind` = the wildcard, which webrtc-rs expands to one socket per
         // non-loopback interface address.
         let unspecified = Some(IpAddr::from([0, 0, 0, 0]));
@@ -543,12 +534,18 @@ pub(crate) async fn run(
                 None => break,
                 Some(Internal::Candidate(init)) => {
                     gathered.count(&init.candidate);
-                    ctx.report(PeerEvent::LocalCandidate(Some(CandidateInit {
-                        candidate: init.candidate,
-                        sdp_mid: init.sdp_mid.filter(|m| !m.is_empty()).or_else(|| Some("0".into())),
-                        sdp_mline_index: init.sdp_mline_index,
-                        username_fragment: init.username_fragment,
-                    })));
+                    let lines = match ctx.settings.nat_1to1_ips.first() {
+                        Some(public) => super::ice::nat_1to1_candidates(&init.candidate, public, ctx.settings.nat_1to1_srflx),
+                        None => vec![init.candidate.clone()],
+                    };
+                    for candidate in lines {
+                        ctx.report(PeerEvent::LocalCandidate(Some(CandidateInit {
+                            candidate,
+                            sdp_mid: init.sdp_mid.clone().filter(|m| !m.is_empty()).or_else(|| Some("0".into())),
+                            sdp_mline_index: init.sdp_mline_index,
+                            username_fragment: init.username_fragment.clone(),
+                        })));
+                    }
                 }
                 Some(Internal::GatheringComplete) => {
                     ctx.report(PeerEvent::LocalCandidate(None));

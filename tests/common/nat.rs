@@ -109,23 +109,72 @@ impl RelayNet {
         // camera <-> relay
         let (cr, rc) = (name("cr"), name("rc"));
         ip(&[
-            "link", "add", &cr, "netns", &net.camera, "type", "veth", "peer", "name", &rc,
-            "netns", &net.relay,
+            "link",
+            "add",
+            &cr,
+            "netns",
+            &net.camera,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &rc,
+            "netns",
+            &net.relay,
         ])?;
-        ip(&["-n", &net.camera, "addr", "add", &format!("{}/30", net.camera_ip), "dev", &cr])?;
-        ip(&["-n", &net.relay, "addr", "add", &format!("{}/30", net.relay_ip), "dev", &rc])?;
+        ip(&[
+            "-n",
+            &net.camera,
+            "addr",
+            "add",
+            &format!("{}/30", net.camera_ip),
+            "dev",
+            &cr,
+        ])?;
+        ip(&[
+            "-n",
+            &net.relay,
+            "addr",
+            "add",
+            &format!("{}/30", net.relay_ip),
+            "dev",
+            &rc,
+        ])?;
         // viewer <-> relay
         let rv = name("rv");
         ip(&[
-            "link", "add", &net.viewer_dev, "netns", &net.viewer, "type", "veth", "peer",
-            "name", &rv, "netns", &net.relay,
+            "link",
+            "add",
+            &net.viewer_dev,
+            "netns",
+            &net.viewer,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &rv,
+            "netns",
+            &net.relay,
         ])?;
         let relay_v = format!("10.198.{subnet}.9");
         ip(&[
-            "-n", &net.viewer, "addr", "add", &format!("{}/29", net.viewer_ip), "dev",
+            "-n",
+            &net.viewer,
+            "addr",
+            "add",
+            &format!("{}/29", net.viewer_ip),
+            "dev",
             &net.viewer_dev,
         ])?;
-        ip(&["-n", &net.relay, "addr", "add", &format!("{relay_v}/29"), "dev", &rv])?;
+        ip(&[
+            "-n",
+            &net.relay,
+            "addr",
+            "add",
+            &format!("{relay_v}/29"),
+            "dev",
+            &rv,
+        ])?;
         for (ns, dev) in [
             (&net.camera, &cr),
             (&net.relay, &rc),
@@ -134,11 +183,34 @@ impl RelayNet {
         ] {
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
-        ip(&["-n", &net.camera, "route", "add", "default", "via", &net.relay_ip])?;
-        ip(&["-n", &net.viewer, "route", "add", "default", "via", &relay_v])?;
+        ip(&[
+            "-n",
+            &net.camera,
+            "route",
+            "add",
+            "default",
+            "via",
+            &net.relay_ip,
+        ])?;
+        ip(&[
+            "-n",
+            &net.viewer,
+            "route",
+            "add",
+            "default",
+            "via",
+            &relay_v,
+        ])?;
         run(
             "ip",
-            &["netns", "exec", &net.relay, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+            &[
+                "netns",
+                "exec",
+                &net.relay,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
         )?;
         // The relay routes, but drops whatever camera and viewer send each other: no
         // direct path exists, as between two strict NATs.
@@ -163,7 +235,8 @@ impl RelayNet {
         nft(
             &self.relay,
             &format!(
-                "add rule inet edgecam input ip saddr {viewer_net} meta l4proto udp drop\n"
+                "insert rule inet edgecam input ip saddr {viewer_net} meta l4proto udp drop\n\
+                 insert rule inet edgecam forward ip saddr {viewer_net} meta l4proto udp drop\n"
             ),
         )
     }
@@ -176,9 +249,23 @@ impl RelayNet {
         // Old address out first: deleting a primary address would take secondaries
         // (the new one) and the routes through them with it.
         ip(&[
-            "-n", &self.viewer, "addr", "del", &format!("{}/29", self.viewer_ip), "dev", &dev,
+            "-n",
+            &self.viewer,
+            "addr",
+            "del",
+            &format!("{}/29", self.viewer_ip),
+            "dev",
+            &dev,
         ])?;
-        ip(&["-n", &self.viewer, "addr", "add", &format!("{new_ip}/29"), "dev", &dev])?;
+        ip(&[
+            "-n",
+            &self.viewer,
+            "addr",
+            "add",
+            &format!("{new_ip}/29"),
+            "dev",
+            &dev,
+        ])?;
         ip(&[
             "-n",
             &self.viewer,
@@ -240,7 +327,10 @@ impl Coturn {
             .arg(format!("--static-auth-secret={}", opts.secret))
             // Test networks are private ranges; coturn must relay to them.
             .arg("--allowed-peer-ip=10.198.0.0-10.198.255.255")
-            .arg(format!("--pidfile={}", dir.path().join("turn.pid").display()))
+            .arg(format!(
+                "--pidfile={}",
+                dir.path().join("turn.pid").display()
+            ))
             .arg(format!("--userdb={}", dir.path().join("turndb").display()))
             .arg(format!("--log-file={}", log.display()))
             .args(["--simple-log", "--verbose"]);
@@ -298,10 +388,22 @@ pub fn self_signed_cert(dir: &Path, ip: &str) -> (PathBuf, PathBuf) {
     run(
         "openssl",
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "2", "-subj", "/CN=turn.edgecam.test", "-addext",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=turn.edgecam.test",
+            "-addext",
             &format!("subjectAltName=IP:{ip},DNS:turn.edgecam.test"),
-            "-keyout", key.to_str().expect("utf-8 path"), "-out",
+            "-keyout",
+            key.to_str().expect("utf-8 path"),
+            "-out",
             cert.to_str().expect("utf-8 path"),
         ],
     )

@@ -212,6 +212,8 @@ pub struct Report {
     pub video_timestamps: Vec<u32>,
     /// Access units that were IDRs with SPS/PPS.
     pub keyframes: u64,
+    /// `candidate:` lines the camera trickled.
+    pub remote_candidates: Vec<String>,
 }
 
 type VideoTrack = Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>;
@@ -476,6 +478,13 @@ impl Viewer {
                         }
                         Some("candidate") => {
                             if let Some(c) = msg["candidate"].as_object() {
+                                if let Some(line) = c["candidate"].as_str() {
+                                    report
+                                        .lock()
+                                        .unwrap()
+                                        .remote_candidates
+                                        .push(line.to_owned());
+                                }
                                 let init = RTCIceCandidateInit {
                                     candidate: c["candidate"]
                                         .as_str()
