@@ -402,3 +402,78 @@ fn ice_restart_keeps_the_session_when_the_viewer_changes_address() {
     assert_eq!(log.matches("new session").count(), 1, "{log}");
     assert!(log.contains("renegotiation offer"), "{log}");
 }
+
+/// Offer → first decoded frame in Chromium per path, 10 fresh browsers each:
+/// `cargo test --release --test nat first_frame_by_path -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: run on demand"]
+fn first_frame_by_path() {
+    let paths: [(&str, Setup<'_>, &str); 4] = [
+        (
+            "direct (host/host udp)",
+            Setup {
+                direct_allowed: true,
+                ..Setup::default()
+            },
+            "",
+        ),
+        ("relay, TURN over UDP", Setup::default(), "&relay=1"),
+        (
+            "relay, TURN over TCP",
+            Setup {
+                urls: &[
+                    "turn:{ip}:3478?transport=udp",
+                    "turn:{ip}:3478?transport=tcp",
+                ],
+                viewer_udp_blocked: true,
+                ..Setup::default()
+            },
+            "&relay=1",
+        ),
+        (
+            "relay, TURN over TLS",
+            Setup {
+                urls: &[
+                    "turn:{ip}:3478?transport=udp",
+                    "turns:{ip}:5349?transport=tcp",
+                ],
+                viewer_udp_blocked: true,
+                tls: true,
+                ..Setup::default()
+            },
+            "&relay=1",
+        ),
+    ];
+    println!(
+        "| path | runs | selected pair | min | p50 | p95 | max (ms) |\n|---|---|---|---|---|---|---|"
+    );
+    for (name, setup, query) in paths {
+        let world = World::new(&setup);
+        let mut ms = Vec::new();
+        let mut pairs = std::collections::BTreeSet::new();
+        for i in 0..10 {
+            let result = world
+                .browser(query, &format!("bench-path-{i}"))
+                .accept_any_cert()
+                .run(|_| {});
+            assert_plays(&world, &result);
+            pairs.insert(pair(&result).to_owned());
+            ms.push(
+                result["stats"]["firstFrameMs"]
+                    .as_f64()
+                    .expect("first frame timed"),
+            );
+        }
+        ms.sort_by(f64::total_cmp);
+        let q = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+        println!(
+            "| {name} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            ms.len(),
+            pairs.into_iter().collect::<Vec<_>>().join(", "),
+            ms[0],
+            q(0.5),
+            q(0.95),
+            ms[ms.len() - 1]
+        );
+    }
+}
