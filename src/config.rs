@@ -848,6 +848,19 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "signaling.password_file"),
             other => panic!("{other:?}"),
         }
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = std::fs::read_to_string(root.join("examples/edgecam.toml")).unwrap();
+        for name in ["mqtt-password", "turn-secret"] {
+            let file = dir.path().join(name);
+            std::fs::write(&file, "x").unwrap();
+            text = text.replace(
+                &format!("/run/credentials/edgecam.service/{name}"),
+                file.to_str().unwrap(),
+            );
+        }
+        let pi = Config::parse(&text, "edgecam.toml").unwrap();
+        assert_eq!(pi.webrtc.ice_servers[1].secret.as_deref(), Some("x"));
+        assert_eq!(pi.webrtc.port_range, [50_000, 50_099]);
     }
 
     #[test]
