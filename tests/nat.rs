@@ -309,29 +309,38 @@ fn relay_only_configured_on_the_camera_hides_its_addresses() {
     );
 }
 
-#[test]
-fn wrong_secret_fails_with_a_log_line_and_a_bye() {
-    let world = World::new(&Setup {
-        camera_secret: "not-the-secret",
-        ..Setup::default()
-    });
+/// Plays nothing for 15 s; the camera logs `log_line` and the viewer got `bye` `reason`.
+fn assert_refused(world: &World, name: &str, log_line: &str, reason: &str) {
     let result = world
-        .browser("", "nat-wrong-secret")
+        .browser("", name)
         .timeout(Duration::from_secs(15))
         .run(|_| {});
     assert_eq!(result["stats"]["framesDecoded"].as_u64().unwrap_or(0), 0);
-    let log = world.cam.log_text();
     assert!(
-        log.contains("no relay candidate from the TURN server"),
+        world.cam.log_text().contains(log_line),
         "{}",
         world.explain(&result)
     );
     assert!(
         result["log"]
             .to_string()
-            .contains("camera ended the session: timeout"),
+            .contains(&format!("camera ended the session: {reason}")),
         "{}",
         world.explain(&result)
+    );
+}
+
+#[test]
+fn wrong_secret_fails_with_a_log_line_and_a_bye() {
+    let world = World::new(&Setup {
+        camera_secret: "not-the-secret",
+        ..Setup::default()
+    });
+    assert_refused(
+        &world,
+        "nat-wrong-secret",
+        "no relay candidate from the TURN server",
+        "timeout",
     );
 }
 
@@ -343,23 +352,11 @@ fn expired_credentials_on_a_relay_only_camera_end_the_session_at_once() {
         coturn_clock_ahead: Some(Duration::from_secs(7200)),
         ..Setup::default()
     });
-    let result = world
-        .browser("", "nat-expired")
-        .timeout(Duration::from_secs(15))
-        .run(|_| {});
-    assert_eq!(result["stats"]["framesDecoded"].as_u64().unwrap_or(0), 0);
-    let log = world.cam.log_text();
-    assert!(
-        log.contains("relay-only camera got no TURN allocation"),
-        "{}",
-        world.explain(&result)
-    );
-    assert!(
-        result["log"]
-            .to_string()
-            .contains("camera ended the session: failed"),
-        "{}",
-        world.explain(&result)
+    assert_refused(
+        &world,
+        "nat-expired",
+        "relay-only camera got no TURN allocation",
+        "failed",
     );
 }
 
