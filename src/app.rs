@@ -8,7 +8,7 @@ use crate::media::hub::Hub;
 use crate::media::pipeline::{self, AudioPlan, PipelineDesc, Probe, VideoPlan};
 use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
 use crate::media::{VideoFormat, devices, gst};
-use crate::peer::ice::IcePolicy;
+use crate::peer::ice::{IcePolicy, unix_now};
 use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
 use crate::signaling::machine::{Limits, Machine, Output};
 use crate::signaling::mqtt::{self, Inbound, MqttHandle, MqttSettings};
@@ -232,7 +232,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 [first, last] => Some((*first, *last)),
                 _ => None,
             }),
-            nat_1to1_ips: config.webrtc.nat_1to1_ips.clone(),
+            nat_1to1_ip: config.webrtc.nat_1to1_ips.first().cloned(),
             nat_1to1_srflx: config.webrtc.nat_1to1_candidate_type == Nat1To1Type::Srflx,
         },
         MediaFeeds {
@@ -361,10 +361,7 @@ fn drain(
         match out {
             Output::Send { session, msg } => link.send(&session, &msg),
             Output::SendConfig { session } => {
-                let now_unix = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                link.send(&session, &ice.viewer_config(&session, now_unix));
+                link.send(&session, &ice.viewer_config(&session, unix_now()));
             }
             Output::Peer(cmd) => peers.command(cmd),
             Output::Status { viewers } => {

@@ -125,6 +125,14 @@ impl IcePolicy {
             .any(|u| is_udp_turn_url(u))
     }
 
+    /// Whether the camera's own credentials are minted (a TURN REST secret is set), so
+    /// they need renewing on long sessions.
+    pub fn camera_mints(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| matches!(s.credential, Credential::Rest { .. }))
+    }
+
     /// When a live session's minted credentials need a fresh `config`, counted from the
     /// `config` that handed them out: `ttl - refresh_before`, or `ttl / 2` when
     /// `refresh_before` is not shorter than the TTL. `None` when viewers get no minted
@@ -176,6 +184,13 @@ impl IcePolicy {
             expires: minted.then_some(expires_at),
         }
     }
+}
+
+/// Wall-clock Unix time, s: the clock TURN REST expiry times are counted in.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Whether `url` is a TURN URL allocated over UDP (RFC 7065 §3: `turn:` defaults to

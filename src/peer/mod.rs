@@ -39,9 +39,9 @@ pub struct PeerSettings {
     pub tcp_bind: Vec<IpAddr>,
     /// Local ports ICE sockets are bound to.
     pub ports: PortPool,
-    /// Public addresses of a 1:1 NAT in front of the camera.
-    pub nat_1to1_ips: Vec<String>,
-    /// Advertise `nat_1to1_ips` as srflx (keeping host candidates) instead of replacing
+    /// Public address of a 1:1 NAT in front of the camera (the first of `nat_1to1_ips`).
+    pub nat_1to1_ip: Option<String>,
+    /// Advertise `nat_1to1_ip` as srflx (keeping host candidates) instead of replacing
     /// the host addresses.
     pub nat_1to1_srflx: bool,
 }

@@ -224,7 +224,7 @@ fn media_engine(
 fn ice_servers(ctx: &SessionCtx) -> Vec<RTCIceServer> {
     ctx.settings
         .ice
-        .camera_servers(&ctx.settings.camera, &ctx.id, unix_now())
+        .camera_servers(&ctx.settings.camera, &ctx.id, super::ice::unix_now())
         .into_iter()
         .map(|s| RTCIceServer {
             urls: s.urls,
@@ -232,12 +232,6 @@ fn ice_servers(ctx: &SessionCtx) -> Vec<RTCIceServer> {
             credential: s.credential.unwrap_or_default(),
         })
         .collect()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn transport_policy(ctx: &SessionCtx) -> RTCIceTransportPolicy {
@@ -501,7 +495,7 @@ pub(crate) async fn run(
                         ctx.report(PeerEvent::OfferRejected { code: ErrorCode::BadOffer, message: e.to_string() });
                         break;
                     }
-                    if ctx.settings.ice.refresh_after().is_some() || ctx.settings.ice.camera_has_turn() {
+                    if ctx.settings.ice.camera_mints() {
                         // A renegotiation is usually an ICE restart (network change, or
                         // the viewer's credentials refresh): the camera's own TURN REST
                         // credentials are renewed with it so its allocations outlive them.
@@ -534,7 +528,7 @@ pub(crate) async fn run(
                 None => break,
                 Some(Internal::Candidate(init)) => {
                     gathered.count(&init.candidate);
-                    let lines = match ctx.settings.nat_1to1_ips.first() {
+                    let lines = match &ctx.settings.nat_1to1_ip {
                         Some(public) => super::ice::nat_1to1_candidates(&init.candidate, public, ctx.settings.nat_1to1_srflx),
                         None => vec![init.candidate.clone()],
                     };
