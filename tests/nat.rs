@@ -36,6 +36,35 @@ struct Setup<'a> {
     viewer_udp_blocked: bool,
 }
 
+/// The camera's UDP TURN URL plus the one a viewer without UDP must use.
+const TURN_TCP: &[&str] = &[
+    "turn:{ip}:3478?transport=udp",
+    "turn:{ip}:3478?transport=tcp",
+];
+const TURN_TLS: &[&str] = &[
+    "turn:{ip}:3478?transport=udp",
+    "turns:{ip}:5349?transport=tcp",
+];
+
+impl Setup<'static> {
+    /// The viewer's UDP is dropped; TURN offers `urls`.
+    fn viewer_without_udp(urls: &'static [&'static str]) -> Self {
+        Self {
+            urls,
+            viewer_udp_blocked: true,
+            ..Self::default()
+        }
+    }
+
+    /// The viewer's UDP is dropped; TURN over TLS with a test certificate.
+    fn viewer_without_udp_tls() -> Self {
+        Self {
+            tls: true,
+            ..Self::viewer_without_udp(TURN_TLS)
+        }
+    }
+}
+
 impl Default for Setup<'_> {
     fn default() -> Self {
         Self {
@@ -218,14 +247,7 @@ fn control_without_turn_there_is_no_path_and_the_camera_says_so() {
 
 #[test]
 fn viewer_without_udp_relays_over_turn_tcp() {
-    let world = World::new(&Setup {
-        urls: &[
-            "turn:{ip}:3478?transport=udp",
-            "turn:{ip}:3478?transport=tcp",
-        ],
-        viewer_udp_blocked: true,
-        ..Setup::default()
-    });
+    let world = World::new(&Setup::viewer_without_udp(TURN_TCP));
     let result = world.browser("", "nat-relay-tcp").run(|_| {});
     assert_plays(&world, &result);
     assert_eq!(
@@ -256,15 +278,7 @@ fn viewer_without_udp_connects_directly_over_ice_tcp() {
 
 #[test]
 fn viewer_relays_over_turns_tls() {
-    let world = World::new(&Setup {
-        urls: &[
-            "turn:{ip}:3478?transport=udp",
-            "turns:{ip}:5349?transport=tcp",
-        ],
-        viewer_udp_blocked: true,
-        tls: true,
-        ..Setup::default()
-    });
+    let world = World::new(&Setup::viewer_without_udp_tls());
     let result = world
         .browser("", "nat-relay-tls")
         .accept_any_cert()
@@ -417,27 +431,12 @@ fn first_frame_by_path() {
         ("relay, TURN over UDP", Setup::default(), "&relay=1"),
         (
             "relay, TURN over TCP",
-            Setup {
-                urls: &[
-                    "turn:{ip}:3478?transport=udp",
-                    "turn:{ip}:3478?transport=tcp",
-                ],
-                viewer_udp_blocked: true,
-                ..Setup::default()
-            },
+            Setup::viewer_without_udp(TURN_TCP),
             "&relay=1",
         ),
         (
             "relay, TURN over TLS",
-            Setup {
-                urls: &[
-                    "turn:{ip}:3478?transport=udp",
-                    "turns:{ip}:5349?transport=tcp",
-                ],
-                viewer_udp_blocked: true,
-                tls: true,
-                ..Setup::default()
-            },
+            Setup::viewer_without_udp_tls(),
             "&relay=1",
         ),
     ];

@@ -10,7 +10,7 @@
 //!                              (coturn, Mosquitto; forward camera↔viewer: drop)
 //! ```
 
-use super::netns::{ip, run};
+use super::netns::{fresh_netns, ip, run, veth};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,87 +82,21 @@ impl RelayNet {
             subnet,
         };
         for ns in [&net.camera, &net.viewer, &net.relay] {
-            let _ = ip(&["netns", "del", ns]);
-            ip(&["netns", "add", ns])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            fresh_netns(ns)?;
         }
-        // camera <-> relay
-        let (cr, rc) = (name("cr"), name("rc"));
-        ip(&[
-            "link",
-            "add",
-            &cr,
-            "netns",
-            &net.camera,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &rc,
-            "netns",
-            &net.relay,
-        ])?;
-        ip(&[
-            "-n",
-            &net.camera,
-            "addr",
-            "add",
-            &format!("{}/30", net.camera_ip),
-            "dev",
-            &cr,
-        ])?;
-        ip(&[
-            "-n",
-            &net.relay,
-            "addr",
-            "add",
-            &format!("{}/30", net.relay_ip),
-            "dev",
-            &rc,
-        ])?;
-        // viewer <-> relay
-        let rv = name("rv");
-        ip(&[
-            "link",
-            "add",
-            &net.viewer_dev,
-            "netns",
-            &net.viewer,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &rv,
-            "netns",
-            &net.relay,
-        ])?;
         let relay_v = format!("10.198.{subnet}.9");
-        ip(&[
-            "-n",
-            &net.viewer,
-            "addr",
-            "add",
-            &format!("{}/29", net.viewer_ip),
-            "dev",
-            &net.viewer_dev,
-        ])?;
-        ip(&[
-            "-n",
-            &net.relay,
-            "addr",
-            "add",
-            &format!("{relay_v}/29"),
-            "dev",
-            &rv,
-        ])?;
-        for (ns, dev) in [
-            (&net.camera, &cr),
-            (&net.relay, &rc),
-            (&net.relay, &rv),
-            (&net.viewer, &net.viewer_dev),
-        ] {
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-        }
+        veth(
+            (&net.camera, &name("cr"), &format!("{}/30", net.camera_ip)),
+            (&net.relay, &name("rc"), &format!("{}/30", net.relay_ip)),
+        )?;
+        veth(
+            (
+                &net.viewer,
+                &net.viewer_dev,
+                &format!("{}/29", net.viewer_ip),
+            ),
+            (&net.relay, &name("rv"), &format!("{relay_v}/29")),
+        )?;
         ip(&[
             "-n",
             &net.camera,
@@ -181,17 +115,14 @@ impl RelayNet {
             "via",
             &relay_v,
         ])?;
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &net.relay,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ],
-        )?;
+        ip(&[
+            "netns",
+            "exec",
+            &net.relay,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])?;
         // The relay routes, but drops whatever camera and viewer send each other: no
         // direct path exists, as between two strict NATs.
         nft(

@@ -30,6 +30,26 @@ pub fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// (Re)creates namespace `ns` with loopback up.
+pub fn fresh_netns(ns: &str) -> Result<(), String> {
+    let _ = ip(&["netns", "del", ns]);
+    ip(&["netns", "add", ns])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])
+}
+
+/// A veth link between two namespaces: each end `(namespace, device, address/prefix)`
+/// is addressed and up.
+pub fn veth(a: (&str, &str, &str), b: (&str, &str, &str)) -> Result<(), String> {
+    ip(&[
+        "link", "add", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns", b.0,
+    ])?;
+    for (ns, dev, cidr) in [a, b] {
+        ip(&["-n", ns, "addr", "add", cidr, "dev", dev])?;
+        ip(&["-n", ns, "link", "set", dev, "up"])?;
+    }
+    Ok(())
+}
+
 /// Two namespaces and the link between them; deleted on drop.
 pub struct NetPair {
     /// Camera namespace name.
@@ -54,50 +74,18 @@ impl NetPair {
         let camera_ip = format!("10.199.{subnet}.1");
         let viewer_ip = format!("10.199.{subnet}.2");
         for ns in [&camera, &viewer] {
-            let _ = ip(&["netns", "del", ns]);
-            ip(&["netns", "add", ns])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            fresh_netns(ns)?;
         }
+        veth(
+            (&camera, &ca, &format!("{camera_ip}/30")),
+            (&viewer, &cb, &format!("{viewer_ip}/30")),
+        )?;
         let pair = Self {
             camera,
             viewer,
             camera_ip,
             viewer_ip,
         };
-        ip(&[
-            "link",
-            "add",
-            &ca,
-            "netns",
-            &pair.camera,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &cb,
-            "netns",
-            &pair.viewer,
-        ])?;
-        ip(&[
-            "-n",
-            &pair.camera,
-            "addr",
-            "add",
-            &format!("{}/30", pair.camera_ip),
-            "dev",
-            &ca,
-        ])?;
-        ip(&[
-            "-n",
-            &pair.viewer,
-            "addr",
-            "add",
-            &format!("{}/30", pair.viewer_ip),
-            "dev",
-            &cb,
-        ])?;
-        ip(&["-n", &pair.camera, "link", "set", &ca, "up"])?;
-        ip(&["-n", &pair.viewer, "link", "set", &cb, "up"])?;
         Ok(pair)
     }
 
