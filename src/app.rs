@@ -10,6 +10,7 @@ use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
 use crate::media::{VideoFormat, devices, gst};
 use crate::peer::ice::{IcePolicy, unix_now};
 use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
+use crate::service::{Health, HealthPolicy, Notifier, Observation};
 use crate::signaling::machine::{Limits, Machine, Output};
 use crate::signaling::mqtt::{self, Inbound, MqttHandle, MqttSettings};
 use crate::signaling::protocol::{AudioInfo, PROTOCOL_VERSION, Status, Topics, VideoInfo};
@@ -120,11 +121,14 @@ impl StatusBuilder {
 /// # Errors
 /// Start-up failures (pipeline plan, broker or HTTP listeners, TLS set-up).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let notifier = Notifier::from_env();
     install_crypto_provider();
     gst::init()?;
     let camera = config.camera_id();
     let topics = Topics::new(&config.signaling.prefix, camera.clone());
     let desc = plan(&config)?;
+    let source = desc.to_string();
     let ice = IcePolicy::from_config(&config.webrtc);
 
     let video_hub = Hub::new(
@@ -180,6 +184,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
 
+    let broker_display = broker_url.url.clone();
     let status = StatusBuilder {
         camera: camera.to_string(),
         name: config
@@ -234,6 +239,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }),
             nat_1to1_ip: config.webrtc.nat_1to1_ips.first().cloned(),
             nat_1to1_srflx: config.webrtc.nat_1to1_candidate_type == Nat1To1Type::Srflx,
+            redact_peer_addr: config.log.redact_peer_addr,
         },
         MediaFeeds {
             video: video_hub.clone(),
@@ -294,8 +300,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         },
         Instant::now(),
     );
+    let mut health = Health::new(HealthPolicy {
+        // The supervisor acts on a stall first; the watchdog only on a wedged one.
+        stall_allowance: Duration::from_millis(config.video.stall_timeout_ms.into())
+            + Duration::from_secs(2),
+        restart_limit: config.video.restart_limit,
+        source,
+        broker: broker_display,
+    });
+    if let Some(w) = notifier.watchdog_timeout() {
+        log::info!("systemd watchdog on: WatchdogSec={} ms", w.as_millis());
+    }
     let mut format_watch = format_rx.clone();
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    let mut housekeeping = tokio::time::interval(notifier.check_interval());
     loop {
         let wake = machine.poll_timeout().map_or_else(
             || tokio::time::Instant::now() + Duration::from_secs(1),
@@ -325,12 +342,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 machine.handle_timeout(Instant::now());
                 *sessions_json.lock().unwrap_or_else(|p| p.into_inner()) =
                     serde_json::to_value(peers.snapshots()).unwrap_or_default();
+                // Petting from this loop is what proves the loop itself is not wedged.
+                let verdict = health.observe(Instant::now(), &Observation {
+                    capture: &state_rx.borrow(),
+                    video_frames: video_hub.stats().published,
+                    broker: &link.state(),
+                    signaling_alive: !mqtt_task.is_finished(),
+                    viewers: machine.viewers(),
+                });
+                report_health(&notifier, &verdict, health.status(), started);
             }
         }
         drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
     }
 
     log::info!("shutting down: {} viewer(s)", machine.viewers());
+    notifier.stopping(&format!(
+        "stopping: saying bye to {} viewer(s)",
+        machine.viewers()
+    ));
     let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
     machine.shutdown(Instant::now());
     drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
@@ -347,6 +377,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .await;
     log::info!("stopped");
     Ok(())
+}
+
+fn report_health(
+    notifier: &Notifier,
+    verdict: &crate::service::Verdict,
+    status_now: &str,
+    started: Instant,
+) {
+    if let Some(status) = &verdict.status {
+        log::info!("status: {status}");
+    }
+    if verdict.ready {
+        log::info!(
+            "ready: first encoded frame and signaling up {} ms after start",
+            started.elapsed().as_millis()
+        );
+        notifier.ready(status_now);
+    } else if let Some(status) = &verdict.status {
+        notifier.status(status);
+    }
+    if verdict.alive {
+        notifier.watchdog();
+    }
 }
 
 fn drain(

@@ -134,6 +134,10 @@ pub struct VideoConfig {
     pub encoder: EncoderChoice,
     /// No video frame for this long restarts capture, ms.
     pub stall_timeout_ms: u32,
+    /// Consecutive failed capture runs (errors or stalls, restarted with backoff) after
+    /// which edgecam stops petting the systemd watchdog, so systemd restarts the
+    /// service. Without a watchdog capture keeps being retried.
+    pub restart_limit: u32,
     /// Frames a viewer may have queued before it drops to the next keyframe.
     pub viewer_queue_frames: usize,
 }
@@ -151,6 +155,7 @@ impl Default for VideoConfig {
             keyframe_interval_ms: 2000,
             encoder: EncoderChoice::Auto,
             stall_timeout_ms: 5000,
+            restart_limit: 5,
             viewer_queue_frames: 15,
         }
     }
@@ -413,6 +418,8 @@ pub struct LogConfig {
     pub target: LogTarget,
     /// `error`, `warn`, `info`, `debug` or `trace` (`RUST_LOG` overrides).
     pub level: String,
+    /// Log viewers' addresses (`PEER_ADDR`) redacted to their /24 (IPv4) or /48 (IPv6).
+    pub redact_peer_addr: bool,
 }
 
 impl Default for LogConfig {
@@ -420,6 +427,7 @@ impl Default for LogConfig {
         Self {
             target: LogTarget::Auto,
             level: "info".into(),
+            redact_peer_addr: true,
         }
     }
 }
@@ -511,6 +519,9 @@ impl Config {
         }
         if !(500..=600_000).contains(&v.stall_timeout_ms) {
             return invalid("video.stall_timeout_ms", "must be within 500..=600000");
+        }
+        if !(1..=1000).contains(&v.restart_limit) {
+            return invalid("video.restart_limit", "must be within 1..=1000");
         }
         if !(1..=1000).contains(&v.viewer_queue_frames) {
             return invalid("video.viewer_queue_frames", "must be within 1..=1000");

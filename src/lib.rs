@@ -7,6 +7,7 @@ pub mod broker;
 pub mod config;
 pub mod media;
 pub mod peer;
+pub mod service;
 pub mod signaling;
 pub mod telemetry;
 pub mod web;

@@ -1,38 +1,168 @@
-//! Logging setup: journald (with structured fields) when started by systemd with a
-//! journal stream, stderr otherwise; `[log] target` overrides. `RUST_LOG` overrides
-//! the level.
+//! Logging: journald (with structured fields) when started by systemd with a journal
+//! stream, stderr otherwise; `[log] target` overrides and `RUST_LOG` overrides the
+//! level. Also the helpers that keep logs useful under floods ([`RateLimit`]) and
+//! private ([`peer_addr`]).
+//!
+//! Structured fields: every line carries `CAMERA_ID`; lines about one viewer carry
+//! `SESSION_ID` (the `session_id` key-value) and, where a network path is known,
+//! `PEER_ADDR` (the `peer_addr` key-value). On stderr they are printed as `key=value`.
 
 use crate::config::LogTarget;
+use std::ffi::OsStr;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 /// Installs the global logger. `camera_id` becomes the `CAMERA_ID` field on journald.
 ///
 /// # Errors
-/// When journald was requested but cannot be reached.
+/// When journald was requested but cannot be reached, or a logger is already installed.
 pub fn init(target: LogTarget, level: &str, camera_id: &str) -> anyhow::Result<()> {
-    let journald = match target {
-        LogTarget::Journald => true,
-        LogTarget::Stderr => false,
-        LogTarget::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
-    };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
         // webrtc-rs logs much at info, and rumqttd logs routine events at error level;
         // keep them quiet unless asked.
         format!("warn,rumqttd=off,edgecam={level}")
     });
-    if journald {
-        systemd_journal_logger::JournalLog::new()?
-            .with_extra_fields(vec![("CAMERA_ID", camera_id.to_owned())])
-            .install()?;
-        let max = env_logger::Builder::new()
-            .parse_filters(&filter)
-            .build()
-            .filter();
-        log::set_max_level(max);
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(&filter).format_timestamp_millis();
+    if use_journald(target, std::env::var_os("JOURNAL_STREAM").as_deref()) {
+        let journal = systemd_journal_logger::JournalLog::new()?
+            .with_extra_fields(vec![("CAMERA_ID", camera_id.to_owned())]);
+        let filter = builder.build();
+        log::set_max_level(filter.filter());
+        log::set_boxed_logger(Box::new(FilteredJournal { filter, journal }))?;
     } else {
-        env_logger::Builder::new()
-            .parse_filters(&filter)
-            .format_timestamp_millis()
-            .try_init()?;
+        builder.try_init()?;
     }
     Ok(())
+}
+
+/// `Auto` means journald exactly when systemd connected stdout/stderr to the journal
+/// (`$JOURNAL_STREAM`, systemd.exec(5)).
+fn use_journald(target: LogTarget, journal_stream: Option<&OsStr>) -> bool {
+    match target {
+        LogTarget::Journald => true,
+        LogTarget::Stderr => false,
+        LogTarget::Auto => journal_stream.is_some(),
+    }
+}
+
+/// The journal logger with the same per-module filter as stderr (the journal logger
+/// alone only knows one global level).
+struct FilteredJournal {
+    filter: env_logger::Logger,
+    journal: systemd_journal_logger::JournalLog,
+}
+
+impl log::Log for FilteredJournal {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.filter.matches(record) {
+            self.journal.log(record);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Lets one log line per `window` through for a repeating event and counts the lines
+/// it held back, so floods (a broker that stays away, a viewer spamming bad messages,
+/// GStreamer warnings per frame) cost one journal line per window. Pure: time is
+/// passed in.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    window: Duration,
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl RateLimit {
+    /// At most one line per `window`.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// An event at `now`: `Some(n)` when a line may be logged, `n` being how many events
+    /// were held back since the previous line; `None` when this one is held back.
+    pub fn check(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(at) if now.saturating_duration_since(at) < self.window => {
+                self.held_back += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held_back))
+            }
+        }
+    }
+}
+
+/// `" (N similar lines suppressed)"` for a [`RateLimit::check`] count, empty for 0.
+pub fn suppressed(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} similar suppressed)")
+    }
+}
+
+/// A viewer's network address as logged in the `PEER_ADDR` field: with `redact`, IPv4
+/// keeps its /24 (`198.51.100.x`) and IPv6 its /48 (`2001:db8:1::/48`), and the port
+/// is dropped, so operators can tell networks apart without storing who watched.
+pub fn peer_addr(ip: IpAddr, port: u16, redact: bool) -> String {
+    match (ip, redact) {
+        (IpAddr::V4(v4), true) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.x")
+        }
+        (IpAddr::V6(v6), true) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+        (IpAddr::V4(_), false) => format!("{ip}:{port}"),
+        (IpAddr::V6(_), false) => format!("[{ip}]:{port}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_counts_what_it_holds_back() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(Duration::from_secs(10));
+        assert_eq!(r.check(t0), Some(0));
+        assert_eq!(r.check(t0 + Duration::from_secs(1)), None);
+        assert_eq!(r.check(t0 + Duration::from_secs(9)), None);
+        assert_eq!(r.check(t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(r.check(t0 + Duration::from_secs(30)), Some(0));
+        assert_eq!(suppressed(0), "");
+        assert_eq!(suppressed(2), " (2 similar suppressed)");
+    }
+
+    #[test]
+    fn peer_addresses_are_redacted_to_their_network() {
+        let v4: IpAddr = "198.51.100.23".parse().unwrap();
+        let v6: IpAddr = "2001:db8:1:2::5".parse().unwrap();
+        assert_eq!(peer_addr(v4, 5000, true), "198.51.100.x");
+        assert_eq!(peer_addr(v6, 5000, true), "2001:db8:1::/48");
+        assert_eq!(peer_addr(v4, 5000, false), "198.51.100.23:5000");
+        assert_eq!(peer_addr(v6, 5000, false), "[2001:db8:1:2::5]:5000");
+    }
+
+    #[test]
+    fn journald_is_picked_from_journal_stream() {
+        assert!(use_journald(LogTarget::Auto, Some("8:1234".as_ref())));
+        assert!(!use_journald(LogTarget::Auto, None));
+        assert!(!use_journald(LogTarget::Stderr, Some("8:1234".as_ref())));
+        assert!(use_journald(LogTarget::Journald, None));
+    }
 }

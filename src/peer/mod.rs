@@ -44,6 +44,8 @@ pub struct PeerSettings {
     /// Advertise `nat_1to1_ip` as srflx (keeping host candidates) instead of replacing
     /// the host addresses.
     pub nat_1to1_srflx: bool,
+    /// Log viewers' addresses (`PEER_ADDR`) redacted to their network.
+    pub redact_peer_addr: bool,
 }
 
 /// Hands out local ports for ICE sockets: round-robin over `[first, last]` so that a

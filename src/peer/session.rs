@@ -11,6 +11,7 @@ use crate::media::MediaKind;
 use crate::media::hub::Subscription;
 use crate::signaling::machine::PeerEvent;
 use crate::signaling::protocol::{CandidateInit, ErrorCode, SessionId};
+use crate::telemetry;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
@@ -317,14 +318,14 @@ async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<
             }
             // Another session (or program) holds this port of the range: try the next.
             Err(Reject(_, e)) if attempts > 1 && e.contains("in use") => {
-                log::debug!(session = ctx.id.as_str(); "port {port} busy: {e}");
+                log::debug!(session_id = ctx.id.as_str(); "port {port} busy: {e}");
                 last_error = e;
             }
             Err(e) => return Err(e),
         }
     }
     let Some((pc, keyframe_requests)) = built else {
-        log::warn!(session = ctx.id.as_str(); "no free port in webrtc.port_range ({attempts} tried): {last_error}");
+        log::warn!(session_id = ctx.id.as_str(); "no free port in webrtc.port_range ({attempts} tried): {last_error}");
         return Err(Reject(
             ErrorCode::Busy,
             "camera has no free ICE port, retry later".into(),
@@ -482,13 +483,13 @@ pub(crate) async fn run(
                     };
                     if let Err(e) = pc.add_ice_candidate(init).await {
                         // Contract: unusable candidate lines are skipped with a log line.
-                        log::info!(session = ctx.id.as_str(); "skipping remote candidate: {e}");
+                        log::info!(session_id = ctx.id.as_str(); "skipping remote candidate: {e}");
                     }
                 }
                 Some(SessionCmd::Candidate(None)) => {
                     // End of candidates is only a hint: peer-reflexive candidates and
                     // connectivity checks may still arrive, so ICE is never failed here.
-                    log::debug!(session = ctx.id.as_str(); "viewer signalled end of candidates");
+                    log::debug!(session_id = ctx.id.as_str(); "viewer signalled end of candidates");
                 }
                 Some(SessionCmd::Offer(sdp)) => {
                     if let Err(e) = check_offer(&sdp, &cap) {
@@ -505,7 +506,7 @@ pub(crate) async fn run(
                             .with_ice_transport_policy(transport_policy(&ctx))
                             .build();
                         if let Err(e) = pc.set_configuration(config).await {
-                            log::warn!(session = ctx.id.as_str(); "cannot renew TURN credentials: {e}");
+                            log::warn!(session_id = ctx.id.as_str(); "cannot renew TURN credentials: {e}");
                         }
                     }
                     gathered = Gathered::default();
@@ -543,9 +544,9 @@ pub(crate) async fn run(
                 }
                 Some(Internal::GatheringComplete) => {
                     ctx.report(PeerEvent::LocalCandidate(None));
-                    log::info!(session = ctx.id.as_str(); "ICE gathering complete: {gathered}");
+                    log::info!(session_id = ctx.id.as_str(); "ICE gathering complete: {gathered}");
                     if ctx.settings.ice.camera_has_turn() && gathered.relay == 0 {
-                        log::warn!(session = ctx.id.as_str(); "no relay candidate from the TURN server(s): allocation refused or unreachable (wrong/expired credentials or secret, or TURN port blocked); see the webrtc log line above");
+                        log::warn!(session_id = ctx.id.as_str(); "no relay candidate from the TURN server(s): allocation refused or unreachable (wrong/expired credentials or secret, or TURN port blocked); see the webrtc log line above");
                         if transport_policy(&ctx) == RTCIceTransportPolicy::Relay {
                             ctx.report(PeerEvent::Failed("relay-only camera got no TURN allocation".into()));
                             break;
@@ -553,21 +554,25 @@ pub(crate) async fn run(
                     }
                 }
                 Some(Internal::Ice(state)) => {
-                    log::debug!(session = ctx.id.as_str(); "ICE connection state {state}");
+                    log::debug!(session_id = ctx.id.as_str(); "ICE connection state {state}");
                     ice_state = state;
                     if matches!(state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
                         ctx.report(PeerEvent::Connected);
                         // After an ICE restart the path may have changed.
-                        let pair = selected_pair(&pc).await;
-                        let mut current = ctx.stats.candidate_pair.lock().unwrap_or_else(|p| p.into_inner());
-                        if pair.is_some() && *current != pair {
-                            log::info!(session = ctx.id.as_str(); "media flowing over {}", pair.as_deref().unwrap_or("?"));
-                            *current = pair;
+                        if let Some((pair, remote)) = selected_pair(&pc).await {
+                            let mut current = ctx.stats.candidate_pair.lock().unwrap_or_else(|p| p.into_inner());
+                            if current.as_deref() != Some(pair.as_str()) {
+                                let peer_addr = remote.map_or_else(|| "?".to_owned(), |(ip, port)| {
+                                    telemetry::peer_addr(ip, port, ctx.settings.redact_peer_addr)
+                                });
+                                log::info!(session_id = ctx.id.as_str(), peer_addr = peer_addr.as_str(); "media flowing over {pair}");
+                                *current = Some(pair);
+                            }
                         }
                     }
                 }
                 Some(Internal::State(state)) => {
-                    log::info!(session = ctx.id.as_str(); "peer connection {state}");
+                    log::info!(session_id = ctx.id.as_str(); "peer connection {state}");
                     match state {
                         RTCPeerConnectionState::Connected => {
                             live_tx.send_replace(true);
@@ -589,9 +594,9 @@ pub(crate) async fn run(
     media_cancel.cancel();
     while tasks.join_next().await.is_some() {}
     if let Err(e) = pc.close().await {
-        log::debug!(session = ctx.id.as_str(); "close: {e}");
+        log::debug!(session_id = ctx.id.as_str(); "close: {e}");
     }
-    log::info!(session = ctx.id.as_str(); "session {} closed", ctx.id);
+    log::info!(session_id = ctx.id.as_str(); "session {} closed", ctx.id);
 }
 
 /// Local candidates gathered for the current ICE generation, by type (RFC 8445 §5.1.1).
@@ -630,9 +635,9 @@ impl std::fmt::Display for Gathered {
     }
 }
 
-/// `local-type/remote-type protocol` of the selected candidate pair (e.g.
-/// `host/prflx udp`), from the stats report (W3C webrtc-stats §7.8, §7.11).
-async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<String> {
+/// The selected candidate pair (W3C webrtc-stats §7.8, §7.11): `local-type/remote-type
+/// protocol` (e.g. `host/prflx udp`) and the viewer's address on it, when known.
+async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<(String, Option<(IpAddr, u16)>)> {
     use webrtc::peer_connection::RTCStatsReportEntry as E;
     let report = pc
         .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
@@ -648,14 +653,17 @@ async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<String> {
         _ => return None,
     };
     let candidate = |id: &str| match report.get(id) {
-        Some(E::LocalCandidate(c) | E::RemoteCandidate(c)) => {
-            Some((c.candidate_type.to_string(), c.protocol.clone()))
-        }
+        Some(E::LocalCandidate(c) | E::RemoteCandidate(c)) => Some(c),
         _ => None,
     };
-    let (local, protocol) = candidate(&local_id)?;
-    let remote = candidate(&remote_id).map_or_else(|| "?".to_owned(), |c| c.0);
-    Some(format!("{local}/{remote} {protocol}").to_lowercase())
+    let local = candidate(&local_id)?;
+    let remote = candidate(&remote_id);
+    let remote_type = remote
+        .as_ref()
+        .map_or_else(|| "?".to_owned(), |c| c.candidate_type.to_string());
+    let remote_addr = remote.and_then(|c| Some((c.address.as_deref()?.parse().ok()?, c.port)));
+    let pair = format!("{}/{remote_type} {}", local.candidate_type, local.protocol).to_lowercase();
+    Some((pair, remote_addr))
 }
 
 #[allow(clippy::too_many_arguments)]

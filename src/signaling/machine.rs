@@ -256,7 +256,7 @@ impl Machine {
     }
 
     fn reject_bad_request(&mut self, session: &SessionId, e: &ProtocolError) {
-        log::warn!(session = session.as_str(); "bad request on session {session}: {e}");
+        log::warn!(session_id = session.as_str(); "bad request on session {session}: {e}");
         // Contract: an error in reply to anything but offer/config-request leaves a live
         // session as it was; an unparseable message has no type, so it ends nothing.
         self.send(
@@ -269,7 +269,7 @@ impl Machine {
         match msg {
             ToCamera::ConfigRequest => {
                 if let Some(reason) = self.refusal_for_new_session(&session) {
-                    log::info!(session = session.as_str(); "config-request refused: {reason}");
+                    log::info!(session_id = session.as_str(); "config-request refused: {reason}");
                     self.send(session, ToViewer::error(ErrorCode::Busy, reason));
                 } else {
                     self.send_config(now, session);
@@ -283,7 +283,7 @@ impl Machine {
                         candidate,
                     }));
                 } else {
-                    log::info!(session = session.as_str(); "candidate for unknown session {session}");
+                    log::info!(session_id = session.as_str(); "candidate for unknown session {session}");
                     self.send(
                         session,
                         ToViewer::error(ErrorCode::UnknownSession, "no such session"),
@@ -292,7 +292,7 @@ impl Machine {
             }
             ToCamera::Bye => {
                 if self.sessions.remove(&session).is_some() {
-                    log::info!(session = session.as_str(); "viewer {session} said bye");
+                    log::info!(session_id = session.as_str(); "viewer {session} said bye");
                     self.out
                         .push_back(Output::Peer(PeerCommand::Close { session }));
                     self.viewers_changed(now);
@@ -318,14 +318,14 @@ impl Machine {
         if let Some(existing) = self.sessions.get(&session)
             && existing.last_offer == sdp
         {
-            log::debug!(session = session.as_str(); "duplicate offer ignored");
+            log::debug!(session_id = session.as_str(); "duplicate offer ignored");
             return;
         }
         let refusal = self
             .refusal_for_new_session(&session)
             .or_else(|| (!self.offers.take(now)).then_some("offer rate limit hit, retry later"));
         if let Some(reason) = refusal {
-            log::warn!(session = session.as_str(); "offer refused: {reason}");
+            log::warn!(session_id = session.as_str(); "offer refused: {reason}");
             // An error in reply to an offer means no session exists afterwards.
             self.end_silently(now, &session);
             self.send(session, ToViewer::error(ErrorCode::Busy, reason));
@@ -346,9 +346,9 @@ impl Machine {
             },
         );
         if renegotiation {
-            log::info!(session = session.as_str(); "renegotiation offer on {session}");
+            log::info!(session_id = session.as_str(); "renegotiation offer on {session}");
         } else {
-            log::info!(session = session.as_str(); "new session {session}");
+            log::info!(session_id = session.as_str(); "new session {session}");
             self.viewers_changed(now);
         }
         self.out
@@ -372,12 +372,12 @@ impl Machine {
                 }
             }
             PeerEvent::OfferRejected { code, message } => {
-                log::warn!(session = session.as_str(); "offer rejected ({code:?}): {message}");
+                log::warn!(session_id = session.as_str(); "offer rejected ({code:?}): {message}");
                 self.end_silently(now, &session);
                 self.send(session, ToViewer::error(code, message));
             }
             PeerEvent::Failed(why) => {
-                log::warn!(session = session.as_str(); "session {session} failed: {why}");
+                log::warn!(session_id = session.as_str(); "session {session} failed: {why}");
                 self.end_with_bye(now, session, ByeReason::Failed);
             }
         }
@@ -448,7 +448,7 @@ impl Machine {
             .collect();
         expired.sort();
         for id in expired {
-            log::warn!(session = id.as_str(); "session {id} did not connect in time");
+            log::warn!(session_id = id.as_str(); "session {id} did not connect in time");
             self.end_with_bye(now, id, ByeReason::Timeout);
         }
         let mut refresh: Vec<_> = self
@@ -459,7 +459,7 @@ impl Machine {
             .collect();
         refresh.sort();
         for id in refresh {
-            log::info!(session = id.as_str(); "TURN credentials of {id} expire soon: sending a fresh config");
+            log::info!(session_id = id.as_str(); "TURN credentials of {id} expire soon: sending a fresh config");
             self.send_config(now, id);
         }
         // A config-request whose offer never came holds nothing worth refreshing.

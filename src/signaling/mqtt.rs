@@ -6,6 +6,7 @@
 
 use super::protocol::{MAX_PAYLOAD_BYTES, SessionId, Status, ToViewer, Topics};
 use crate::config::{BrokerScheme, BrokerUrl};
+use crate::telemetry::{RateLimit, suppressed};
 use backon::BackoffBuilder;
 use bytes::Bytes;
 use rumqttc::{
@@ -13,8 +14,8 @@ use rumqttc::{
 };
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Largest MQTT packet accepted from the broker, bytes. Above the contract's 64 KiB so
@@ -70,15 +71,35 @@ pub enum Inbound {
     Disconnected(String),
 }
 
+/// The link's connection state, for health reporting (`STATUS=`, `READY=1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// First connection attempt under way.
+    Connecting,
+    /// CONNACK received; subscribed and status published.
+    Connected,
+    /// The broker is unreachable or refused us; retrying with backoff.
+    Retrying {
+        /// Failed attempts since the last successful connection.
+        attempt: u64,
+    },
+}
+
 /// Sending half of the link; cheap to clone.
 #[derive(Clone)]
 pub struct MqttHandle {
     client: AsyncClient,
     topics: Topics,
     status: Arc<Mutex<Vec<u8>>>,
+    state: watch::Receiver<LinkState>,
 }
 
 impl MqttHandle {
+    /// The link's connection state, kept current by the link task.
+    pub fn state(&self) -> LinkState {
+        *self.state.borrow()
+    }
+
     /// Publishes `msg` on `session`'s `to-viewer` topic (QoS 1). Never blocks: while the
     /// broker is away the request queue fills and messages are dropped with a log line.
     pub fn send(&self, session: &SessionId, msg: &ToViewer) {
@@ -87,7 +108,7 @@ impl MqttHandle {
             .client
             .try_publish(topic, QoS::AtLeastOnce, false, msg.to_json())
         {
-            log::warn!(session = session.as_str(); "cannot queue message for viewer: {e}");
+            log::warn!(session_id = session.as_str(); "cannot queue message for viewer: {e}");
         }
     }
 
@@ -186,10 +207,12 @@ pub fn start(
         options.set_credentials(user, pass);
     }
     let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let (state_tx, state) = watch::channel(LinkState::Connecting);
     let handle = MqttHandle {
         client: client.clone(),
         topics: topics.clone(),
         status: Arc::new(Mutex::new(initial_status.to_json())),
+        state,
     };
     let status = handle.status.clone();
     let new_backoff = move || {
@@ -204,6 +227,8 @@ pub fn start(
         let mut backoff = new_backoff();
         let mut connected = false;
         let mut failures: u64 = 0;
+        let mut unreachable_log = RateLimit::new(Duration::from_secs(60));
+        let mut flood_log = RateLimit::new(Duration::from_secs(10));
         loop {
             let event = tokio::select! {
                 e = eventloop.poll() => e,
@@ -214,6 +239,7 @@ pub fn start(
                     log::info!("connected to broker {}", settings.url.url);
                     connected = true;
                     failures = 0;
+                    state_tx.send_replace(LinkState::Connected);
                     backoff = new_backoff();
                     if let Err(e) =
                         client.try_subscribe(topics.to_camera_filter(), QoS::AtLeastOnce)
@@ -236,28 +262,38 @@ pub fn start(
                                 payload: p.payload,
                             })
                             .is_err()
+                            && let Some(more) = flood_log.check(Instant::now())
                         {
-                            log::warn!("signaling queue full, message dropped");
+                            log::warn!("signaling queue full, message dropped{}", suppressed(more));
                         }
                     }
-                    Some(Err(e)) => log::warn!("dropping message on {:?}: {e}", truncate(&p.topic)),
+                    Some(Err(e)) => {
+                        if let Some(more) = flood_log.check(Instant::now()) {
+                            log::warn!(
+                                "dropping message on {:?}: {e}{}",
+                                truncate(&p.topic),
+                                suppressed(more)
+                            );
+                        }
+                    }
                     None => log::debug!("ignoring message on {:?}", truncate(&p.topic)),
                 },
                 Ok(_) => {}
                 Err(e) => {
                     failures += 1;
+                    state_tx.send_replace(LinkState::Retrying { attempt: failures });
                     if connected {
                         connected = false;
                         let _ = inbound.try_send(Inbound::Disconnected(e.to_string()));
                     }
                     let delay = backoff.next().unwrap_or(settings.max_backoff);
-                    // One line for the first failures, then one per ten, so a broker
-                    // that stays away does not flood the journal.
-                    if failures <= 3 || failures.is_multiple_of(10) {
+                    // A broker that stays away must not flood the journal.
+                    if let Some(more) = unreachable_log.check(Instant::now()) {
                         log::warn!(
-                            "broker {} unreachable ({e}); attempt {failures}, retrying in {} ms",
+                            "broker {} unreachable ({e}); attempt {failures}, retrying in {} ms{}",
                             settings.url.url,
-                            delay.as_millis()
+                            delay.as_millis(),
+                            suppressed(more)
                         );
                     }
                     tokio::select! {
