@@ -692,13 +692,41 @@ fn read_secret(
                 problem: "give either the value or the file, not both".into(),
             });
         }
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY");
+        let file = credential_path(file, credentials.as_deref().map(Path::new))
+            .map_err(|problem| ConfigError::Invalid { key, problem })?;
+        let text = std::fs::read_to_string(&file).map_err(|e| ConfigError::Invalid {
             key,
             problem: format!("cannot read {}: {e}", file.display()),
         })?;
         *value = Some(text.trim_end_matches(['\n', '\r']).to_owned());
     }
     Ok(())
+}
+
+/// The placeholder a `*_file` path may start with to name a systemd credential.
+pub const CREDENTIALS_PLACEHOLDER: &str = "${CREDENTIALS_DIRECTORY}";
+
+/// Resolves a `*_file` path: a leading `${CREDENTIALS_DIRECTORY}` becomes the
+/// directory systemd put the unit's `LoadCredential=` files in (systemd.exec(5),
+/// "Credentials"), so secrets can stay root-only on disk.
+///
+/// # Errors
+/// The path uses the placeholder but edgecam was started without credentials.
+fn credential_path(file: &Path, credentials: Option<&Path>) -> Result<PathBuf, String> {
+    let Some(rest) = file
+        .to_str()
+        .and_then(|s| s.strip_prefix(CREDENTIALS_PLACEHOLDER))
+    else {
+        return Ok(file.to_owned());
+    };
+    match credentials {
+        Some(dir) => Ok(dir.join(rest.trim_start_matches('/'))),
+        None => Err(format!(
+            "{} uses {CREDENTIALS_PLACEHOLDER}, but edgecam was not started by systemd with LoadCredential=",
+            file.display()
+        )),
+    }
 }
 
 /// A parsed `signaling.broker` URL.
@@ -818,6 +846,21 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn credential_paths_resolve_against_the_credentials_directory() {
+        let creds = Path::new("/run/credentials/edgecam.service");
+        assert_eq!(
+            credential_path(Path::new("${CREDENTIALS_DIRECTORY}/turn-secret"), Some(creds)).unwrap(),
+            creds.join("turn-secret")
+        );
+        assert_eq!(
+            credential_path(Path::new("/etc/edgecam/secret"), None).unwrap(),
+            Path::new("/etc/edgecam/secret")
+        );
+        let err = credential_path(Path::new("${CREDENTIALS_DIRECTORY}/x"), None).unwrap_err();
+        assert!(err.contains("LoadCredential="), "{err}");
     }
 
     #[test]

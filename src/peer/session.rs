@@ -652,12 +652,19 @@ async fn selected_pair(pc: &Arc<dyn PeerConnection>) -> Option<(String, Option<(
         E::IceCandidatePair(p) => (p.local_candidate_id.clone(), p.remote_candidate_id.clone()),
         _ => return None,
     };
-    let candidate = |id: &str| match report.get(id) {
-        Some(E::LocalCandidate(c) | E::RemoteCandidate(c)) => Some(c),
-        _ => None,
+    // webrtc-rs 0.21 names candidate entries `RTCLocalIceCandidate_<id>` /
+    // `RTCRemoteIceCandidate_<id>` while the pair holds the bare ids; a peer-reflexive
+    // remote candidate has no entry at all.
+    let candidate = |prefix: &str, id: &str| {
+        [id.to_owned(), format!("{prefix}{id}")]
+            .iter()
+            .find_map(|key| match report.get(key) {
+                Some(E::LocalCandidate(c) | E::RemoteCandidate(c)) => Some(c),
+                _ => None,
+            })
     };
-    let local = candidate(&local_id)?;
-    let remote = candidate(&remote_id);
+    let local = candidate("RTCLocalIceCandidate_", &local_id)?;
+    let remote = candidate("RTCRemoteIceCandidate_", &remote_id);
     let remote_type = remote
         .as_ref()
         .map_or_else(|| "?".to_owned(), |c| c.candidate_type.to_string());

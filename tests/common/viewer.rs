@@ -20,8 +20,10 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, register_default_interceptors,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
 };
+use rtc::ice::mdns::MulticastDnsMode;
 
 /// A raw MQTT client on one session's topics.
 pub struct Signal {
@@ -407,8 +409,13 @@ impl Viewer {
         let mut engine = MediaEngine::default();
         engine.register_default_codecs().unwrap();
         let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
+        // The camera never sends `.local` candidates, and mDNS needs a multicast-capable
+        // interface, which the device-lab VM (loopback only) does not have.
+        let setting_engine =
+            SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(setting_engine.build())
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
