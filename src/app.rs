@@ -114,7 +114,8 @@ impl StatusBuilder {
     }
 }
 
-/// Runs edgecam until `shutdown` is cancelled, then shuts down gracefully: every viewer
+/// Runs edgecam until `shutdown` is cancelled (process exit or a configuration reload;
+/// the caller sends `STOPPING=1` / `RELOADING=1`), then shuts down gracefully: every viewer
 /// gets `bye` (reason `shutdown`), peer connections close, the pipeline goes to NULL,
 /// the offline status is published, all within [`SHUTDOWN_DEADLINE`].
 ///
@@ -171,8 +172,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 .map(|u| (u, config.signaling.password.clone().unwrap_or_default())),
         ),
         None => {
-            broker::start(&config.broker)?;
-            let addr = loopback_if_unspecified(config.broker.listen);
+            let addr = loopback_if_unspecified(broker::start(&config.broker)?);
             (
                 BrokerUrl::parse(&format!("mqtt://{addr}")).map_err(|e| anyhow::anyhow!(e))?,
                 config
@@ -357,8 +357,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     log::info!("shutting down: {} viewer(s)", machine.viewers());
-    notifier.stopping(&format!(
-        "stopping: saying bye to {} viewer(s)",
+    notifier.status(&format!(
+        "stopping capture, saying bye to {} viewer(s)",
         machine.viewers()
     ));
     let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;

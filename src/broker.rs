@@ -6,6 +6,7 @@ use crate::config::BrokerConfig;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Mutex;
 
 /// Errors starting the embedded broker.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +51,24 @@ fn wait_listening(addr: SocketAddr) {
     log::warn!("embedded broker not accepting on {addr} after 3 s");
 }
 
+/// The settings the running embedded broker was started with (it cannot be stopped).
+static RUNNING: Mutex<Option<BrokerConfig>> = Mutex::new(None);
+
 /// Starts the broker on a thread of its own (rumqttd runs its own runtime). It lives
-/// as long as the process.
+/// as long as the process: a second call (a configuration reload) keeps the running
+/// broker, warning when its settings changed, since those apply only after a restart.
+/// Returns the MQTT/TCP address the broker listens on.
 ///
 /// # Errors
 /// [`BrokerError`] when a listener address is unavailable.
-pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
+pub fn start(cfg: &BrokerConfig) -> Result<SocketAddr, BrokerError> {
+    let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(current) = running.as_ref() {
+        if current != cfg {
+            log::warn!("embedded broker settings changed: they apply after a restart");
+        }
+        return Ok(current.listen);
+    }
     check_free(cfg.listen)?;
     check_free(cfg.ws_listen)?;
     let auth = match (&cfg.username, &cfg.password) {
@@ -118,5 +131,6 @@ pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
         cfg.listen,
         cfg.ws_listen
     );
-    Ok(())
+    *running = Some(cfg.clone());
+    Ok(cfg.listen)
 }

@@ -240,7 +240,7 @@ impl Default for SignalingConfig {
 }
 
 /// `[broker]`: the embedded MQTT broker of standalone mode.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     /// MQTT over TCP listener (the camera's own client connects here).
@@ -852,7 +852,11 @@ mod tests {
     fn credential_paths_resolve_against_the_credentials_directory() {
         let creds = Path::new("/run/credentials/edgecam.service");
         assert_eq!(
-            credential_path(Path::new("${CREDENTIALS_DIRECTORY}/turn-secret"), Some(creds)).unwrap(),
+            credential_path(
+                Path::new("${CREDENTIALS_DIRECTORY}/turn-secret"),
+                Some(creds)
+            )
+            .unwrap(),
             creds.join("turn-secret")
         );
         assert_eq!(

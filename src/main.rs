@@ -101,36 +101,92 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
-        match edgecam::app::run(config, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                log::error!("{e:#}");
-                ExitCode::from(1)
-            }
-        }
-    })
+    runtime.block_on(serve(config, cli.config.clone()))
 }
 
-/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// Runs the camera until SIGTERM/SIGINT; SIGHUP reloads the configuration file: a valid
+/// new configuration replaces the running one through a graceful in-process restart
+/// (viewers get `bye` and reconnect), an invalid one is refused with a log line and the
+/// camera keeps running as it was.
+async fn serve(mut config: Config, path: Option<PathBuf>) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<Config>(1);
+    tokio::spawn(watch_signals(shutdown.clone(), reload_tx, path));
+    let notifier = edgecam::service::Notifier::from_env();
+    loop {
+        let run_stop = shutdown.child_token();
+        let app = edgecam::app::run(config, run_stop.clone());
+        tokio::pin!(app);
+        let next = tokio::select! {
+            result = &mut app => return exit_code(result),
+            next = reload_rx.recv() => next,
+        };
+        let Some(next) = next else {
+            return exit_code(app.await);
+        };
+        log::info!("reloading: restarting with the new configuration");
+        notifier.reloading();
+        run_stop.cancel();
+        if let Err(e) = app.await {
+            log::error!("{e:#}");
+        }
+        if shutdown.is_cancelled() {
+            return ExitCode::SUCCESS;
+        }
+        config = next;
+    }
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once. SIGHUP: re-read the
+/// configuration file and hand it over when it is valid.
+async fn watch_signals(
+    shutdown: CancellationToken,
+    reload: tokio::sync::mpsc::Sender<Config>,
+    path: Option<PathBuf>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         log::error!("cannot install signal handlers");
         return;
     };
-    for n in 0..2 {
+    let mut stops = 0;
+    loop {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {
+                match &path {
+                    None => log::warn!("SIGHUP: running on built-in defaults, no configuration file to reload"),
+                    Some(p) => match Config::load(p) {
+                        Ok(new) => {
+                            if reload.try_send(new).is_err() {
+                                log::warn!("SIGHUP: a reload is already under way");
+                            }
+                        }
+                        Err(e) => log::error!("SIGHUP: {e}; keeping the running configuration"),
+                    },
+                }
+                continue;
+            }
         }
-        if n == 0 {
+        stops += 1;
+        if stops == 1 {
             log::info!("signal received: shutting down (again to exit at once)");
+            edgecam::service::Notifier::from_env().stopping("stopping");
             shutdown.cancel();
         } else {
             log::warn!("second signal: exiting now");

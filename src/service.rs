@@ -205,6 +205,15 @@ impl Notifier {
         }
     }
 
+    /// `RELOADING=1`: a new configuration is being applied; `READY=1` follows when the
+    /// restarted pipeline produces its first frame.
+    pub fn reloading(&self) {
+        send(&[
+            sd_notify::NotifyState::Reloading,
+            sd_notify::NotifyState::Status("reloading the configuration"),
+        ]);
+    }
+
     /// `STOPPING=1` with a status line.
     pub fn stopping(&self, status: &str) {
         send(&[

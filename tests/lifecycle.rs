@@ -95,3 +95,50 @@ async fn sessions_keep_playing_while_the_broker_is_away_and_signaling_recovers()
         "the first session survived"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
+    let broker = Mosquitto::start();
+    let config = |name: &str| {
+        camera_config("cam", broker.port, "")
+            .replace("[camera]\n", &format!("[camera]\nname = \"{name}\"\n"))
+    };
+    let cam = Edgecam::start(&config("Before"));
+    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online" && s["name"] == "Before"
+    })
+    .await;
+
+    // An invalid file is refused; the camera keeps running as it was.
+    cam.rewrite_config(&config("Broken").replace("fps = 30", "fps = 0"));
+    cam.hangup();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cam.log_text().contains("keeping the running configuration") && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cam.log_text().contains("video.fps"), "{}", cam.log_text());
+    let viewer = Viewer::connect(broker.port, "cam", "v1").await;
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
+        .await;
+    assert!(ok, "still streaming after a refused reload: {r:?}");
+
+    // A valid one replaces it: viewers are told, the new settings are live.
+    cam.rewrite_config(&config("After"));
+    cam.hangup();
+    let status = wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online" && s["name"] == "After"
+    })
+    .await;
+    assert_eq!(status["name"], "After");
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(10), |r| !r.ended.is_empty())
+        .await;
+    assert!(ok && r.ended[0]["reason"] == "shutdown", "{r:?}");
+    let again = Viewer::connect(broker.port, "cam", "v2").await;
+    let (ok, r) = again
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
+        .await;
+    assert!(ok, "a viewer can watch after the reload: {r:?}");
+    assert!(cam.log_text().contains("reloading"), "{}", cam.log_text());
+}

@@ -204,6 +204,21 @@ impl Edgecam {
         }
     }
 
+    /// Replaces the config file's text (for a SIGHUP reload).
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(self.dir.path().join("edgecam.toml"), config).expect("write config");
+    }
+
+    /// Sends SIGHUP (reload the configuration).
+    pub fn hangup(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg("-HUP")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     /// Process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

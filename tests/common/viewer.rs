@@ -6,6 +6,7 @@ use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::rtp::packetizer::Depacketizer as _;
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::RTCRtpTransceiverInit;
@@ -23,7 +24,6 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
     register_default_interceptors,
 };
-use rtc::ice::mdns::MulticastDnsMode;
 
 /// A raw MQTT client on one session's topics.
 pub struct Signal {
