@@ -251,6 +251,29 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
     assert_eq!(recovered["ActiveState"], "active");
     assert!(recovered["NRestarts"].parse::<u32>().unwrap_or(0) >= 1);
 
+    // systemctl reload: a broken file is refused, a valid one applied in-process.
+    assert!(
+        journal
+            .first("keeping the running configuration", marks["reload_bad"])
+            .is_some_and(|e| Journal::time_us(e) < marks["reload"]),
+        "broken config not refused; {}",
+        context()
+    );
+    assert_eq!(read(&out, "reload.rc").trim(), "0");
+    assert!(
+        journal
+            .first("reloading: restarting", marks["reload"])
+            .is_some()
+    );
+    let ready_reloaded = journal
+        .first("ready: first encoded frame", marks["reload"])
+        .unwrap_or_else(|| panic!("not ready after the reload; {}", context()));
+    assert_eq!(
+        read(&out, "reload-pid.txt").trim(),
+        "same",
+        "reload restarted the process"
+    );
+
     // Graceful stop with a viewer watching.
     assert_eq!(read(&out, "stop.rc").trim(), "0");
     let stopped = show(&out, "show-stopped.txt");
@@ -289,7 +312,7 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
     println!(
         "device lab: image ready in {} ms, VM run {} ms; start → READY (systemctl start) {} ms ({}); \
          stall → first supervised restart {} ms, → watchdog {} ms ({restarts} restarts), \
-         watchdog → READY again {} ms; systemctl stop {} ms; viewer: {} video / {} audio decoded, \
+         watchdog → READY again {} ms; reload → READY {} ms; systemctl stop {} ms; viewer: {} video / {} audio decoded, \
          first frame {} ms after offer",
         image_ready.as_millis(),
         vm_run.as_millis(),
@@ -298,6 +321,7 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
         ms(stall, Journal::time_us(first_restart)),
         ms(stall, Journal::time_us(watchdog)),
         ms(Journal::time_us(watchdog), Journal::time_us(ready_again)),
+        ms(marks["reload"], Journal::time_us(ready_reloaded)),
         ms(marks["stop"], marks["stopped"]),
         watch["decodedVideo"],
         watch["decodedAudio"],

@@ -5,6 +5,7 @@
 use super::hub::Hub;
 use super::pipeline::{PipelineDesc, Probe};
 use super::{Frame, VideoFormat, h264};
+use crate::telemetry::{RateLimit, suppressed};
 use bytes::Bytes;
 use futures::StreamExt;
 use gstreamer as gst;
@@ -160,6 +161,7 @@ impl Capture {
         let mut messages = bus.stream();
         let started = self.shared.epoch;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut warnings = RateLimit::new(Duration::from_secs(10));
         loop {
             tokio::select! {
                 msg = messages.next() => {
@@ -177,7 +179,10 @@ impl Capture {
                             ));
                         }
                         gst::MessageView::Warning(w) => {
-                            log::warn!("GStreamer warning: {}", w.error());
+                            // Some elements warn once per buffer (e.g. lateness).
+                            if let Some(held_back) = warnings.check(Instant::now()) {
+                                log::warn!("GStreamer warning: {}{}", w.error(), suppressed(held_back));
+                            }
                         }
                         _ => {}
                     }

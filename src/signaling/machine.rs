@@ -9,6 +9,7 @@ use super::protocol::{
     ByeReason, CandidateInit, ErrorCode, ProtocolError, SessionId, ToCamera, ToViewer,
     parse_to_camera,
 };
+use crate::telemetry::{RateLimit, suppressed};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -187,6 +188,7 @@ pub struct Machine {
     status_due: Option<Instant>,
     flood_dropped: u64,
     flood_logged_at: Option<Instant>,
+    bad_request_log: RateLimit,
     /// Refresh instants of `config`s sent before their session's offer, bounded.
     pending_refresh: HashMap<SessionId, Instant>,
 }
@@ -210,6 +212,7 @@ impl Machine {
             status_due: None,
             flood_dropped: 0,
             flood_logged_at: None,
+            bad_request_log: RateLimit::new(Duration::from_secs(10)),
             pending_refresh: HashMap::new(),
         }
     }
@@ -233,7 +236,7 @@ impl Machine {
         }
         match parse_to_camera(payload) {
             Ok(msg) => self.handle_parsed(now, session, msg),
-            Err(e) => self.reject_bad_request(&session, &e),
+            Err(e) => self.reject_bad_request(now, &session, &e),
         }
     }
 
@@ -255,8 +258,11 @@ impl Machine {
         ok
     }
 
-    fn reject_bad_request(&mut self, session: &SessionId, e: &ProtocolError) {
-        log::warn!(session_id = session.as_str(); "bad request on session {session}: {e}");
+    fn reject_bad_request(&mut self, now: Instant, session: &SessionId, e: &ProtocolError) {
+        // Every bad message gets its `error`; the log gets one line per window.
+        if let Some(held_back) = self.bad_request_log.check(now) {
+            log::warn!(session_id = session.as_str(); "bad request on session {session}: {e}{}", suppressed(held_back));
+        }
         // Contract: an error in reply to anything but offer/config-request leaves a live
         // session as it was; an unparseable message has no type, so it ends nothing.
         self.send(

@@ -51,16 +51,30 @@ viewer watch
 # Stall: vivid drops every buffer, so no frame arrives although the stream is on.
 # The supervisor restarts capture; after video.restart_limit failures edgecam stops
 # petting the watchdog and systemd restarts it.
-nrestarts() { systemctl show -p NRestarts --value edgecam; }
 mark stall
 v4l2-ctl -d /dev/video0 -c percentage_of_dropped_buffers=100
 wait_for 90 sh -c '[ "$(systemctl show -p NRestarts --value edgecam)" -ge 1 ]'
 mark restarted_by_systemd
 v4l2-ctl -d /dev/video0 -c percentage_of_dropped_buffers=0
 mark unstalled
-wait_for 60 sh -c 'systemctl is-active -q edgecam'
+wait_for 60 systemctl is-active -q edgecam
 mark active_again
 systemctl show edgecam > "$out/show-recovered.txt"
+
+# Reload: a broken config is refused (still active, same process), a valid one applied.
+pid_before=$(systemctl show -p MainPID --value edgecam)
+cp /etc/edgecam/edgecam.toml /tmp/good.toml
+echo 'fps = "fast"' >> /etc/edgecam/edgecam.toml
+mark reload_bad
+systemctl reload edgecam; echo "$?" > "$out/reload-bad.rc"
+sleep 1
+cp /tmp/good.toml /etc/edgecam/edgecam.toml
+readies=$(journalctl -u edgecam -o cat | grep -c 'ready: first encoded frame')
+mark reload
+systemctl reload edgecam; echo "$?" > "$out/reload.rc"
+wait_for 60 sh -c "[ \$(journalctl -u edgecam -o cat | grep -c 'ready: first encoded frame') -gt $readies ]"
+mark reloaded
+[ "$(systemctl show -p MainPID --value edgecam)" = "$pid_before" ] && echo same > "$out/reload-pid.txt" || echo changed > "$out/reload-pid.txt"
 
 # Graceful stop with a viewer watching: it must get bye "shutdown".
 viewer shutdown &
