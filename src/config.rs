@@ -900,19 +900,19 @@ mod tests {
         let demo = Config::load(&root.join("examples/demo-loopback.toml")).unwrap();
         assert_eq!(demo.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(demo.broker.ws_listen.to_string(), "127.0.0.1:9001");
-        // The Pi example names a credential file that exists only on the Pi: everything
-        // else about it is valid.
+        // The Pi example names systemd credentials, which exist only under systemd:
+        // everything else about it is valid.
         match Config::load(&root.join("examples/edgecam.toml")) {
             Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "signaling.password_file"),
             other => panic!("{other:?}"),
         }
         let dir = tempfile::tempdir().unwrap();
         let mut text = std::fs::read_to_string(root.join("examples/edgecam.toml")).unwrap();
-        for name in ["mqtt-password", "turn-secret"] {
+        for name in ["edgecam-mqtt-password", "edgecam-turn-secret"] {
             let file = dir.path().join(name);
             std::fs::write(&file, "x").unwrap();
             text = text.replace(
-                &format!("/run/credentials/edgecam.service/{name}"),
+                &format!("{CREDENTIALS_PLACEHOLDER}/{name}"),
                 file.to_str().unwrap(),
             );
         }
