@@ -111,8 +111,13 @@ fn main() -> ExitCode {
 async fn serve(mut config: Config, path: Option<PathBuf>) -> ExitCode {
     let shutdown = CancellationToken::new();
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<Config>(1);
-    tokio::spawn(watch_signals(shutdown.clone(), reload_tx, path));
     let notifier = edgecam::service::Notifier::from_env();
+    tokio::spawn(watch_signals(
+        shutdown.clone(),
+        reload_tx,
+        path,
+        notifier.clone(),
+    ));
     loop {
         let run_stop = shutdown.child_token();
         let app = edgecam::app::run(config, run_stop.clone());
@@ -153,6 +158,7 @@ async fn watch_signals(
     shutdown: CancellationToken,
     reload: tokio::sync::mpsc::Sender<Config>,
     path: Option<PathBuf>,
+    notifier: edgecam::service::Notifier,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -186,7 +192,7 @@ async fn watch_signals(
         stops += 1;
         if stops == 1 {
             log::info!("signal received: shutting down (again to exit at once)");
-            edgecam::service::Notifier::from_env().stopping("stopping");
+            notifier.stopping("stopping");
             shutdown.cancel();
         } else {
             log::warn!("second signal: exiting now");
