@@ -443,28 +443,27 @@ impl Machine {
         }
     }
 
+    /// Sessions whose `deadline` (connect timeout, credential refresh) is at or before
+    /// `now`, in id order so outputs are deterministic.
+    fn due(&self, now: Instant, deadline: impl Fn(&Session) -> Option<Instant>) -> Vec<SessionId> {
+        let mut ids: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| deadline(s).is_some_and(|d| d <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Advances time: ends sessions past their connect deadline, releases a rate-limited
     /// status, and logs flood drops in batches.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut expired: Vec<_> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.connect_deadline.is_some_and(|d| d <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        expired.sort();
-        for id in expired {
+        for id in self.due(now, |s| s.connect_deadline) {
             log::warn!(session_id = id.as_str(); "session {id} did not connect in time");
             self.end_with_bye(now, id, ByeReason::Timeout);
         }
-        let mut refresh: Vec<_> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.refresh_at.is_some_and(|d| d <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        refresh.sort();
-        for id in refresh {
+        for id in self.due(now, |s| s.refresh_at) {
             log::info!(session_id = id.as_str(); "TURN credentials of {id} expire soon: sending a fresh config");
             self.send_config(now, id);
         }
