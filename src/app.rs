@@ -114,6 +114,62 @@ impl StatusBuilder {
     }
 }
 
+/// The capture side as the rest of edgecam sees it: the hubs the supervisor feeds and
+/// what it reports.
+pub struct Capture {
+    /// H.264 access units.
+    pub video: Hub,
+    /// Opus packets (empty without audio).
+    pub audio: Hub,
+    /// Whether the pipeline has an audio branch.
+    pub has_audio: bool,
+    /// What the encoder emits, `None` until its first keyframe.
+    pub format: watch::Receiver<Option<VideoFormat>>,
+    /// The supervisor's state.
+    pub state: watch::Receiver<CaptureState>,
+}
+
+/// Starts the capture supervisor for `desc` on `tracker`; it runs until `stop`.
+pub fn start_capture(
+    config: &Config,
+    desc: PipelineDesc,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) -> Capture {
+    let video = Hub::new(
+        "video",
+        config.video.viewer_queue_frames,
+        true,
+        Duration::from_millis(200),
+    );
+    let audio = Hub::new("audio", 50, false, Duration::from_millis(200));
+    let has_audio = desc.audio != AudioPlan::None;
+    let (format_tx, format) = watch::channel::<Option<VideoFormat>>(None);
+    let (state_tx, state) = watch::channel(CaptureState::Starting);
+    tracker.spawn(supervisor::run(
+        desc,
+        SupervisorConfig {
+            stall_timeout: Duration::from_millis(config.video.stall_timeout_ms.into()),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(30),
+            fps: config.video.fps,
+        },
+        video.clone(),
+        audio.clone(),
+        format_tx,
+        state_tx,
+        stop,
+    ));
+    Capture {
+        video,
+        audio,
+        has_audio,
+        format,
+        state,
+    }
+}
+
 /// Runs edgecam until `shutdown` is cancelled (process exit or a configuration reload;
 /// the caller sends `STOPPING=1` / `RELOADING=1`), then shuts down gracefully: every viewer
 /// gets `bye` (reason `shutdown`), peer connections close, the pipeline goes to NULL,
@@ -132,34 +188,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let source = desc.to_string();
     let ice = IcePolicy::from_config(&config.webrtc);
 
-    let video_hub = Hub::new(
-        "video",
-        config.video.viewer_queue_frames,
-        true,
-        Duration::from_millis(200),
-    );
-    let audio_hub = Hub::new("audio", 50, false, Duration::from_millis(200));
-    let has_audio = desc.audio != AudioPlan::None;
-    let (format_tx, format_rx) = watch::channel::<Option<VideoFormat>>(None);
-    let (state_tx, state_rx) = watch::channel(CaptureState::Starting);
-
     let tracker = TaskTracker::new();
     let capture_stop = CancellationToken::new();
-    tracker.spawn(supervisor::run(
-        desc,
-        SupervisorConfig {
-            stall_timeout: Duration::from_millis(config.video.stall_timeout_ms.into()),
-            min_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-            healthy_after: Duration::from_secs(30),
-            fps: config.video.fps,
-        },
-        video_hub.clone(),
-        audio_hub.clone(),
-        format_tx,
-        state_tx,
-        capture_stop.clone(),
-    ));
+    let Capture {
+        video: video_hub,
+        audio: audio_hub,
+        has_audio,
+        format: format_rx,
+        state: state_rx,
+    } = start_capture(&config, desc, &tracker, capture_stop.clone());
 
     // Broker: configured, or the embedded one.
     let (broker_url, credentials) = match &config.signaling.broker {

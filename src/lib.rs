@@ -7,6 +7,7 @@ pub mod broker;
 pub mod config;
 pub mod media;
 pub mod peer;
+pub mod selftest;
 pub mod service;
 pub mod signaling;
 pub mod telemetry;

@@ -34,6 +34,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Test the media path on this machine: capture → encoder → a viewer session → a
+    /// loopback WebRTC viewer; reports frames received. No broker or network needed.
+    Selftest {
+        /// Seconds to receive once connected.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Use the test pattern and tone instead of the configured camera and microphone.
+        #[arg(long)]
+        test_source: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load(cli: &Cli) -> Result<Config, ExitCode> {
@@ -65,7 +78,7 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
-        Some(Command::Run) | None => {}
+        Some(Command::Run | Command::Selftest { .. }) | None => {}
     }
     if let Err(e) = edgecam::telemetry::init(
         config.log.target,
@@ -101,7 +114,48 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(Command::Selftest {
+        seconds,
+        test_source,
+        json,
+    }) = cli.command
+    {
+        let options = edgecam::selftest::SelftestOptions {
+            duration: std::time::Duration::from_secs(seconds),
+            test_source,
+        };
+        return runtime.block_on(selftest(config, options, json));
+    }
     runtime.block_on(serve(config, cli.config.clone()))
+}
+
+/// Exit status: 0 passed, 1 failed (with the report), 2 could not run.
+async fn selftest(
+    config: Config,
+    options: edgecam::selftest::SelftestOptions,
+    json: bool,
+) -> ExitCode {
+    match edgecam::selftest::run(config, &options).await {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!("{report}");
+            }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("edgecam selftest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Runs the camera until SIGTERM/SIGINT; SIGHUP reloads the configuration file: a valid

@@ -6,9 +6,11 @@
 //! - `session`: one viewer (peer connection, tracks fed from hub subscriptions, RTCP).
 //! - [`sdp`]: offer validation. [`ice`]: ICE servers and TURN credentials.
 //! - [`stats`]: counters and the capture→RTP-send latency histogram.
+//! - [`probe`]: a receive-only viewer that counts what arrives (selftest, benchmark).
 
 mod feedback;
 pub mod ice;
+pub mod probe;
 pub mod sdp;
 mod session;
 pub mod stats;

@@ -1,0 +1,392 @@
+//! A receive-only webrtc-rs viewer that measures what it gets: the `selftest` command's
+//! loopback viewer, the benchmark's load viewer and the test suite's viewer.
+//!
+//! It offers recvonly H.264 + Opus (RFC 8829 §5.2), leaves signaling to its owner (SDP
+//! offer/answer and trickled ICE candidates go in and out as strings), depacketizes
+//! H.264 (RFC 6184 §5.8, FU-A and STAP-A) into access units, ends an access unit on the
+//! RTP marker bit (RFC 6184 §5.1) and counts complete frames, IDRs and Opus packets.
+
+use crate::media::h264;
+use crate::signaling::protocol::CandidateInit;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::rtp::packetizer::Depacketizer as _;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+/// How many RTP timestamps of the first frames a probe keeps.
+const TIMESTAMPS_KEPT: usize = 64;
+
+/// Errors of the probe viewer (all from webrtc-rs, with what was being done).
+#[derive(Debug, thiserror::Error)]
+#[error("probe viewer: {what}: {source}")]
+pub struct ProbeError {
+    what: &'static str,
+    #[source]
+    source: webrtc::error::Error,
+}
+
+fn err(what: &'static str) -> impl FnOnce(webrtc::error::Error) -> ProbeError {
+    move |source| ProbeError { what, source }
+}
+
+/// Called with each complete H.264 access unit (Annex B) as it is reassembled.
+pub type VideoSink = Box<dyn Fn(Vec<u8>) + Send + Sync>;
+/// Called with each Opus packet's payload.
+pub type AudioSink = Box<dyn Fn(bytes::Bytes) + Send + Sync>;
+
+/// How to build a probe.
+#[derive(Default)]
+pub struct ProbeOptions {
+    /// Local UDP sockets (`ip:port`; port 0 = ephemeral) to gather host candidates on.
+    pub udp_addrs: Vec<String>,
+    /// STUN/TURN servers (`stun:`/`turn:` URLs, username, credential).
+    pub ice_servers: Vec<(Vec<String>, String, String)>,
+    /// Receives each complete access unit (e.g. into a decoder).
+    pub on_video: Option<VideoSink>,
+    /// Receives each Opus packet.
+    pub on_audio: Option<AudioSink>,
+}
+
+/// What the probe saw so far.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ProbeReport {
+    /// Complete H.264 access units (frames) received.
+    pub video_frames: u64,
+    /// Access units that were IDRs with SPS and PPS (decoder entry points).
+    pub keyframes: u64,
+    /// Whether the first access unit was an IDR with SPS and PPS.
+    pub first_frame_idr_with_sps_pps: Option<bool>,
+    /// Time from [`ProbeViewer::create_offer`] to the first complete access unit.
+    #[serde(serialize_with = "millis")]
+    pub first_frame_after_offer: Option<Duration>,
+    /// Time from [`ProbeViewer::create_offer`] to the peer connection state `connected`.
+    #[serde(serialize_with = "millis")]
+    pub connected_after_offer: Option<Duration>,
+    /// Opus packets received.
+    pub opus_packets: u64,
+    /// Peer connection state (W3C WebRTC §4.3.3 names: `connected`, `failed`, …).
+    pub state: Option<String>,
+    /// RTP timestamps (90 kHz) of the first 64 frames.
+    #[serde(skip)]
+    pub video_timestamps: Vec<u32>,
+    /// When the last complete access unit arrived.
+    #[serde(skip)]
+    pub last_frame_at: Option<Instant>,
+    /// When the first complete access unit arrived.
+    #[serde(skip)]
+    pub first_frame_at: Option<Instant>,
+}
+
+impl ProbeReport {
+    /// Frames per second between the first and the last frame received (0 with < 2).
+    pub fn fps(&self) -> f64 {
+        match (self.first_frame_at, self.last_frame_at) {
+            (Some(a), Some(b)) if self.video_frames > 1 && b > a => {
+                (self.video_frames - 1) as f64 / (b - a).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+#[allow(clippy::ref_option)] // serde's `serialize_with` hands over `&Option<_>`.
+fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0).round()),
+        None => s.serialize_none(),
+    }
+}
+
+struct Shared {
+    report: Mutex<ProbeReport>,
+    offered_at: Mutex<Option<Instant>>,
+    video_track: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+    on_video: Option<VideoSink>,
+    on_audio: Option<AudioSink>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProbeReport> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn since_offer(&self) -> Option<Duration> {
+        self.offered_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    fn frame(&self, au: Vec<u8>, rtp_timestamp: u32) {
+        let idr = h264::is_self_contained_idr(&au);
+        let now = Instant::now();
+        let mut r = self.lock();
+        r.keyframes += u64::from(idr);
+        if r.first_frame_idr_with_sps_pps.is_none() {
+            r.first_frame_idr_with_sps_pps = Some(idr);
+            r.first_frame_after_offer = self.since_offer();
+            r.first_frame_at = Some(now);
+        }
+        r.video_frames += 1;
+        r.last_frame_at = Some(now);
+        if r.video_timestamps.len() < TIMESTAMPS_KEPT {
+            r.video_timestamps.push(rtp_timestamp);
+        }
+        drop(r);
+        if let Some(sink) = &self.on_video {
+            sink(au);
+        }
+    }
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+    local: mpsc::UnboundedSender<Option<CandidateInit>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.local.send(Some(CandidateInit {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_mline_index: init.sdp_mline_index,
+                username_fragment: init.username_fragment,
+            }));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let since = self.shared.since_offer();
+        let mut r = self.shared.lock();
+        if state == RTCPeerConnectionState::Connected && r.connected_after_offer.is_none() {
+            r.connected_after_offer = since;
+        }
+        r.state = Some(state.to_string());
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let kind = track.kind().await;
+        if kind == RtpCodecKind::Video
+            && let Some(ssrc) = track.ssrcs().await.first().copied()
+        {
+            *self
+                .shared
+                .video_track
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((track.clone(), ssrc));
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut depacketizer = rtc::rtp::codec::h264::H264Packet::default();
+            let mut au: Vec<u8> = Vec::new();
+            while let Some(evt) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(packet) = evt else {
+                    continue;
+                };
+                if kind == RtpCodecKind::Audio {
+                    shared.lock().opus_packets += 1;
+                    if let Some(sink) = &shared.on_audio {
+                        sink(packet.payload.clone());
+                    }
+                    continue;
+                }
+                // A packet that does not depacketize (lost FU-A start, say) spoils its
+                // access unit: the frame is then incomplete and not counted.
+                match depacketizer.depacketize(&packet.payload) {
+                    Ok(nals) => au.extend_from_slice(&nals),
+                    Err(_) => au.clear(),
+                }
+                if packet.header.marker && !au.is_empty() {
+                    shared.frame(std::mem::take(&mut au), packet.header.timestamp);
+                }
+            }
+        });
+    }
+}
+
+/// A receive-only viewer on one webrtc-rs peer connection.
+pub struct ProbeViewer {
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<Shared>,
+}
+
+impl ProbeViewer {
+    /// Builds the peer connection with recvonly video and audio transceivers. Local ICE
+    /// candidates come out of the returned receiver as they are gathered (trickle ICE).
+    /// mDNS is off: probes run where multicast may not exist and edgecam never sends
+    /// `.local` candidates.
+    ///
+    /// # Errors
+    /// When webrtc-rs cannot build the connection or bind `udp_addrs`.
+    pub async fn new(
+        options: ProbeOptions,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Option<CandidateInit>>), ProbeError> {
+        let shared = Arc::new(Shared {
+            report: Mutex::default(),
+            offered_at: Mutex::default(),
+            video_track: Mutex::default(),
+            on_video: options.on_video,
+            on_audio: options.on_audio,
+        });
+        let (local, local_rx) = mpsc::unbounded_channel();
+        let mut engine = MediaEngine::default();
+        engine
+            .register_default_codecs()
+            .map_err(err("registering codecs"))?;
+        let registry = register_default_interceptors(Registry::new(), &mut engine)
+            .map_err(err("registering interceptors"))?;
+        let servers = options
+            .ice_servers
+            .into_iter()
+            .map(|(urls, username, credential)| RTCIceServer {
+                urls,
+                username,
+                credential,
+            })
+            .collect();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(servers)
+                    .build(),
+            )
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                    .build(),
+            )
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler {
+                shared: shared.clone(),
+                local,
+            }))
+            .with_udp_addrs(options.udp_addrs)
+            .build()
+            .await
+            .map_err(err("building the peer connection"))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+            pc.add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(err("adding a transceiver"))?;
+        }
+        Ok((Self { pc, shared }, local_rx))
+    }
+
+    /// Creates the SDP offer, applies it locally (starting ICE gathering) and returns
+    /// it. Time to first frame is measured from here.
+    ///
+    /// # Errors
+    /// When webrtc-rs cannot create or apply the offer.
+    pub async fn create_offer(&self) -> Result<String, ProbeError> {
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(err("creating the offer"))?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(err("applying the offer"))?;
+        let sdp = self
+            .pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or_default();
+        *self
+            .shared
+            .offered_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        Ok(sdp)
+    }
+
+    /// Applies the camera's SDP answer.
+    ///
+    /// # Errors
+    /// When the answer is not valid SDP or does not match the offer.
+    pub async fn apply_answer(&self, sdp: String) -> Result<(), ProbeError> {
+        let answer = RTCSessionDescription::answer(sdp).map_err(err("parsing the answer"))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(err("applying the answer"))
+    }
+
+    /// Adds a remote ICE candidate (`None` = end of candidates, which needs no action).
+    /// Call only after [`apply_answer`](Self::apply_answer).
+    ///
+    /// # Errors
+    /// When the candidate line does not parse.
+    pub async fn add_candidate(&self, candidate: Option<CandidateInit>) -> Result<(), ProbeError> {
+        let Some(c) = candidate else { return Ok(()) };
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid,
+                sdp_mline_index: c.sdp_mline_index,
+                username_fragment: c.username_fragment,
+                ..Default::default()
+            })
+            .await
+            .map_err(err("adding a remote candidate"))
+    }
+
+    /// A copy of what the probe saw so far.
+    pub fn report(&self) -> ProbeReport {
+        self.shared.lock().clone()
+    }
+
+    /// Sends an RTCP Picture Loss Indication (RFC 4585 §6.3.1) for the video track.
+    ///
+    /// # Errors
+    /// Before the video track arrived, or when the RTCP write fails.
+    pub async fn send_pli(&self) -> Result<(), ProbeError> {
+        let track = self
+            .shared
+            .video_track
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some((track, media_ssrc)) = track else {
+            return Err(ProbeError {
+                what: "sending a PLI",
+                source: webrtc::error::Error::Other("no video track yet".into()),
+            });
+        };
+        track
+            .write_rtcp(vec![Box::new(
+                rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                },
+            )])
+            .await
+            .map_err(err("sending a PLI"))
+    }
+
+    /// Closes the peer connection.
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
