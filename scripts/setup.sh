@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 BUILD_PKGS=(build-essential pkg-config libclang-dev clang libgstreamer1.0-dev
   libgstreamer-plugins-base1.0-dev libasound2-dev)
 RUN_PKGS=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-plugins-ugly gstreamer1.0-alsa gstreamer1.0-libcamera gstreamer1.0-tools)
+  gstreamer1.0-plugins-ugly gstreamer1.0-alsa gstreamer1.0-libcamera gstreamer1.0-tools
+  gstreamer1.0-x)
 TEST_PKGS=(mosquitto mosquitto-clients chromium iproute2 nodejs npm coturn nftables openssl faketime
-  systemd qemu-system-x86 mmdebstrap e2fsprogs)
+  systemd qemu-system-x86 mmdebstrap e2fsprogs qemu-user-static arch-test)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${TEST_PKGS[@]}"); fi

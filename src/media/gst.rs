@@ -55,6 +55,9 @@ pub fn probe_elements(probe: &mut Probe) {
     // nothing for libcamerasrc to open, even when the plugin is installed.
     probe.libcamerasrc = gst::ElementFactory::find("libcamerasrc").is_some()
         && super::devices::any_dev_node(std::path::Path::new("/dev"), |n| n.starts_with("media"));
+    probe.text_overlay = ["clockoverlay", "timeoverlay"]
+        .iter()
+        .all(|e| gst::ElementFactory::find(e).is_some());
     probe.v4l2h264enc = gst::ElementFactory::find("v4l2h264enc").is_some()
         && std::path::Path::new("/dev/video11").exists();
 }

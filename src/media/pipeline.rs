@@ -22,6 +22,9 @@ pub struct Probe {
     pub v4l2_formats: Vec<String>,
     /// The configured ALSA capture device can be opened.
     pub alsa_capture: bool,
+    /// `clockoverlay` and `timeoverlay` are registered (the `pango` plugin, Debian's
+    /// `gstreamer1.0-x`): the test pattern then shows wall-clock and running time.
+    pub text_overlay: bool,
 }
 
 /// The resolved video source.
@@ -156,7 +159,14 @@ pub fn describe(
         AudioSource::Auto if video_plan == VideoPlan::Test => AudioPlan::Test,
         AudioSource::Auto => AudioPlan::None,
     };
-    let launch = launch_line(video, audio, &video_plan, encoder, audio_plan);
+    let launch = launch_line(
+        video,
+        audio,
+        &video_plan,
+        encoder,
+        audio_plan,
+        probe.text_overlay,
+    );
     Ok(PipelineDesc {
         video: video_plan,
         encoder,
@@ -176,16 +186,27 @@ fn launch_line(
     video: &VideoPlan,
     encoder: EncoderPlan,
     audio: AudioPlan,
+    text_overlay: bool,
 ) -> String {
     let (w, h, fps) = (v.width, v.height, v.fps);
     let size = format!("width={w},height={h},framerate={fps}/1");
     let device = quoted(&v.device.display().to_string());
     let source = match video {
-        VideoPlan::Test => format!(
-            "videotestsrc is-live=true pattern=smpte horizontal-speed=4 ! video/x-raw,{size} \
-             ! clockoverlay time-format=\"%H:%M:%S\" halignment=right valignment=top font-desc=\"Sans 20\" \
-             ! timeoverlay halignment=left valignment=bottom font-desc=\"Sans 16\""
-        ),
+        VideoPlan::Test => {
+            let pattern = format!(
+                "videotestsrc is-live=true pattern=smpte horizontal-speed=4 ! video/x-raw,{size}"
+            );
+            // The clocks make latency visible by eye; without the plugin the pattern
+            // still moves, which is all a stream test needs.
+            if text_overlay {
+                format!(
+                    "{pattern} ! clockoverlay time-format=\"%H:%M:%S\" halignment=right valignment=top font-desc=\"Sans 20\" \
+                     ! timeoverlay halignment=left valignment=bottom font-desc=\"Sans 16\""
+                )
+            } else {
+                pattern
+            }
+        }
         VideoPlan::Libcamera => format!("libcamerasrc ! video/x-raw,{size},format=NV12"),
         VideoPlan::V4l2(V4l2Format::H264) => {
             format!("v4l2src device={device} ! video/x-h264,{size}")
@@ -253,6 +274,16 @@ mod tests {
         assert_eq!(d.encoder, EncoderPlan::X264);
         assert_eq!(d.audio, AudioPlan::Test);
         assert!(d.launch.starts_with("videotestsrc is-live=true"));
+        assert!(
+            !d.launch.contains("clockoverlay"),
+            "no pango plugin, no overlay"
+        );
+        let overlaid = Probe {
+            text_overlay: true,
+            ..probe()
+        };
+        let d2 = describe(&VideoConfig::default(), &AudioConfig::default(), &overlaid).unwrap();
+        assert!(d2.launch.contains("! clockoverlay ") && d2.launch.contains("! timeoverlay "));
         assert!(d.launch.contains(
             "x264enc tune=zerolatency speed-preset=ultrafast bitrate=2000 key-int-max=60"
         ));

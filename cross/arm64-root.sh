@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds (once) a minimal Debian bookworm arm64 root with the runtime packages the
+# edgecam .deb depends on, as a tarball, and prints its path. tests/cross.rs unpacks it,
+# installs the arm64 .deb with `dpkg -i` inside it (chroot, qemu-user through binfmt)
+# and runs edgecam there: the same steps as `apt install ./edgecam_*_arm64.deb` on a Pi.
+#
+# Needs root, mmdebstrap and qemu-user-static. The qemu-aarch64 binfmt handler is
+# registered when missing (what installing qemu-user-static does on a systemd host).
+# Cached under $EDGECAM_CROSS_CACHE (default /var/cache/edgecam-cross), keyed by the
+# hash of this script.
+set -euo pipefail
+
+PACKAGES=(libc6 libgcc-s1 libasound2 libglib2.0-0 libgstreamer1.0-0
+  libgstreamer-plugins-base1.0-0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-alsa adduser systemd)
+MIRROR="${EDGECAM_CROSS_MIRROR:-http://deb.debian.org/debian}"
+
+here="$(cd "$(dirname "$0")" && pwd)"
+key="$(sha256sum <"$here/arm64-root.sh" | cut -c1-12)"
+cache="${EDGECAM_CROSS_CACHE:-/var/cache/edgecam-cross}"
+out="$cache/arm64-root-$key.tar"
+if [[ -f "$out" ]]; then echo "$out"; exit 0; fi
+
+if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+  [[ -e /proc/sys/fs/binfmt_misc/register ]] ||
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  /usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf
+fi
+
+mkdir -p "$cache"
+exec 9>"$cache/lock"
+flock -w 900 9
+if [[ -f "$out" ]]; then echo "$out"; exit 0; fi
+started=$SECONDS
+mmdebstrap --architectures=arm64 --variant=minbase \
+  --include="$(IFS=,; echo "${PACKAGES[*]}")" \
+  bookworm "$out.tmp" "$MIRROR" >&2
+mv "$out.tmp" "$out"
+echo "arm64-root: built $out in $((SECONDS - started)) s ($(du -m "$out" | cut -f1) MiB)" >&2
+echo "$out"

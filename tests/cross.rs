@@ -1,0 +1,328 @@
+//! Raspberry Pi builds: the arm64 release binary built with the no-Docker recipe
+//! (`cross/build.sh`: Debian bookworm sysroot, Debian cross gcc), run under
+//! `qemu-aarch64-static` against that sysroot's glibc 2.36 and GStreamer 1.22, and the
+//! arm64 .deb checked and installed with `dpkg -i` into an arm64 Debian root.
+//!
+//! `scripts/test.sh` builds the artifacts before the suite (so the 5-minute build does
+//! not compete with timing-sensitive tests); run alone, this test builds them itself.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+const TARGET: &str = "aarch64-unknown-linux-gnu";
+/// Pi OS bookworm's glibc.
+const GLIBC_MAX: (u32, u32) = (2, 36);
+/// The size budget for the stripped arm64 binary.
+const SIZE_LIMIT: u64 = 10 * 1024 * 1024;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Artifacts {
+    binary: PathBuf,
+    deb: PathBuf,
+}
+
+/// Builds (or finds up to date) the arm64 binary and .deb, once per test process.
+fn artifacts() -> &'static Artifacts {
+    static ONCE: OnceLock<Artifacts> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let started = Instant::now();
+        let out = run(Command::new(repo().join("cross/package.sh")).arg(TARGET));
+        let stdout = text(&out);
+        let lines: Vec<&str> = stdout.lines().collect();
+        let [.., binary, deb] = lines.as_slice() else {
+            panic!("cross/package.sh printed {stdout:?}");
+        };
+        eprintln!(
+            "cross/package.sh {TARGET}: {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        Artifacts {
+            binary: PathBuf::from(binary),
+            deb: PathBuf::from(deb),
+        }
+    })
+}
+
+fn qemu(binary: &Path, args: &[&str]) -> Output {
+    Command::new(repo().join("cross/qemu.sh"))
+        .arg(TARGET)
+        .arg(binary)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("cross/qemu.sh runs")
+}
+
+/// The highest `GLIBC_x.y` symbol version the binary needs.
+fn glibc_needed(binary: &Path) -> (u32, u32) {
+    let out = run(Command::new("aarch64-linux-gnu-readelf").arg("-V").arg(binary));
+    text(&out)
+        .split(|c: char| c.is_whitespace())
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let mut parts = v.split('.').map(str::parse::<u32>);
+            Some((parts.next()?.ok()?, parts.next().unwrap_or(Ok(0)).ok()?))
+        })
+        .max()
+        .expect("binary needs versioned glibc symbols")
+}
+
+#[test]
+fn arm64_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
+    let a = artifacts();
+    let header = text(&run(Command::new("aarch64-linux-gnu-readelf")
+        .arg("-hd")
+        .arg(&a.binary)));
+    assert!(header.contains("AArch64"), "not an arm64 ELF:\n{header}");
+    for lib in [
+        "libgstreamer-1.0.so.0",
+        "libgstapp-1.0.so.0",
+        "libasound.so.2",
+    ] {
+        assert!(header.contains(lib), "{lib} not linked:\n{header}");
+    }
+    let glibc = glibc_needed(&a.binary);
+    assert!(
+        glibc <= GLIBC_MAX,
+        "needs GLIBC_{}.{}, Pi OS bookworm has 2.36",
+        glibc.0,
+        glibc.1
+    );
+    let size = std::fs::metadata(&a.binary).expect("binary").len();
+    let symbols = text(&run(Command::new("aarch64-linux-gnu-readelf")
+        .arg("-S")
+        .arg(&a.binary)));
+    assert!(
+        !symbols.contains(".symtab") && !symbols.contains(".debug_info"),
+        "binary is not stripped"
+    );
+    eprintln!(
+        "arm64 binary: {size} bytes ({:.1} MiB), needs GLIBC_{}.{}",
+        size as f64 / 1_048_576.0,
+        glibc.0,
+        glibc.1
+    );
+    assert!(size <= SIZE_LIMIT, "arm64 binary {size} bytes > 10 MiB");
+
+    let version = qemu(&a.binary, &["--version"]);
+    assert!(version.status.success(), "{version:?}");
+    assert_eq!(
+        text(&version).trim(),
+        format!("edgecam {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let check = qemu(
+        &a.binary,
+        &[
+            "--config",
+            repo().join("systemd/edgecam.toml").to_str().unwrap(),
+            "--check-config",
+        ],
+    );
+    assert!(
+        check.status.success() && text(&check).starts_with("configuration OK"),
+        "check-config under qemu: {}{}",
+        text(&check),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // x264 under qemu-user manages about 20 fps at 640x480; ask for 15.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("selftest.toml");
+    std::fs::write(
+        &config,
+        "[camera]\nid = \"qemu\"\n[video]\nwidth = 640\nheight = 480\nfps = 15\nbitrate_kbps = 1000\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let selftest = qemu(
+        &a.binary,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "selftest",
+            "--test-source",
+            "--seconds",
+            "4",
+            "--json",
+        ],
+    );
+    let elapsed = started.elapsed();
+    let report: Value = serde_json::from_slice(&selftest.stdout).unwrap_or_else(|e| {
+        panic!(
+            "selftest printed no JSON ({e}): {}\n{}",
+            text(&selftest),
+            String::from_utf8_lossy(&selftest.stderr)
+        )
+    });
+    eprintln!("arm64 selftest under qemu ({elapsed:.1?}): {report}");
+    assert!(selftest.status.success(), "selftest failed: {report}");
+    assert_eq!(report["failure"], Value::Null);
+    let viewer = &report["viewer"];
+    assert_eq!(viewer["first_frame_idr_with_sps_pps"], true, "{report}");
+    assert_eq!(viewer["state"], "connected", "{report}");
+    // 4 s at 15 fps is 60 frames; emulation may drop some, a dead path delivers none.
+    let frames = viewer["video_frames"].as_u64().unwrap_or(0);
+    assert!(frames >= 20, "only {frames} frames in 4 s: {report}");
+    assert!(
+        viewer["opus_packets"].as_u64().unwrap_or(0) >= 50,
+        "{report}"
+    );
+    assert!(
+        report["pipeline"]
+            .as_str()
+            .unwrap_or("")
+            .contains("encoder X264"),
+        "{report}"
+    );
+}
+
+fn deb_field<'a>(info: &'a str, field: &str) -> &'a str {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{field}: ")))
+        .unwrap_or_else(|| panic!("no {field} in\n{info}"))
+}
+
+#[test]
+fn arm64_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() {
+    let a = artifacts();
+    let info = text(&run(Command::new("dpkg-deb").arg("--info").arg(&a.deb)));
+    assert_eq!(deb_field(&info, "Package"), "edgecam");
+    assert_eq!(deb_field(&info, "Architecture"), "arm64");
+    assert_eq!(deb_field(&info, "Version"), format!("{}-1", env!("CARGO_PKG_VERSION")));
+    let depends = deb_field(&info, "Depends");
+    for dep in [
+        "libc6 (>= 2.34)",
+        "libgstreamer1.0-0 (>= 1.22)",
+        "gstreamer1.0-plugins-ugly (>= 1.22)",
+        "gstreamer1.0-plugins-bad (>= 1.22)",
+        "libasound2",
+        "adduser",
+    ] {
+        assert!(depends.contains(dep), "Depends lacks {dep}: {depends}");
+    }
+
+    let contents = text(&run(Command::new("dpkg-deb").arg("--contents").arg(&a.deb)));
+    let has = |path: &str| contents.lines().any(|l| l.ends_with(path));
+    for path in [
+        "./usr/bin/edgecam",
+        "./lib/systemd/system/edgecam.service",
+        "./etc/edgecam/edgecam.toml",
+        "./usr/share/edgecam/web/index.html",
+        "./usr/share/edgecam/web/viewer.js",
+        "./usr/share/edgecam/web/vendor/mqtt.min.js",
+        "./usr/share/doc/edgecam/install-on-raspberry-pi.md",
+        "./usr/share/doc/edgecam/systemd.md",
+    ] {
+        assert!(has(path), "{path} missing from the .deb:\n{contents}");
+    }
+    let binary_line = contents
+        .lines()
+        .find(|l| l.ends_with("./usr/bin/edgecam"))
+        .unwrap();
+    assert!(binary_line.starts_with("-rwxr-xr-x"), "{binary_line}");
+
+    let control = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb")
+        .arg("--control")
+        .arg(&a.deb)
+        .arg(control.path()));
+    let read = |name: &str| std::fs::read_to_string(control.path().join(name)).unwrap_or_default();
+    assert!(
+        read("conffiles").lines().any(|l| l == "/etc/edgecam/edgecam.toml"),
+        "config is not a conffile: {}",
+        read("conffiles")
+    );
+    let postinst = read("postinst");
+    assert!(postinst.contains("adduser --system"), "{postinst}");
+    // Installed, not started: the default config is a demo, not this camera's.
+    for forbidden in ["systemctl start", "deb-systemd-invoke start", "deb-systemd-helper enable"] {
+        assert!(!postinst.contains(forbidden), "postinst runs `{forbidden}`:\n{postinst}");
+    }
+}
+
+#[test]
+fn arm64_deb_installs_into_an_arm64_root_and_runs_there() {
+    let a = artifacts();
+    let tarball = text(&run(&mut Command::new(repo().join("cross/arm64-root.sh"))));
+    let tarball = tarball.trim();
+    let root = tempfile::tempdir().unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(root.path()));
+    std::fs::copy(&a.deb, root.path().join("tmp/edgecam.deb")).unwrap();
+    let chroot = |args: &[&str]| {
+        Command::new("chroot")
+            .arg(root.path())
+            .args(args)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .expect("chroot")
+    };
+    let install = chroot(&["dpkg", "-i", "/tmp/edgecam.deb"]);
+    let log = format!(
+        "{}{}",
+        text(&install),
+        String::from_utf8_lossy(&install.stderr)
+    );
+    eprintln!("dpkg -i in the arm64 root:\n{log}");
+    assert!(install.status.success(), "dpkg -i failed:\n{log}");
+    assert!(log.contains("edgecam is installed but not started"), "{log}");
+
+    let status = chroot(&["dpkg-query", "-W", "-f=${Status} ${Architecture}", "edgecam"]);
+    assert_eq!(text(&status), "install ok installed arm64");
+    let version = chroot(&["edgecam", "--version"]);
+    assert!(version.status.success(), "{version:?}");
+    assert_eq!(
+        text(&version).trim(),
+        format!("edgecam {}", env!("CARGO_PKG_VERSION"))
+    );
+    let id = text(&chroot(&["id", "edgecam"]));
+    for group in ["video", "audio"] {
+        assert!(id.contains(&format!("({group})")), "edgecam not in {group}: {id}");
+    }
+    let enabled = chroot(&["systemctl", "is-enabled", "edgecam.service"]);
+    assert_eq!(text(&enabled).trim(), "disabled", "{enabled:?}");
+    let check = chroot(&[
+        "edgecam",
+        "--config",
+        "/etc/edgecam/edgecam.toml",
+        "--check-config",
+    ]);
+    assert!(
+        text(&check).starts_with("configuration OK"),
+        "{}{}",
+        text(&check),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let remove = chroot(&["dpkg", "--purge", "edgecam"]);
+    assert!(remove.status.success(), "{remove:?}");
+    assert!(!root.path().join("usr/bin/edgecam").exists());
+}
