@@ -1,29 +1,20 @@
 //! A webrtc-rs test viewer speaking the signaling contract over MQTT (rumqttc), and a
-//! raw signaling client for bad-input tests. Received H.264 is depacketized into access
-//! units and decoded by `openh264dec`; Opus packets are decoded by `opusdec`.
+//! raw signaling client for bad-input tests. The WebRTC side is edgecam's
+//! `peer::probe::ProbeViewer` (depacketizes H.264 into access units, counts frames);
+//! access units are decoded by `openh264dec`, Opus packets by `opusdec`.
 
 use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use rtc::ice::mdns::MulticastDnsMode;
-use rtc::rtp::packetizer::Depacketizer as _;
-use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
-use rtc::rtp_transceiver::RTCRtpTransceiverInit;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use edgecam::peer::probe::{ProbeOptions, ProbeViewer};
+use edgecam::signaling::protocol::CandidateInit;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
-};
 
 /// A raw MQTT client on one session's topics.
 pub struct Signal {
@@ -218,75 +209,6 @@ pub struct Report {
     pub remote_candidates: Vec<String>,
 }
 
-type VideoTrack = Arc<Mutex<Option<(Arc<dyn TrackRemote>, u32)>>>;
-
-struct Handler {
-    video_track: VideoTrack,
-    local: mpsc::UnboundedSender<Option<RTCIceCandidateInit>>,
-    report: Arc<Mutex<Report>>,
-    offered_at: Arc<Mutex<Option<Instant>>>,
-    decoders: Decoders,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.local.send(Some(init));
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        self.report.lock().unwrap().state = Some(state.to_string());
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let kind = track.kind().await;
-        if kind == RtpCodecKind::Video
-            && let Some(ssrc) = track.ssrcs().await.first().copied()
-        {
-            *self.video_track.lock().unwrap() = Some((track.clone(), ssrc));
-        }
-        let report = self.report.clone();
-        let offered_at = self.offered_at.clone();
-        let decoders = self.decoders.clone();
-        tokio::spawn(async move {
-            let mut depacketizer = rtc::rtp::codec::h264::H264Packet::default();
-            let mut au: Vec<u8> = Vec::new();
-            while let Some(evt) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(packet) = evt else {
-                    continue;
-                };
-                if kind == RtpCodecKind::Audio {
-                    report.lock().unwrap().opus_packets += 1;
-                    decoders.push_audio(packet.payload.clone());
-                    continue;
-                }
-                if let Ok(nals) = depacketizer.depacketize(&packet.payload) {
-                    au.extend_from_slice(&nals);
-                }
-                if packet.header.marker && !au.is_empty() {
-                    let frame = std::mem::take(&mut au);
-                    let idr = edgecam::media::h264::is_self_contained_idr(&frame);
-                    let mut r = report.lock().unwrap();
-                    r.keyframes += u64::from(idr);
-                    if r.first_frame_idr_with_sps_pps.is_none() {
-                        r.first_frame_idr_with_sps_pps =
-                            Some(edgecam::media::h264::is_self_contained_idr(&frame));
-                        r.first_frame_after_offer = offered_at.lock().unwrap().map(|t| t.elapsed());
-                    }
-                    r.video_frames += 1;
-                    if r.video_timestamps.len() < 64 {
-                        r.video_timestamps.push(packet.header.timestamp);
-                    }
-                    drop(r);
-                    decoders.push_video(frame);
-                }
-            }
-        });
-    }
-}
-
 /// GStreamer decoders the viewer feeds.
 #[derive(Clone)]
 struct Decoders {
@@ -372,19 +294,27 @@ impl Drop for Decoders {
     }
 }
 
-/// A webrtc-rs viewer on one session.
+/// A webrtc-rs viewer on one session: edgecam's own [`ProbeViewer`] with MQTT
+/// signaling per the contract and GStreamer decoders behind it.
 pub struct Viewer {
     /// Session id.
     pub session: String,
-    pc: Arc<dyn PeerConnection>,
-    report: Arc<Mutex<Report>>,
+    probe: Arc<ProbeViewer>,
+    signaling: Arc<Mutex<Signaling>>,
     video_decoded: Arc<AtomicU64>,
     audio_decoded: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     signal_tx: AsyncClient,
     to_camera: String,
-    video_track: VideoTrack,
     _decoders: Decoders,
+}
+
+/// What arrived over signaling.
+#[derive(Default)]
+struct Signaling {
+    ended: Vec<Value>,
+    answer: Option<String>,
+    remote_candidates: Vec<String>,
 }
 
 impl Viewer {
@@ -399,66 +329,32 @@ impl Viewer {
     /// counted (a light load viewer for benchmarks).
     pub async fn connect_with(port: u16, camera: &str, session: &str, decode: bool) -> Self {
         let mut signal = Signal::connect(port, camera, session, &[]).await;
-        let report = Arc::new(Mutex::new(Report::default()));
         let video_decoded = Arc::new(AtomicU64::new(0));
         let audio_decoded = Arc::new(AtomicU64::new(0));
         let decoders = Decoders::new(video_decoded.clone(), audio_decoded.clone(), decode);
-        let offered_at = Arc::new(Mutex::new(None));
-        let (local_tx, mut local_rx) = mpsc::unbounded_channel();
-        let video_track: VideoTrack = Arc::new(Mutex::new(None));
-        let mut engine = MediaEngine::default();
-        engine.register_default_codecs().unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
-        // The camera never sends `.local` candidates, and mDNS needs a multicast-capable
-        // interface, which the device-lab VM (loopback only) does not have.
-        let setting_engine =
-            SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(setting_engine.build())
-            .with_media_engine(engine)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler {
-                video_track: video_track.clone(),
-                local: local_tx,
-                report: report.clone(),
-                offered_at: offered_at.clone(),
-                decoders: decoders.clone(),
-            }))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-            .build()
-            .await
-            .expect("viewer peer connection");
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-            pc.add_transceiver_from_kind(
-                kind,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .expect("transceiver");
-        }
-        let offer = pc.create_offer(None).await.expect("offer");
-        pc.set_local_description(offer).await.expect("set local");
-        let sdp = pc.local_description().await.expect("local description").sdp;
-        *offered_at.lock().unwrap() = Some(Instant::now());
+        let (video_sink, audio_sink) = (decoders.clone(), decoders.clone());
+        let (probe, mut local_rx) = ProbeViewer::new(ProbeOptions {
+            udp_addrs: vec!["127.0.0.1:0".to_owned()],
+            on_video: Some(Box::new(move |au| video_sink.push_video(au))),
+            on_audio: Some(Box::new(move |p| audio_sink.push_audio(p))),
+            ..ProbeOptions::default()
+        })
+        .await
+        .expect("viewer peer connection");
+        let probe = Arc::new(probe);
+        let sdp = probe.create_offer().await.expect("offer");
         signal.send(&json!({"type": "offer", "sdp": sdp})).await;
 
         let to_camera = signal.to_camera.clone();
         let client = signal.client.clone();
+        let signaling = Arc::new(Mutex::new(Signaling::default()));
         let mut tasks = Vec::new();
         {
             let client = client.clone();
             let topic = to_camera.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(c) = local_rx.recv().await {
-                    let candidate = c.map(|c: RTCIceCandidateInit| {
-                        json!({"candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index})
-                    });
-                    let msg = json!({"type": "candidate", "candidate": candidate});
+                    let msg = json!({"type": "candidate", "candidate": c});
                     let _ = client
                         .publish(&topic, QoS::AtLeastOnce, false, serde_json::to_vec(&msg).unwrap())
                         .await;
@@ -466,8 +362,8 @@ impl Viewer {
             }));
         }
         {
-            let pc = pc.clone();
-            let report = report.clone();
+            let probe = probe.clone();
+            let signaling = signaling.clone();
             tasks.push(tokio::spawn(async move {
                 let mut pending = Vec::new();
                 let mut remote_set = false;
@@ -475,46 +371,31 @@ impl Viewer {
                     match msg["type"].as_str() {
                         Some("answer") => {
                             let sdp = msg["sdp"].as_str().unwrap_or_default().to_owned();
-                            report.lock().unwrap().answer = Some(sdp.clone());
-                            let answer = RTCSessionDescription::answer(sdp).expect("answer sdp");
-                            pc.set_remote_description(answer).await.expect("set remote");
+                            signaling.lock().unwrap().answer = Some(sdp.clone());
+                            probe.apply_answer(sdp).await.expect("apply answer");
                             remote_set = true;
                             for c in pending.drain(..) {
-                                let _ = pc.add_ice_candidate(c).await;
+                                let _ = probe.add_candidate(Some(c)).await;
                             }
                         }
                         Some("candidate") => {
-                            if let Some(c) = msg["candidate"].as_object() {
-                                if let Some(line) = c["candidate"].as_str() {
-                                    report
-                                        .lock()
-                                        .unwrap()
-                                        .remote_candidates
-                                        .push(line.to_owned());
-                                }
-                                let init = RTCIceCandidateInit {
-                                    candidate: c["candidate"]
-                                        .as_str()
-                                        .unwrap_or_default()
-                                        .to_owned(),
-                                    sdp_mid: c
-                                        .get("sdpMid")
-                                        .and_then(Value::as_str)
-                                        .map(str::to_owned),
-                                    sdp_mline_index: c
-                                        .get("sdpMLineIndex")
-                                        .and_then(Value::as_u64)
-                                        .map(|v| v as u16),
-                                    ..Default::default()
-                                };
-                                if remote_set {
-                                    let _ = pc.add_ice_candidate(init).await;
-                                } else {
-                                    pending.push(init);
-                                }
+                            let Ok(c) =
+                                serde_json::from_value::<CandidateInit>(msg["candidate"].clone())
+                            else {
+                                continue;
+                            };
+                            signaling
+                                .lock()
+                                .unwrap()
+                                .remote_candidates
+                                .push(c.candidate.clone());
+                            if remote_set {
+                                let _ = probe.add_candidate(Some(c)).await;
+                            } else {
+                                pending.push(c);
                             }
                         }
-                        Some("error") | Some("bye") => report.lock().unwrap().ended.push(msg),
+                        Some("error") | Some("bye") => signaling.lock().unwrap().ended.push(msg),
                         _ => {}
                     }
                 }
@@ -522,39 +403,40 @@ impl Viewer {
         }
         Self {
             session: session.to_owned(),
-            pc,
-            report,
+            probe,
+            signaling,
             video_decoded,
             audio_decoded,
             tasks,
             signal_tx: client,
             to_camera,
-            video_track,
             _decoders: decoders,
         }
     }
 
     /// Sends an RTCP Picture Loss Indication (RFC 4585 §6.3.1) for the video track.
     pub async fn send_pli(&self) {
-        let track = self.video_track.lock().unwrap().clone();
-        let (track, media_ssrc) = track.expect("video track received");
-        track
-            .write_rtcp(vec![Box::new(
-                rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
-                    sender_ssrc: 0,
-                    media_ssrc,
-                },
-            )])
-            .await
-            .expect("write PLI");
+        self.probe.send_pli().await.expect("write PLI");
     }
 
     /// A copy of what the viewer saw so far.
     pub fn report(&self) -> Report {
-        let mut r = self.report.lock().unwrap().clone();
-        r.decoded_video = self.video_decoded.load(Ordering::Relaxed);
-        r.decoded_audio = self.audio_decoded.load(Ordering::Relaxed);
-        r
+        let p = self.probe.report();
+        let s = self.signaling.lock().unwrap();
+        Report {
+            video_frames: p.video_frames,
+            first_frame_idr_with_sps_pps: p.first_frame_idr_with_sps_pps,
+            decoded_video: self.video_decoded.load(Ordering::Relaxed),
+            opus_packets: p.opus_packets,
+            decoded_audio: self.audio_decoded.load(Ordering::Relaxed),
+            first_frame_after_offer: p.first_frame_after_offer,
+            ended: s.ended.clone(),
+            state: p.state,
+            answer: s.answer.clone(),
+            video_timestamps: p.video_timestamps,
+            keyframes: p.keyframes,
+            remote_candidates: s.remote_candidates.clone(),
+        }
     }
 
     /// Polls the report until `pred` holds, at most `limit`; returns the last report.
@@ -587,7 +469,7 @@ impl Viewer {
                 br#"{"type":"bye"}"#.to_vec(),
             )
             .await;
-        let _ = self.pc.close().await;
+        self.probe.close().await;
     }
 }
 
