@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Builds (once) a minimal Debian bookworm arm64 root with the runtime packages the
-# edgecam .deb depends on, as a tarball, and prints its path. tests/cross.rs unpacks it,
-# installs the arm64 .deb with `dpkg -i` inside it (chroot, qemu-user through binfmt)
+# Builds (once) a minimal Debian bookworm arm64 root directory with the runtime packages
+# the edgecam .deb depends on, and prints its path. tests/cross.rs copies it, installs the arm64 .deb with `dpkg -i` inside it (chroot, qemu-user through binfmt)
 # and runs edgecam there: the same steps as `apt install ./edgecam_*_arm64.deb` on a Pi.
 #
 # Needs root, mmdebstrap and qemu-user-static. The qemu-aarch64 binfmt handler is
@@ -18,23 +17,26 @@ MIRROR="${EDGECAM_CROSS_MIRROR:-http://deb.debian.org/debian}"
 here="$(cd "$(dirname "$0")" && pwd)"
 key="$(sha256sum <"$here/arm64-root.sh" | cut -c1-12)"
 cache="${EDGECAM_CROSS_CACHE:-/var/cache/edgecam-cross}"
-out="$cache/arm64-root-$key.tar"
-if [[ -f "$out" ]]; then echo "$out"; exit 0; fi
-
+out="$cache/arm64-root-$key"
+# Needed to build the root and to chroot into it later, so also when it is cached.
 if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
   [[ -e /proc/sys/fs/binfmt_misc/register ]] ||
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   /usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf
 fi
+if [[ -f "$out.done" ]]; then echo "$out"; exit 0; fi
 
 mkdir -p "$cache"
 exec 9>"$cache/lock"
 flock -w 900 9
-if [[ -f "$out" ]]; then echo "$out"; exit 0; fi
+rm -rf "$out.tmp"
+if [[ -f "$out.done" ]]; then echo "$out"; exit 0; fi
 started=$SECONDS
 mmdebstrap --architectures=arm64 --variant=minbase \
   --include="$(IFS=,; echo "${PACKAGES[*]}")" \
   bookworm "$out.tmp" "$MIRROR" >&2
+rm -rf "$out"
 mv "$out.tmp" "$out"
-echo "arm64-root: built $out in $((SECONDS - started)) s ($(du -m "$out" | cut -f1) MiB)" >&2
+touch "$out.done"
+echo "arm64-root: built $out in $((SECONDS - started)) s ($(du -sm "$out" | cut -f1) MiB)" >&2
 echo "$out"

@@ -79,7 +79,9 @@ fn qemu(binary: &Path, args: &[&str]) -> Output {
 
 /// The highest `GLIBC_x.y` symbol version the binary needs.
 fn glibc_needed(binary: &Path) -> (u32, u32) {
-    let out = run(Command::new("aarch64-linux-gnu-readelf").arg("-V").arg(binary));
+    let out = run(Command::new("aarch64-linux-gnu-readelf")
+        .arg("-V")
+        .arg(binary));
     text(&out)
         .split(|c: char| c.is_whitespace())
         .filter_map(|w| w.strip_prefix("GLIBC_"))
@@ -213,7 +215,10 @@ fn arm64_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() 
     let info = text(&run(Command::new("dpkg-deb").arg("--info").arg(&a.deb)));
     assert_eq!(deb_field(&info, "Package"), "edgecam");
     assert_eq!(deb_field(&info, "Architecture"), "arm64");
-    assert_eq!(deb_field(&info, "Version"), format!("{}-1", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        deb_field(&info, "Version"),
+        format!("{}-1", env!("CARGO_PKG_VERSION"))
+    );
     let depends = deb_field(&info, "Depends");
     for dep in [
         "libc6 (>= 2.34)",
@@ -253,28 +258,35 @@ fn arm64_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() 
         .arg(control.path()));
     let read = |name: &str| std::fs::read_to_string(control.path().join(name)).unwrap_or_default();
     assert!(
-        read("conffiles").lines().any(|l| l == "/etc/edgecam/edgecam.toml"),
+        read("conffiles")
+            .lines()
+            .any(|l| l == "/etc/edgecam/edgecam.toml"),
         "config is not a conffile: {}",
         read("conffiles")
     );
     let postinst = read("postinst");
     assert!(postinst.contains("adduser --system"), "{postinst}");
     // Installed, not started: the default config is a demo, not this camera's.
-    for forbidden in ["systemctl start", "deb-systemd-invoke start", "deb-systemd-helper enable"] {
-        assert!(!postinst.contains(forbidden), "postinst runs `{forbidden}`:\n{postinst}");
+    for forbidden in [
+        "systemctl start",
+        "deb-systemd-invoke start",
+        "deb-systemd-helper enable",
+    ] {
+        assert!(
+            !postinst.contains(forbidden),
+            "postinst runs `{forbidden}`:\n{postinst}"
+        );
     }
 }
 
 #[test]
 fn arm64_deb_installs_into_an_arm64_root_and_runs_there() {
     let a = artifacts();
-    let tarball = text(&run(&mut Command::new(repo().join("cross/arm64-root.sh"))));
-    let tarball = tarball.trim();
+    let cached = text(&run(&mut Command::new(repo().join("cross/arm64-root.sh"))));
     let root = tempfile::tempdir().unwrap();
-    run(Command::new("tar")
-        .arg("-xf")
-        .arg(tarball)
-        .arg("-C")
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", cached.trim()))
         .arg(root.path()));
     std::fs::copy(&a.deb, root.path().join("tmp/edgecam.deb")).unwrap();
     let chroot = |args: &[&str]| {
@@ -293,9 +305,17 @@ fn arm64_deb_installs_into_an_arm64_root_and_runs_there() {
     );
     eprintln!("dpkg -i in the arm64 root:\n{log}");
     assert!(install.status.success(), "dpkg -i failed:\n{log}");
-    assert!(log.contains("edgecam is installed but not started"), "{log}");
+    assert!(
+        log.contains("edgecam is installed but not started"),
+        "{log}"
+    );
 
-    let status = chroot(&["dpkg-query", "-W", "-f=${Status} ${Architecture}", "edgecam"]);
+    let status = chroot(&[
+        "dpkg-query",
+        "-W",
+        "-f=${Status} ${Architecture}",
+        "edgecam",
+    ]);
     assert_eq!(text(&status), "install ok installed arm64");
     let version = chroot(&["edgecam", "--version"]);
     assert!(version.status.success(), "{version:?}");
@@ -305,7 +325,10 @@ fn arm64_deb_installs_into_an_arm64_root_and_runs_there() {
     );
     let id = text(&chroot(&["id", "edgecam"]));
     for group in ["video", "audio"] {
-        assert!(id.contains(&format!("({group})")), "edgecam not in {group}: {id}");
+        assert!(
+            id.contains(&format!("({group})")),
+            "edgecam not in {group}: {id}"
+        );
     }
     let enabled = chroot(&["systemctl", "is-enabled", "edgecam.service"]);
     assert_eq!(text(&enabled).trim(), "disabled", "{enabled:?}");

@@ -4,11 +4,11 @@
 //! access units are decoded by `openh264dec`, Opus packets by `opusdec`.
 
 use bytes::Bytes;
+use edgecam::peer::probe::{ProbeOptions, ProbeViewer};
+use edgecam::signaling::protocol::CandidateInit;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use edgecam::peer::probe::{ProbeOptions, ProbeViewer};
-use edgecam::signaling::protocol::CandidateInit;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -356,7 +356,12 @@ impl Viewer {
                 while let Some(c) = local_rx.recv().await {
                     let msg = json!({"type": "candidate", "candidate": c});
                     let _ = client
-                        .publish(&topic, QoS::AtLeastOnce, false, serde_json::to_vec(&msg).unwrap())
+                        .publish(
+                            &topic,
+                            QoS::AtLeastOnce,
+                            false,
+                            serde_json::to_vec(&msg).unwrap(),
+                        )
                         .await;
                 }
             }));
