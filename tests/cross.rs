@@ -185,13 +185,13 @@ fn arm64_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
     assert!(selftest.status.success(), "selftest failed: {report}");
     assert_eq!(report["failure"], Value::Null);
     let viewer = &report["viewer"];
-    assert_eq!(viewer["first_frame_idr_with_sps_pps"], true, "{report}");
+    assert_eq!(viewer["firstFrameIdrWithSpsPps"], true, "{report}");
     assert_eq!(viewer["state"], "connected", "{report}");
     // 4 s at 15 fps is 60 frames; emulation may drop some, a dead path delivers none.
-    let frames = viewer["video_frames"].as_u64().unwrap_or(0);
+    let frames = viewer["videoFrames"].as_u64().unwrap_or(0);
     assert!(frames >= 20, "only {frames} frames in 4 s: {report}");
     assert!(
-        viewer["opus_packets"].as_u64().unwrap_or(0) >= 50,
+        viewer["opusPackets"].as_u64().unwrap_or(0) >= 50,
         "{report}"
     );
     assert!(
@@ -235,7 +235,7 @@ fn arm64_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() 
     let has = |path: &str| contents.lines().any(|l| l.ends_with(path));
     for path in [
         "./usr/bin/edgecam",
-        "./lib/systemd/system/edgecam.service",
+        "./usr/lib/systemd/system/edgecam.service",
         "./etc/edgecam/edgecam.toml",
         "./usr/share/edgecam/web/index.html",
         "./usr/share/edgecam/web/viewer.js",
@@ -266,15 +266,37 @@ fn arm64_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() 
     );
     let postinst = read("postinst");
     assert!(postinst.contains("adduser --system"), "{postinst}");
-    // Installed, not started: the default config is a demo, not this camera's.
+    // Installed, not started: the default config is a demo, not this camera's. An
+    // upgrade may re-create the links of a unit the owner enabled (`was-enabled`) and
+    // `try-restart` a running one; nothing starts or enables it on its own.
+    let lines: Vec<&str> = postinst
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
     for forbidden in [
         "systemctl start",
+        "systemctl enable",
         "deb-systemd-invoke start",
-        "deb-systemd-helper enable",
+        "_dh_action=start",
     ] {
         assert!(
-            !postinst.contains(forbidden),
+            !lines.iter().any(|l| l.starts_with(forbidden)),
             "postinst runs `{forbidden}`:\n{postinst}"
+        );
+    }
+    // `deb-systemd-helper enable` only for a unit this package installed before (an
+    // upgrade keeping the owner's choice); `was-enabled` alone is true on a first install.
+    let enable = lines
+        .iter()
+        .position(|l| l.starts_with("deb-systemd-helper enable"));
+    let guard = lines
+        .iter()
+        .position(|l| l.contains("deb-systemd-helper debian-installed"));
+    if let Some(enable) = enable {
+        assert!(
+            guard.is_some_and(|g| g < enable),
+            "postinst enables the unit on a first install:\n{postinst}"
         );
     }
 }

@@ -57,8 +57,9 @@ pub struct ProbeOptions {
     pub on_audio: Option<AudioSink>,
 }
 
-/// What the probe saw so far.
+/// What the probe saw so far (JSON: camelCase, durations as `…Ms` in ms).
 #[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ProbeReport {
     /// Complete H.264 access units (frames) received.
     pub video_frames: u64,
@@ -67,10 +68,10 @@ pub struct ProbeReport {
     /// Whether the first access unit was an IDR with SPS and PPS.
     pub first_frame_idr_with_sps_pps: Option<bool>,
     /// Time from [`ProbeViewer::create_offer`] to the first complete access unit.
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "millis", rename = "firstFrameAfterOfferMs")]
     pub first_frame_after_offer: Option<Duration>,
     /// Time from [`ProbeViewer::create_offer`] to the peer connection state `connected`.
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "millis", rename = "connectedAfterOfferMs")]
     pub connected_after_offer: Option<Duration>,
     /// Opus packets received.
     pub opus_packets: u64,
