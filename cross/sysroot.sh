@@ -41,7 +41,6 @@ RUN_PKGS=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugi
 pkgs=("${BUILD_PKGS[@]}")
 $build_only || pkgs+=("${RUN_PKGS[@]}")
 MIRROR="${EDGECAM_CROSS_MIRROR:-http://deb.debian.org/debian}"
-SECURITY="${EDGECAM_CROSS_SECURITY:-http://deb.debian.org/debian-security}"
 
 here="$(cd "$(dirname "$0")" && pwd)"
 key="$( (cat "$here/sysroot.sh"; echo "${pkgs[*]} $MIRROR") | sha256sum | cut -c1-12)"
@@ -62,17 +61,26 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/state/lists/partial" "$work/cache/archives/partial" "$work/parts" "$work/root"
 touch "$work/state/status"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+# bookworm and its point-release updates. Security updates do not change a library's ABI
+# (what linking needs), and leaving their suite out keeps one flaky index fewer.
 cat >"$work/sources.list" <<EOF
 deb [arch=$arch signed-by=$keyring] $MIRROR bookworm main
 deb [arch=$arch signed-by=$keyring] $MIRROR bookworm-updates main
-deb [arch=$arch signed-by=$keyring] $SECURITY bookworm-security main
 EOF
 apt_opts=(-o "APT::Architecture=$arch" -o "APT::Architectures=$arch"
   -o "Dir::State=$work/state" -o "Dir::State::status=$work/state/status"
   -o "Dir::Cache=$work/cache" -o "Dir::Etc::SourceList=$work/sources.list"
   -o "Dir::Etc::SourceParts=$work/parts" -o "Dir::Etc::PreferencesParts=$work/parts"
-  -o "Debug::NoLocking=1" -o "APT::Install-Recommends=false" -o "APT::Sandbox::User=root" -q)
-apt-get "${apt_opts[@]}" update >&2
+  -o "Debug::NoLocking=1" -o "APT::Install-Recommends=false" -o "APT::Sandbox::User=root"
+  -o "Acquire::Retries=3" -o "Acquire::By-Hash=force" -q)
+# Index files by hash (immutable URLs): a mirror mid-sync, or a caching proxy holding a
+# stale Packages file, otherwise fails the hash check again and again. And should an
+# update still fail, try the whole update again a little later.
+for attempt in 1 2 3; do
+  if apt-get "${apt_opts[@]}" update >&2; then break; fi
+  ((attempt < 3)) || { echo "sysroot: apt-get update failed 3 times" >&2; exit 1; }
+  sleep $((attempt * 15))
+done
 apt-get "${apt_opts[@]}" install -y --download-only "${pkgs[@]}" >&2
 
 debs=("$work"/cache/archives/*.deb)

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, checks formatting and lints, then runs
 # unit, integration (Mosquitto, GStreamer, webrtc-rs), browser (Chromium), device-lab
-# (QEMU) and Raspberry Pi cross-build (arm64 under qemu-user, .deb) tests.
+# (QEMU) and Raspberry Pi cross-build (arm64 and armhf under qemu-user, .debs) tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-# The arm64 release binary, its .deb and the arm64 root tests/cross.rs installs it into:
-# built up front so these CPU-heavy minutes do not overlap timing-sensitive tests.
+# The arm64 and armhf release binaries, their .debs and the arm64 root tests/cross.rs
+# installs into: built up front so these CPU-heavy minutes do not overlap
+# timing-sensitive tests.
 cross/package.sh aarch64-unknown-linux-gnu >/dev/null
+cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null
 cross/arm64-root.sh >/dev/null
 # Integration tests start real processes and WebRTC stacks; two at a time suits 2 cores.
 cargo test --all-targets -- --test-threads=2

@@ -37,8 +37,8 @@ enum Command {
     /// Test the media path on this machine: capture → encoder → a viewer session → a
     /// loopback WebRTC viewer; reports frames received. No broker or network needed.
     Selftest {
-        /// Seconds to receive once connected.
-        #[arg(long, default_value_t = 5)]
+        /// Seconds to receive once connected (1–3600).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
         seconds: u64,
         /// Use the test pattern and tone instead of the configured camera and microphone.
         #[arg(long)]

@@ -234,3 +234,47 @@ async fn receive(
     probe.close().await;
     outcome.map(|()| (start_to_first_frame, report, peers.latency().summary()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(frames: u64, idr: Option<bool>, opus: u64, audio_expected: bool) -> SelftestReport {
+        let mut r = SelftestReport {
+            pipeline: "video test pattern, encoder X264, audio test tone".into(),
+            start_to_first_frame_ms: 100.0,
+            viewer: ProbeReport {
+                video_frames: frames,
+                first_frame_idr_with_sps_pps: idr,
+                opus_packets: opus,
+                ..ProbeReport::default()
+            },
+            fps: 30.0,
+            capture_to_rtp: LatencySummary {
+                count: frames,
+                p50_ms: 5.0,
+                p99_ms: 9.0,
+                max_ms: 10.0,
+            },
+            audio_expected,
+            failure: None,
+        };
+        r.judge();
+        r
+    }
+
+    #[test]
+    fn passes_only_with_frames_an_idr_first_and_audio_when_expected() {
+        assert!(report(60, Some(true), 100, true).passed());
+        assert!(report(60, Some(true), 0, false).passed());
+        let none = report(0, None, 100, true);
+        assert_eq!(none.failure.as_deref(), Some("no video frame received"));
+        assert!(!report(60, Some(false), 100, true).passed());
+        let mute = report(60, Some(true), 0, true);
+        assert_eq!(mute.failure.as_deref(), Some("no Opus packet received"));
+        assert!(
+            mute.to_string()
+                .ends_with("selftest FAILED: no Opus packet received")
+        );
+    }
+}

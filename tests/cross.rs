@@ -1,9 +1,9 @@
-//! Raspberry Pi builds: the arm64 release binary built with the no-Docker recipe
-//! (`cross/build.sh`: Debian bookworm sysroot, Debian cross gcc), run under
-//! `qemu-aarch64-static` against that sysroot's glibc 2.36 and GStreamer 1.22, and the
-//! arm64 .deb checked and installed with `dpkg -i` into an arm64 Debian root.
+//! Raspberry Pi builds: the arm64 and armhf release binaries built with the no-Docker
+//! recipe (`cross/build.sh`: Debian bookworm sysroot, Debian cross gcc), run under
+//! qemu-user against that sysroot's glibc 2.36 and GStreamer 1.22; their .debs checked,
+//! and the arm64 one installed with `dpkg -i` into an arm64 Debian root.
 //!
-//! `scripts/test.sh` builds the artifacts before the suite (so the 5-minute build does
+//! `scripts/test.sh` builds the artifacts before the suite (so the multi-minute builds do
 //! not compete with timing-sensitive tests); run alone, this test builds them itself.
 
 use serde_json::Value;
@@ -12,10 +12,33 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-const TARGET: &str = "aarch64-unknown-linux-gnu";
+/// A Raspberry Pi target and how to look at its binaries.
+struct Target {
+    /// Rust target triple.
+    triple: &'static str,
+    /// Debian architecture.
+    arch: &'static str,
+    /// binutils' `readelf` for it.
+    readelf: &'static str,
+    /// What `readelf -h` calls the machine.
+    machine: &'static str,
+}
+
+const ARM64: Target = Target {
+    triple: "aarch64-unknown-linux-gnu",
+    arch: "arm64",
+    readelf: "aarch64-linux-gnu-readelf",
+    machine: "AArch64",
+};
+const ARMHF: Target = Target {
+    triple: "armv7-unknown-linux-gnueabihf",
+    arch: "armhf",
+    readelf: "arm-linux-gnueabihf-readelf",
+    machine: "ARM",
+};
 /// Pi OS bookworm's glibc.
 const GLIBC_MAX: (u32, u32) = (2, 36);
-/// The size budget for the stripped arm64 binary.
+/// The size budget for the stripped binary.
 const SIZE_LIMIT: u64 = 10 * 1024 * 1024;
 
 fn repo() -> PathBuf {
@@ -45,19 +68,26 @@ struct Artifacts {
     deb: PathBuf,
 }
 
-/// Builds (or finds up to date) the arm64 binary and .deb, once per test process.
-fn artifacts() -> &'static Artifacts {
-    static ONCE: OnceLock<Artifacts> = OnceLock::new();
-    ONCE.get_or_init(|| {
+/// Builds (or finds up to date) the target's binary and .deb, once per test process.
+fn artifacts(target: &Target) -> &'static Artifacts {
+    static ARM64_ONCE: OnceLock<Artifacts> = OnceLock::new();
+    static ARMHF_ONCE: OnceLock<Artifacts> = OnceLock::new();
+    let once = if target.arch == "arm64" {
+        &ARM64_ONCE
+    } else {
+        &ARMHF_ONCE
+    };
+    once.get_or_init(|| {
         let started = Instant::now();
-        let out = run(Command::new(repo().join("cross/package.sh")).arg(TARGET));
+        let out = run(Command::new(repo().join("cross/package.sh")).arg(target.triple));
         let stdout = text(&out);
         let lines: Vec<&str> = stdout.lines().collect();
         let [.., binary, deb] = lines.as_slice() else {
             panic!("cross/package.sh printed {stdout:?}");
         };
         eprintln!(
-            "cross/package.sh {TARGET}: {:.0} s",
+            "cross/package.sh {}: {:.0} s",
+            target.triple,
             started.elapsed().as_secs_f64()
         );
         Artifacts {
@@ -67,9 +97,9 @@ fn artifacts() -> &'static Artifacts {
     })
 }
 
-fn qemu(binary: &Path, args: &[&str]) -> Output {
+fn qemu(target: &Target, binary: &Path, args: &[&str]) -> Output {
     Command::new(repo().join("cross/qemu.sh"))
-        .arg(TARGET)
+        .arg(target.triple)
         .arg(binary)
         .args(args)
         .env("RUST_LOG", "warn")
@@ -78,10 +108,8 @@ fn qemu(binary: &Path, args: &[&str]) -> Output {
 }
 
 /// The highest `GLIBC_x.y` symbol version the binary needs.
-fn glibc_needed(binary: &Path) -> (u32, u32) {
-    let out = run(Command::new("aarch64-linux-gnu-readelf")
-        .arg("-V")
-        .arg(binary));
+fn glibc_needed(target: &Target, binary: &Path) -> (u32, u32) {
+    let out = run(Command::new(target.readelf).arg("-V").arg(binary));
     text(&out)
         .split(|c: char| c.is_whitespace())
         .filter_map(|w| w.strip_prefix("GLIBC_"))
@@ -95,11 +123,22 @@ fn glibc_needed(binary: &Path) -> (u32, u32) {
 
 #[test]
 fn arm64_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
-    let a = artifacts();
-    let header = text(&run(Command::new("aarch64-linux-gnu-readelf")
-        .arg("-hd")
-        .arg(&a.binary)));
-    assert!(header.contains("AArch64"), "not an arm64 ELF:\n{header}");
+    binary_links_bookworm_and_passes_the_selftest_under_qemu(&ARM64);
+}
+
+#[test]
+fn armhf_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
+    binary_links_bookworm_and_passes_the_selftest_under_qemu(&ARMHF);
+}
+
+fn binary_links_bookworm_and_passes_the_selftest_under_qemu(target: &Target) {
+    let a = artifacts(target);
+    let header = text(&run(Command::new(target.readelf).arg("-hd").arg(&a.binary)));
+    let machine = header
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Machine:"))
+        .map(str::trim);
+    assert_eq!(machine, Some(target.machine), "not an {} ELF", target.arch);
     for lib in [
         "libgstreamer-1.0.so.0",
         "libgstapp-1.0.so.0",
@@ -107,7 +146,7 @@ fn arm64_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
     ] {
         assert!(header.contains(lib), "{lib} not linked:\n{header}");
     }
-    let glibc = glibc_needed(&a.binary);
+    let glibc = glibc_needed(target, &a.binary);
     assert!(
         glibc <= GLIBC_MAX,
         "needs GLIBC_{}.{}, Pi OS bookworm has 2.36",
@@ -115,22 +154,25 @@ fn arm64_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
         glibc.1
     );
     let size = std::fs::metadata(&a.binary).expect("binary").len();
-    let symbols = text(&run(Command::new("aarch64-linux-gnu-readelf")
-        .arg("-S")
-        .arg(&a.binary)));
+    let symbols = text(&run(Command::new(target.readelf).arg("-S").arg(&a.binary)));
     assert!(
         !symbols.contains(".symtab") && !symbols.contains(".debug_info"),
         "binary is not stripped"
     );
     eprintln!(
-        "arm64 binary: {size} bytes ({:.1} MiB), needs GLIBC_{}.{}",
+        "{} binary: {size} bytes ({:.1} MiB), needs GLIBC_{}.{}",
+        target.arch,
         size as f64 / 1_048_576.0,
         glibc.0,
         glibc.1
     );
-    assert!(size <= SIZE_LIMIT, "arm64 binary {size} bytes > 10 MiB");
+    assert!(
+        size <= SIZE_LIMIT,
+        "{} binary {size} bytes > 10 MiB",
+        target.arch
+    );
 
-    let version = qemu(&a.binary, &["--version"]);
+    let version = qemu(target, &a.binary, &["--version"]);
     assert!(version.status.success(), "{version:?}");
     assert_eq!(
         text(&version).trim(),
@@ -138,6 +180,7 @@ fn arm64_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
     );
 
     let check = qemu(
+        target,
         &a.binary,
         &[
             "--config",
@@ -162,6 +205,7 @@ fn arm64_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
     .unwrap();
     let started = Instant::now();
     let selftest = qemu(
+        target,
         &a.binary,
         &[
             "--config",
@@ -181,7 +225,10 @@ fn arm64_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
             String::from_utf8_lossy(&selftest.stderr)
         )
     });
-    eprintln!("arm64 selftest under qemu ({elapsed:.1?}): {report}");
+    eprintln!(
+        "{} selftest under qemu ({elapsed:.1?}): {report}",
+        target.arch
+    );
     assert!(selftest.status.success(), "selftest failed: {report}");
     assert_eq!(report["failure"], Value::Null);
     let viewer = &report["viewer"];
@@ -211,10 +258,19 @@ fn deb_field<'a>(info: &'a str, field: &str) -> &'a str {
 
 #[test]
 fn arm64_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() {
-    let a = artifacts();
+    deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(&ARM64);
+}
+
+#[test]
+fn armhf_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() {
+    deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(&ARMHF);
+}
+
+fn deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(target: &Target) {
+    let a = artifacts(target);
     let info = text(&run(Command::new("dpkg-deb").arg("--info").arg(&a.deb)));
     assert_eq!(deb_field(&info, "Package"), "edgecam");
-    assert_eq!(deb_field(&info, "Architecture"), "arm64");
+    assert_eq!(deb_field(&info, "Architecture"), target.arch);
     assert_eq!(
         deb_field(&info, "Version"),
         format!("{}-1", env!("CARGO_PKG_VERSION"))
@@ -303,7 +359,7 @@ fn arm64_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() 
 
 #[test]
 fn arm64_deb_installs_into_an_arm64_root_and_runs_there() {
-    let a = artifacts();
+    let a = artifacts(&ARM64);
     let cached = text(&run(&mut Command::new(repo().join("cross/arm64-root.sh"))));
     let root = tempfile::tempdir().unwrap();
     run(Command::new("cp")

@@ -131,6 +131,49 @@ fn devices_lists_v4l2_and_alsa_as_json() {
     );
 }
 
+#[test]
+fn selftest_streams_the_test_source_through_the_encoder_to_a_loopback_viewer() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+        .args(["selftest", "--test-source", "--seconds", "2", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run edgecam selftest");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "{report}");
+    let v = &report["viewer"];
+    assert_eq!(v["state"], "connected", "{report}");
+    assert_eq!(v["firstFrameIdrWithSpsPps"], true, "{report}");
+    // 2 s at 30 fps; a broken path delivers none, a slow machine somewhat fewer.
+    assert!(v["videoFrames"].as_u64().unwrap_or(0) >= 30, "{report}");
+    assert!(v["opusPackets"].as_u64().unwrap_or(0) >= 50, "{report}");
+    assert!(
+        report["captureToRtp"]["count"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+
+    // A source that cannot run is "could not run" (2), not a pass.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("missing-camera.toml");
+    std::fs::write(
+        &config,
+        "[video]\nsource = \"v4l2\"\ndevice = \"/dev/video-none\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "selftest",
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .expect("run edgecam selftest");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "no report without a run: {out:?}");
+}
+
 /// The port of a `candidate:` line (RFC 8839 §5.1: foundation, component, transport,
 /// priority, address, port, …) and its transport.
 fn candidate_port(line: &str) -> (String, u16) {
