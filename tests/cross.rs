@@ -79,7 +79,21 @@ fn artifacts(target: &Target) -> &'static Artifacts {
     };
     once.get_or_init(|| {
         let started = Instant::now();
-        let out = run(Command::new(repo().join("cross/package.sh")).arg(target.triple));
+        let mut package = Command::new(repo().join("cross/package.sh"));
+        // `cargo test` exports CARGO_MANIFEST_DIR, CARGO_PKG_* and friends to the test.
+        // ring's build script reruns when CARGO_MANIFEST_DIR changes, so inheriting them
+        // would make this inner build differ from scripts/test.sh's and rebuild all of
+        // it (about 2 minutes per target).
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if (name == "CARGO" || name.starts_with("CARGO_"))
+                && name != "CARGO_HOME"
+                && name != "CARGO_TARGET_DIR"
+            {
+                package.env_remove(name.as_ref());
+            }
+        }
+        let out = run(package.arg(target.triple));
         let stdout = text(&out);
         let lines: Vec<&str> = stdout.lines().collect();
         let [.., binary, deb] = lines.as_slice() else {
