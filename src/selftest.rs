@@ -13,7 +13,7 @@ use crate::peer::probe::{ProbeOptions, ProbeReport, ProbeViewer};
 use crate::peer::stats::LatencySummary;
 use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
 use crate::signaling::machine::{PeerCommand, PeerEvent};
-use crate::signaling::protocol::{CandidateInit, Id};
+use crate::signaling::protocol::Id;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -194,8 +194,6 @@ async fn receive(
 
     let connect_by = tokio::time::Instant::now() + CONNECT_LIMIT;
     let mut receive_until: Option<tokio::time::Instant> = None;
-    let mut answered = false;
-    let mut early: Vec<Option<CandidateInit>> = Vec::new();
     let outcome = loop {
         let deadline = receive_until.unwrap_or(connect_by);
         tokio::select! {
@@ -210,15 +208,8 @@ async fn receive(
                 candidate: c,
             }),
             Some(report) = events.recv() => match report.event {
-                PeerEvent::Answer(sdp) => {
-                    probe.apply_answer(sdp).await?;
-                    answered = true;
-                    for c in early.drain(..) {
-                        probe.add_candidate(c).await?;
-                    }
-                }
-                PeerEvent::LocalCandidate(c) if answered => probe.add_candidate(c).await?,
-                PeerEvent::LocalCandidate(c) => early.push(c),
+                PeerEvent::Answer(sdp) => probe.apply_answer(sdp).await?,
+                PeerEvent::LocalCandidate(c) => probe.add_candidate(c).await?,
                 PeerEvent::Connected => {
                     receive_until = Some(tokio::time::Instant::now() + options.duration);
                 }

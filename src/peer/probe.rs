@@ -217,10 +217,19 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Remote candidates that arrived before the answer (trickle ICE, RFC 8838 §4.2: a
+/// candidate can only be applied once the remote description is set).
+#[derive(Default)]
+struct EarlyCandidates {
+    answered: bool,
+    held: Vec<CandidateInit>,
+}
+
 /// A receive-only viewer on one webrtc-rs peer connection.
 pub struct ProbeViewer {
     pc: Arc<dyn PeerConnection>,
     shared: Arc<Shared>,
+    early: Mutex<EarlyCandidates>,
 }
 
 impl ProbeViewer {
@@ -290,7 +299,14 @@ impl ProbeViewer {
             .await
             .map_err(err("adding a transceiver"))?;
         }
-        Ok((Self { pc, shared }, local_rx))
+        Ok((
+            Self {
+                pc,
+                shared,
+                early: Mutex::default(),
+            },
+            local_rx,
+        ))
     }
 
     /// Creates the SDP offer, applies it locally (starting ICE gathering) and returns
@@ -322,7 +338,8 @@ impl ProbeViewer {
         Ok(sdp)
     }
 
-    /// Applies the camera's SDP answer.
+    /// Applies the camera's SDP answer, then the remote candidates held until now (one
+    /// that does not parse is logged and skipped: ICE goes on with the others).
     ///
     /// # Errors
     /// When the answer is not valid SDP or does not match the offer.
@@ -331,16 +348,38 @@ impl ProbeViewer {
         self.pc
             .set_remote_description(answer)
             .await
-            .map_err(err("applying the answer"))
+            .map_err(err("applying the answer"))?;
+        let held = {
+            let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+            early.answered = true;
+            std::mem::take(&mut early.held)
+        };
+        for c in held {
+            if let Err(e) = self.apply_candidate(c).await {
+                log::warn!("{e}");
+            }
+        }
+        Ok(())
     }
 
     /// Adds a remote ICE candidate (`None` = end of candidates, which needs no action).
-    /// Call only after [`apply_answer`](Self::apply_answer).
+    /// Candidates that arrive before the answer are held and applied with it.
     ///
     /// # Errors
     /// When the candidate line does not parse.
     pub async fn add_candidate(&self, candidate: Option<CandidateInit>) -> Result<(), ProbeError> {
         let Some(c) = candidate else { return Ok(()) };
+        {
+            let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+            if !early.answered {
+                early.held.push(c);
+                return Ok(());
+            }
+        }
+        self.apply_candidate(c).await
+    }
+
+    async fn apply_candidate(&self, c: CandidateInit) -> Result<(), ProbeError> {
         self.pc
             .add_ice_candidate(RTCIceCandidateInit {
                 candidate: c.candidate,

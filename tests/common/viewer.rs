@@ -370,18 +370,12 @@ impl Viewer {
             let probe = probe.clone();
             let signaling = signaling.clone();
             tasks.push(tokio::spawn(async move {
-                let mut pending = Vec::new();
-                let mut remote_set = false;
                 while let Some((_, msg)) = signal.recv(Duration::from_secs(3600)).await {
                     match msg["type"].as_str() {
                         Some("answer") => {
                             let sdp = msg["sdp"].as_str().unwrap_or_default().to_owned();
                             signaling.lock().unwrap().answer = Some(sdp.clone());
                             probe.apply_answer(sdp).await.expect("apply answer");
-                            remote_set = true;
-                            for c in pending.drain(..) {
-                                let _ = probe.add_candidate(Some(c)).await;
-                            }
                         }
                         Some("candidate") => {
                             let Ok(c) =
@@ -394,11 +388,7 @@ impl Viewer {
                                 .unwrap()
                                 .remote_candidates
                                 .push(c.candidate.clone());
-                            if remote_set {
-                                let _ = probe.add_candidate(Some(c)).await;
-                            } else {
-                                pending.push(c);
-                            }
+                            let _ = probe.add_candidate(Some(c)).await;
                         }
                         Some("error") | Some("bye") => signaling.lock().unwrap().ended.push(msg),
                         _ => {}
