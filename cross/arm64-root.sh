@@ -24,13 +24,10 @@ if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   /usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf
 fi
-if [[ -f "$out.done" ]]; then echo "$out"; exit 0; fi
-
-mkdir -p "$cache"
-exec 9>"$cache/lock"
-flock -w 900 9
+# shellcheck source=scripts/cache.sh
+source "$here/../scripts/cache.sh"
+reuse_or_lock "$cache" "$out" "$out.done"
 rm -rf "$out.tmp"
-if [[ -f "$out.done" ]]; then echo "$out"; exit 0; fi
 started=$SECONDS
 mmdebstrap --architectures=arm64 --variant=minbase \
   --include="$(IFS=,; echo "${PACKAGES[*]}")" \

@@ -47,13 +47,9 @@ key="$( (cat "$here/sysroot.sh"; echo "${pkgs[*]} $MIRROR") | sha256sum | cut -c
 cache="${EDGECAM_CROSS_CACHE:-/var/cache/edgecam-cross}"
 kind=full; $build_only && kind=build
 out="$cache/$arch-$kind-$key"
-if [[ -f "$out/.done" ]]; then echo "$out"; exit 0; fi
-
-mkdir -p "$cache"
-# One builder at a time; a second caller waits and then reuses the result.
-exec 9>"$cache/lock"
-flock -w 900 9
-if [[ -f "$out/.done" ]]; then echo "$out"; exit 0; fi
+# shellcheck source=scripts/cache.sh
+source "$here/../scripts/cache.sh"
+reuse_or_lock "$cache" "$out" "$out/.done"
 
 started=$SECONDS
 work="$(mktemp -d "$cache/work.XXXXXX")"

@@ -20,13 +20,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 key="$(cat "$here/build-image.sh" | sha256sum | cut -c1-16)"
 cache="${EDGECAM_LAB_CACHE:-/var/cache/edgecam-lab}"
 out="$cache/$key"
-if [[ -f "$out/done" ]]; then echo "$out"; exit 0; fi
-
-mkdir -p "$cache"
-# One builder at a time; a second caller waits and then reuses the result.
-exec 9>"$cache/lock"
-flock -w 900 9
-if [[ -f "$out/done" ]]; then echo "$out"; exit 0; fi
+# shellcheck source=scripts/cache.sh
+source "$here/../../scripts/cache.sh"
+reuse_or_lock "$cache" "$out" "$out/done"
 
 work="$(mktemp -d "$cache/build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
