@@ -3,6 +3,9 @@
 # by target, so host builds in the same shell are untouched.
 #
 #   source cross/env.sh aarch64-unknown-linux-gnu /var/cache/edgecam-cross/arm64-…
+#
+# cross/Dockerfile.* set the same variables as ENV lines (without a sysroot); keep the
+# two in step.
 # shellcheck shell=bash
 edgecam_cross_env() {
   local target="$1" sysroot="$2" triple
