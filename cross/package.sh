@@ -15,7 +15,9 @@ if ! cargo deb --version >/dev/null 2>&1; then
   cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION" >&2
 fi
 bin="$(cross/build.sh "$target" --release)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cross}"
+# cargo-deb must look where build.sh built: take the target directory from its output
+# rather than repeating build.sh's default here.
+export CARGO_TARGET_DIR="${bin%/"$target"/release/edgecam}"
 out="$CARGO_TARGET_DIR/debian"
 mkdir -p "$out"
 # The binary is already stripped (profile.release.strip); cargo-deb only packs it.
