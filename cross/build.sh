@@ -36,7 +36,8 @@ sysroot="$(cross/sysroot.sh "$target")"
 source cross/env.sh "$target" "$sysroot"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cross}"
 started=$SECONDS
-cargo build --target "$target" "$@" >&2
+# Only the camera: the benchmark (edgecam-bench) runs on the build host, not on the Pi.
+cargo build --target "$target" --bin edgecam "$@" >&2
 profile=debug
 for a in "$@"; do [[ "$a" == --release ]] && profile=release; done
 bin="$CARGO_TARGET_DIR/$target/$profile/edgecam"

@@ -289,13 +289,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let sessions_json: Arc<Mutex<serde_json::Value>> = Arc::new(Mutex::new(serde_json::json!([])));
+    // Start → first encoded frame of this run, in ms (for /api/stats and the benchmark).
+    let first_frame_ms: Arc<std::sync::OnceLock<u64>> = Arc::default();
     let http_stop = CancellationToken::new();
     if config.http.enabled {
         let stats: web::StatsFn = {
             let sessions = sessions_json.clone();
             let latency = peers.latency();
-            let (video_hub, audio_hub, state_rx) =
-                (video_hub.clone(), audio_hub.clone(), state_rx.clone());
+            let (video_hub, audio_hub, state_rx, first_frame_ms) = (
+                video_hub.clone(),
+                audio_hub.clone(),
+                state_rx.clone(),
+                first_frame_ms.clone(),
+            );
             Arc::new(move || {
                 let v = video_hub.stats();
                 let a = audio_hub.stats();
@@ -305,6 +311,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     "audioPacketsPublished": a.published,
                     "keyframeRequestsSent": v.keyframe_requests_sent,
                     "captureToRtpLatency": latency.summary(),
+                    "startToFirstFrameMs": first_frame_ms.get(),
                     "sessions": sessions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
                 })
             })
@@ -349,6 +356,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         log::info!("systemd watchdog on: WatchdogSec={} ms", w.as_millis());
     }
     let mut format_watch = format_rx.clone();
+    let mut capture_watch = state_rx.clone();
+    macro_rules! observe_health {
+        () => {{
+            let verdict = health.observe(
+                Instant::now(),
+                &Observation {
+                    capture: &state_rx.borrow(),
+                    video_frames: video_hub.stats().published,
+                    broker: &link.state(),
+                    signaling_alive: !mqtt_task.is_finished(),
+                    viewers: machine.viewers(),
+                },
+            );
+            report_health(&notifier, &verdict, health.status(), started);
+        }};
+    }
     let mut housekeeping = tokio::time::interval(notifier.check_interval());
     loop {
         let wake = machine.poll_timeout().map_or_else(
@@ -375,19 +398,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     link.publish_status(&status.build(machine.viewers(), format_watch.borrow().as_ref()));
                 }
             },
+            changed = capture_watch.changed() => {
+                // Not waiting for the next housekeeping tick: READY=1 (and the status
+                // line) follow the first frame at once instead of up to 1 s later.
+                if changed.is_ok() {
+                    if *capture_watch.borrow_and_update() == CaptureState::Running
+                        && first_frame_ms.set(millis(started.elapsed())).is_ok()
+                    {
+                        log::info!("first encoded frame {} ms after start", millis(started.elapsed()));
+                    }
+                    observe_health!();
+                }
+            },
             _ = housekeeping.tick() => {
                 machine.handle_timeout(Instant::now());
                 *sessions_json.lock().unwrap_or_else(|p| p.into_inner()) =
                     serde_json::to_value(peers.snapshots()).unwrap_or_default();
                 // Petting from this loop is what proves the loop itself is not wedged.
-                let verdict = health.observe(Instant::now(), &Observation {
-                    capture: &state_rx.borrow(),
-                    video_frames: video_hub.stats().published,
-                    broker: &link.state(),
-                    signaling_alive: !mqtt_task.is_finished(),
-                    viewers: machine.viewers(),
-                });
-                report_health(&notifier, &verdict, health.status(), started);
+                observe_health!();
             }
         }
         drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
@@ -414,6 +442,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .await;
     log::info!("stopped");
     Ok(())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn report_health(

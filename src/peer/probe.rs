@@ -77,6 +77,15 @@ pub struct ProbeReport {
     pub opus_packets: u64,
     /// Peer connection state (W3C WebRTC §4.3.3 names: `connected`, `failed`, …).
     pub state: Option<String>,
+    /// Video RTP packets missing from the sequence-number series (RFC 3550 §A.3 style:
+    /// gaps between consecutive sequence numbers; reordering counts as loss here).
+    pub video_packets_lost: u64,
+    /// Access units dropped because one of their packets was lost or did not
+    /// depacketize.
+    pub incomplete_frames: u64,
+    /// RTP timestamp (90 kHz) of the last complete access unit: with the first one it
+    /// tells how many frames were sent, so frame loss is `expected − received`.
+    pub last_video_timestamp: Option<u32>,
     /// RTP timestamps (90 kHz) of the first 64 frames.
     #[serde(skip)]
     pub video_timestamps: Vec<u32>,
@@ -140,6 +149,7 @@ impl Shared {
         }
         r.video_frames += 1;
         r.last_frame_at = Some(now);
+        r.last_video_timestamp = Some(rtp_timestamp);
         if r.video_timestamps.len() < TIMESTAMPS_KEPT {
             r.video_timestamps.push(rtp_timestamp);
         }
@@ -192,6 +202,11 @@ impl PeerConnectionEventHandler for Handler {
         tokio::spawn(async move {
             let mut depacketizer = rtc::rtp::codec::h264::H264Packet::default();
             let mut au: Vec<u8> = Vec::new();
+            let mut next_seq: Option<u16> = None;
+            // Set when a packet of the current access unit was lost: the rest of it is
+            // skipped up to its marker, and the frame counts as incomplete.
+            let mut spoiled = false;
+            let mut au_timestamp: Option<u32> = None;
             while let Some(evt) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(packet) = evt else {
                     continue;
@@ -203,14 +218,48 @@ impl PeerConnectionEventHandler for Handler {
                     }
                     continue;
                 }
-                // A packet that does not depacketize (lost FU-A start, say) spoils its
-                // access unit: the frame is then incomplete and not counted.
-                match depacketizer.depacketize(&packet.payload) {
-                    Ok(nals) => au.extend_from_slice(&nals),
-                    Err(_) => au.clear(),
+                let seq = packet.header.sequence_number;
+                if next_seq.is_some_and(|n| seq.wrapping_sub(n) >= 0x8000) {
+                    // Late (reordered or duplicated): behind what was already handled.
+                    continue;
                 }
-                if packet.header.marker && !au.is_empty() {
-                    shared.frame(std::mem::take(&mut au), packet.header.timestamp);
+                // A new RTP timestamp starts a new access unit: one still open lost its
+                // marker packet.
+                if au_timestamp.is_some_and(|ts| ts != packet.header.timestamp) {
+                    if spoiled || !au.is_empty() {
+                        shared.lock().incomplete_frames += 1;
+                    }
+                    au.clear();
+                    spoiled = false;
+                }
+                au_timestamp = Some(packet.header.timestamp);
+                // Packets lost since the last one spoil the access unit in progress
+                // (conservatively: they may have been the end of the previous one).
+                if let Some(expected) = next_seq {
+                    let gap = seq.wrapping_sub(expected);
+                    if gap > 0 {
+                        shared.lock().video_packets_lost += u64::from(gap);
+                        spoiled = true;
+                    }
+                }
+                next_seq = Some(seq.wrapping_add(1));
+                // A packet that does not depacketize (lost FU-A start, say) spoils its
+                // access unit too.
+                if !spoiled {
+                    match depacketizer.depacketize(&packet.payload) {
+                        Ok(nals) => au.extend_from_slice(&nals),
+                        Err(_) => spoiled = true,
+                    }
+                }
+                if packet.header.marker {
+                    au_timestamp = None;
+                    if spoiled {
+                        shared.lock().incomplete_frames += 1;
+                        au.clear();
+                        spoiled = false;
+                    } else if !au.is_empty() {
+                        shared.frame(std::mem::take(&mut au), packet.header.timestamp);
+                    }
                 }
             }
         });

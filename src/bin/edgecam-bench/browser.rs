@@ -1,0 +1,89 @@
+//! Time to first frame in Debian's Chromium: edgecam and Mosquitto in one network
+//! namespace, a fresh headless Chromium per run in another (Chromium does not gather
+//! loopback candidates, so the two talk over a veth pair the bench creates). The page is
+//! edgecam's own viewer (`web/`), driven by `tests/e2e/view.mjs` (playwright-core); it
+//! reports offer published → first video frame presented (`requestVideoFrameCallback`).
+
+#[allow(dead_code)] // Shared with the test suite, which uses all of it.
+#[path = "../../../tests/common/netns.rs"]
+mod netns;
+
+use crate::procs::{Edgecam, mosquitto};
+use netns::NetPair;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const MQTT_PORT: u16 = 1883;
+const WS_PORT: u16 = 8083;
+const HTTP_PORT: u16 = 8080;
+
+/// One Chromium sample: offer → first frame presented, ms, or why there is none.
+pub type Sample = Result<f64, String>;
+
+/// Runs `runs` fresh browsers against an edgecam whose config is `camera_config` (the
+/// `[signaling]` and `[http]` sections are added here). `e2e` is the directory holding
+/// `view.mjs` and its `node_modules`.
+///
+/// # Errors
+/// When the namespaces, broker or edgecam cannot be set up (needs root).
+pub fn first_frames(
+    edgecam: &Path,
+    e2e: &Path,
+    dir: &Path,
+    name: &str,
+    camera_config: &str,
+    runs: usize,
+) -> anyhow::Result<Vec<Sample>> {
+    anyhow::ensure!(
+        e2e.join("node_modules/playwright-core").exists(),
+        "{} has no node_modules/playwright-core (scripts/setup.sh --test installs it)",
+        e2e.display()
+    );
+    let net = NetPair::new().map_err(|e| anyhow::anyhow!("network namespaces (root): {e}"))?;
+    let _broker = mosquitto(dir, Some(&net.camera), "0.0.0.0", MQTT_PORT, WS_PORT)?;
+    let config = format!(
+        "{camera_config}[signaling]\nbroker = \"mqtt://127.0.0.1:{MQTT_PORT}\"\n\
+         [http]\nlisten = \"0.0.0.0:{HTTP_PORT}\"\nbroker_ws_url = \"ws://{}:{WS_PORT}\"\n",
+        net.camera_ip
+    );
+    let mut cam = Edgecam::spawn(edgecam, dir, name, &config, Some(&net.camera))?;
+    cam.wait_ready(Duration::from_secs(30))?;
+    let url = format!("http://{}:{HTTP_PORT}/?camera=bench", net.camera_ip);
+    Ok((0..runs)
+        .map(|i| one_run(&net.viewer, e2e, dir, &url, &format!("{name}-{i}")))
+        .collect())
+}
+
+fn one_run(ns: &str, e2e: &Path, dir: &Path, url: &str, name: &str) -> Sample {
+    // A fresh profile each run: nothing cached from the last one.
+    let profile = dir.join(format!("chromium-{name}"));
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "node"])
+        .arg(e2e.join("view.mjs"))
+        .args(["--url", url, "--timeout-ms", "30000", "--user-data-dir"])
+        .arg(&profile)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("node: {e}"))?;
+    let _ = std::fs::remove_dir_all(&profile);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| {
+            format!(
+                "driver printed no result: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    match result["stats"]["firstFrameMs"].as_f64() {
+        Some(ms) if result["ok"] == true => Ok(ms),
+        _ => Err(format!(
+            "no frame: {}",
+            result.get("error").unwrap_or(&result["stats"])
+        )),
+    }
+}
