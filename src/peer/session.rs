@@ -263,7 +263,10 @@ async fn build(ctx: &SessionCtx, profile_level_id: &str, audio: bool) -> Result<
     let build_pc = async |mode: MulticastDnsMode, port: u16| {
         let (keyframe_tx, keyframe_rx) = mpsc::unbounded_channel();
         let (engine, registry) = media_engine(profile_level_id, audio, keyframe_tx)?;
-        let setting_engine = SettingEngineBuilder::new().with_multicast_dns_mode(mode);
+        let setting_engine = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(mode)
+            .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
+            .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server);
         // Empty `udp_bind` = the wildcard, which webrtc-rs expands to one socket per
         // non-loopback interface address.
         let unspecified = Some(IpAddr::from([0, 0, 0, 0]));

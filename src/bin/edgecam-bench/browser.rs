@@ -8,6 +8,7 @@
 #[path = "../../../tests/common/netns.rs"]
 mod netns;
 
+use crate::Bench;
 use crate::procs::{Edgecam, mosquitto};
 use netns::NetPair;
 use serde_json::Value;
@@ -19,23 +20,19 @@ const MQTT_PORT: u16 = 1883;
 const WS_PORT: u16 = 8083;
 const HTTP_PORT: u16 = 8080;
 
-/// One Chromium sample: offer → first frame presented, ms, or why there is none.
-pub type Sample = Result<f64, String>;
+/// One Chromium sample: offer → first frame presented in ms, with the page's set-up
+/// milestones (`timeline`: ms since the offer, e.g. `answer`, `ice-connected`,
+/// `pc-connected`), or why there is none.
+pub type Sample = Result<(f64, Value), String>;
 
-/// Runs `runs` fresh browsers against an edgecam whose config is `camera_config` (the
-/// `[signaling]` and `[http]` sections are added here). `e2e` is the directory holding
-/// `view.mjs` and its `node_modules`.
+/// Runs `--browser-runs` fresh browsers against an edgecam whose config is
+/// `camera_config` (the `[signaling]` and `[http]` sections are added here), with the
+/// driver from `--e2e-dir`.
 ///
 /// # Errors
 /// When the namespaces, broker or edgecam cannot be set up (needs root).
-pub fn first_frames(
-    edgecam: &Path,
-    e2e: &Path,
-    dir: &Path,
-    name: &str,
-    camera_config: &str,
-    runs: usize,
-) -> anyhow::Result<Vec<Sample>> {
+pub fn first_frames(bench: &Bench, name: &str, camera_config: &str) -> anyhow::Result<Vec<Sample>> {
+    let (e2e, dir) = (bench.args.e2e_dir.as_path(), bench.dir.as_path());
     anyhow::ensure!(
         e2e.join("node_modules/playwright-core").exists(),
         "{} has no node_modules/playwright-core (scripts/setup.sh --test installs it)",
@@ -48,10 +45,17 @@ pub fn first_frames(
          [http]\nlisten = \"0.0.0.0:{HTTP_PORT}\"\nbroker_ws_url = \"ws://{}:{WS_PORT}\"\n",
         net.camera_ip
     );
-    let mut cam = Edgecam::spawn(edgecam, dir, name, &config, Some(&net.camera))?;
+    let mut cam = Edgecam::spawn(
+        &bench.edgecam,
+        dir,
+        name,
+        &config,
+        Some(&net.camera),
+        &bench.args.edgecam_log,
+    )?;
     cam.wait_ready(Duration::from_secs(30))?;
     let url = format!("http://{}:{HTTP_PORT}/?camera=bench", net.camera_ip);
-    Ok((0..runs)
+    Ok((0..bench.args.browser_runs)
         .map(|i| one_run(&net.viewer, e2e, dir, &url, &format!("{name}-{i}")))
         .collect())
 }
@@ -80,7 +84,17 @@ fn one_run(ns: &str, e2e: &Path, dir: &Path, url: &str, name: &str) -> Sample {
             )
         })?;
     match result["stats"]["firstFrameMs"].as_f64() {
-        Some(ms) if result["ok"] == true => Ok(ms),
+        Some(ms) if result["ok"] == true => {
+            let mut timeline = result["stats"]["timeline"].clone();
+            if let (Some(t), Some(page)) = (
+                timeline.as_object_mut(),
+                result["stats"]["pageToFirstFrameMs"].as_f64(),
+            ) {
+                // Not since the offer: since navigation started (broker connect included).
+                t.insert("pageLoadToFirstFrame".into(), page.round().into());
+            }
+            Ok((ms, timeline))
+        }
         _ => Err(format!(
             "no frame: {}",
             result.get("error").unwrap_or(&result["stats"])

@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 use procs::{Edgecam, Proc, clk_tck, cpu_ticks, free_port, mosquitto, rss_kib};
 use report::{Fanout, FirstFrame, Report, Spread, Startup};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -77,6 +78,15 @@ struct RunArgs {
     /// Directory of `view.mjs` and its `node_modules` (the Chromium driver).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e"))]
     e2e_dir: PathBuf,
+    /// Which parts to run: `startup`, `ttff` (time to first frame), `fanout`.
+    #[arg(long, value_delimiter = ',', default_value = "startup,ttff,fanout")]
+    phases: Vec<String>,
+    /// edgecam's `RUST_LOG` (its log goes to the work directory).
+    #[arg(long, default_value = "warn,edgecam=info")]
+    edgecam_log: String,
+    /// Keep the work directory (configs, edgecam logs) instead of deleting it.
+    #[arg(long)]
+    keep: bool,
     /// Where `report.json` and `report.md` go.
     #[arg(long, default_value = "target/bench")]
     out_dir: PathBuf,
@@ -113,7 +123,14 @@ impl Rig {
              [webrtc]\nudp_bind = [\"127.0.0.1\"]\nmax_viewers = 200\n",
             camera_config(keyframe_interval_ms)
         );
-        let mut cam = Edgecam::spawn(&bench.edgecam, &bench.dir, name, &config, None)?;
+        let mut cam = Edgecam::spawn(
+            &bench.edgecam,
+            &bench.dir,
+            name,
+            &config,
+            None,
+            &bench.args.edgecam_log,
+        )?;
         let ready = cam.wait_ready(Duration::from_secs(30))?;
         Ok(Self {
             cam,
@@ -258,23 +275,26 @@ impl Bench {
                 "{}[webrtc]\nmax_viewers = 200\n",
                 camera_config(keyframe_interval_ms)
             );
-            match browser::first_frames(
-                &self.edgecam,
-                &self.args.e2e_dir,
-                &self.dir,
-                &name,
-                &config,
-                self.args.browser_runs,
-            ) {
+            match browser::first_frames(self, &name, &config) {
                 Ok(results) => {
                     let mut samples = Vec::new();
+                    let mut milestones: BTreeMap<String, Vec<f64>> = BTreeMap::new();
                     for r in results {
                         match r {
-                            Ok(v) => samples.push(v),
+                            Ok((v, timeline)) => {
+                                samples.push(v);
+                                for (k, t) in timeline.as_object().into_iter().flatten() {
+                                    milestones.entry(k.clone()).or_default().extend(t.as_f64());
+                                }
+                            }
                             Err(e) => ff.chromium_failures.push(e),
                         }
                     }
                     ff.chromium_ms = Spread::of(&samples);
+                    ff.chromium_timeline_p50 = milestones
+                        .into_iter()
+                        .map(|(k, v)| (k, Spread::of(&v).p50))
+                        .collect();
                 }
                 Err(e) => ff.chromium_failures.push(format!("not run: {e:#}")),
             }
@@ -412,19 +432,26 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Report::default()
     };
     let outcome = (|| -> anyhow::Result<()> {
-        eprintln!("edgecam-bench: start-up, {} runs", args.startup_runs);
-        report.startup = bench.startup()?;
-        for &k in &args.keyframe_intervals_ms {
+        let phase = |p: &str| args.phases.iter().any(|x| x == p);
+        if phase("startup") {
+            eprintln!("edgecam-bench: start-up, {} runs", args.startup_runs);
+            report.startup = bench.startup()?;
+        }
+        for &k in args.keyframe_intervals_ms.iter().filter(|_| phase("ttff")) {
             eprintln!("edgecam-bench: time to first frame, keyframe interval {k} ms");
             report.first_frame.push(bench.first_frame(k)?);
         }
-        for &n in &args.viewers {
+        for &n in args.viewers.iter().filter(|_| phase("fanout")) {
             eprintln!("edgecam-bench: fan-out, {n} viewers");
             report.fanout.push(bench.fanout(n)?);
         }
         Ok(())
     })();
-    let _ = std::fs::remove_dir_all(&dir);
+    if args.keep {
+        eprintln!("edgecam-bench: work directory kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     report.judge();
     let markdown = report.markdown();
     std::fs::create_dir_all(&args.out_dir)?;

@@ -175,6 +175,7 @@ impl Edgecam {
         name: &str,
         config: &str,
         netns: Option<&str>,
+        rust_log: &str,
     ) -> anyhow::Result<Self> {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config)?;
@@ -188,7 +189,7 @@ impl Edgecam {
             .arg("--config")
             .arg(&path)
             .env("NOTIFY_SOCKET", &sock)
-            .env("RUST_LOG", "warn,edgecam=info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()

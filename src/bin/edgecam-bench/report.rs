@@ -78,6 +78,10 @@ pub struct FirstFrame {
     pub load_viewer_failures: Vec<String>,
     /// Chromium: offer published → first video frame presented.
     pub chromium_ms: Spread,
+    /// Median of each set-up milestone the page records (ms since the offer was
+    /// published: `answer`, `firstRemoteCandidate`, `ice-connected`, `pc-connected`,
+    /// `track-video`, `firstFramePresented`, …).
+    pub chromium_timeline_p50: std::collections::BTreeMap<String, f64>,
     /// Chromium runs without a frame, or why Chromium could not run.
     pub chromium_failures: Vec<String>,
 }
@@ -341,6 +345,20 @@ impl Report {
                 ff.chromium_ms.n,
                 ff.chromium_ms.cells(),
                 failures(&ff.chromium_failures).trim_start_matches("; "),
+            );
+        }
+        for ff in self
+            .first_frame
+            .iter()
+            .filter(|f| !f.chromium_timeline_p50.is_empty())
+        {
+            let mut steps: Vec<(&String, &f64)> = ff.chromium_timeline_p50.iter().collect();
+            steps.sort_by(|a, b| a.1.total_cmp(b.1));
+            let line: Vec<String> = steps.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
+            s += &format!(
+                "\nChromium set-up milestones, median ms after the offer (keyframe interval {} ms): {}\n",
+                ff.keyframe_interval_ms,
+                line.join(" → ")
             );
         }
         s += "\n#### Fan-out (steady window)\n\n| viewers | playing | edgecam CPU % of one core | edgecam RSS MiB | fps per viewer min / mean | frames lost | RTP packets lost | Opus pkt/s per viewer | capture→RTP p50 / p99 ms | load process CPU % | join → first IDR p50 / max ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
