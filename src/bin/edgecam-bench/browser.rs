@@ -39,6 +39,20 @@ pub fn first_frames(bench: &Bench, name: &str, camera_config: &str) -> anyhow::R
         e2e.display()
     );
     let net = NetPair::new().map_err(|e| anyhow::anyhow!("network namespaces (root): {e}"))?;
+    // A viewer's machine has a default route. Without one, Chromium finds no network to
+    // gather on, signals no host candidate and checks from its "any address" port only
+    // after a ~150 ms fallback: a cost no real viewer pays. The route ends in the
+    // camera namespace, which forwards nowhere.
+    netns::ip(&[
+        "-n",
+        &net.viewer,
+        "route",
+        "add",
+        "default",
+        "via",
+        &net.camera_ip,
+    ])
+    .map_err(|e| anyhow::anyhow!("default route in the viewer namespace: {e}"))?;
     let _broker = mosquitto(dir, Some(&net.camera), "0.0.0.0", MQTT_PORT, WS_PORT)?;
     let config = format!(
         "{camera_config}[signaling]\nbroker = \"mqtt://127.0.0.1:{MQTT_PORT}\"\n\
