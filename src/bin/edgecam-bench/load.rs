@@ -243,7 +243,12 @@ async fn hold(args: &LoadArgs, limit: Duration, tag: u32) -> anyhow::Result<()> 
     let sessions: Vec<String> = (0..args.viewers)
         .map(|i| format!("load-{tag}-{i}"))
         .collect();
-    for chunk in sessions.chunks(args.join_concurrency.max(1)) {
+    for (i, chunk) in sessions.chunks(args.join_concurrency.max(1)).enumerate() {
+        // edgecam answers at most 5 offers a second after a burst of 20 (its flood
+        // limit; more get `busy`): batches a second apart stay inside it.
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         let batch = chunk.iter().map(|s| async move {
             let joined = LoadViewer::join(args, s).await;
             (s.clone(), joined)
@@ -255,8 +260,12 @@ async fn hold(args: &LoadArgs, limit: Duration, tag: u32) -> anyhow::Result<()> 
             }
         }
     }
+    // One deadline for all: a viewer the camera refused must not hold up the others.
+    let deadline = Instant::now() + limit;
     for (s, v) in &viewers {
-        let r = v.first_frame(limit).await;
+        let r = v
+            .first_frame(deadline.saturating_duration_since(Instant::now()))
+            .await;
         joins.push(first_frame_line(s, &r));
     }
     emit(&json!({"event": "joined", "viewers": joins}));
