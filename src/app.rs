@@ -402,10 +402,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 // Not waiting for the next housekeeping tick: READY=1 (and the status
                 // line) follow the first frame at once instead of up to 1 s later.
                 if changed.is_ok() {
+                    let ms = millis(started.elapsed());
                     if *capture_watch.borrow_and_update() == CaptureState::Running
-                        && first_frame_ms.set(millis(started.elapsed())).is_ok()
+                        && first_frame_ms.set(ms).is_ok()
                     {
-                        log::info!("first encoded frame {} ms after start", millis(started.elapsed()));
+                        log::info!("first encoded frame {ms} ms after start");
                     }
                     observe_health!();
                 }
