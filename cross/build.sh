@@ -19,16 +19,9 @@ case "$target" in
 esac
 tool_pkgs+=(pkg-config libclang-dev clang debian-archive-keyring)
 
-missing=()
-for p in "${tool_pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-  echo "cross/build.sh: installing ${missing[*]}" >&2
-  $SUDO apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-fi
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh
+apt_install_missing "${tool_pkgs[@]}"
 rustup target list --installed | grep -qx "$target" || rustup target add "$target" >&2
 
 sysroot="$(cross/sysroot.sh "$target")"

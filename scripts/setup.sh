@@ -15,21 +15,14 @@ TEST_PKGS=(mosquitto mosquitto-clients chromium iproute2 nodejs npm coturn nftab
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${TEST_PKGS[@]}"); fi
 
-missing=()
-for p in "${want[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh
 # node and npm may come from outside Debian (e.g. NodeSource); accept any working install.
 if command -v node >/dev/null && command -v npm >/dev/null; then
-  tmp=(); for p in "${missing[@]}"; do [[ "$p" == nodejs || "$p" == npm ]] || tmp+=("$p"); done
-  missing=("${tmp[@]+"${tmp[@]}"}")
+  tmp=(); for p in "${want[@]}"; do [[ "$p" == nodejs || "$p" == npm ]] || tmp+=("$p"); done
+  want=("${tmp[@]}")
 fi
-if ((${#missing[@]})); then
-  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-  echo "setup: installing ${missing[*]}"
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+apt_install_missing "${want[@]}"
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install Rust with rustup (rust-toolchain.toml pins the version)" >&2

@@ -54,6 +54,19 @@ fn wait_listening(addr: SocketAddr) {
 /// The settings the running embedded broker was started with (it cannot be stopped).
 static RUNNING: Mutex<Option<BrokerConfig>> = Mutex::new(None);
 
+/// Checks that [`start`] with `cfg` would succeed without starting anything: a running
+/// broker is reused whatever `cfg` says; otherwise both listen addresses must be free.
+///
+/// # Errors
+/// [`BrokerError::Listen`] naming the address that cannot be bound.
+pub fn check(cfg: &BrokerConfig) -> Result<(), BrokerError> {
+    if RUNNING.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+        return Ok(());
+    }
+    check_free(cfg.listen)?;
+    check_free(cfg.ws_listen)
+}
+
 /// Starts the broker on a thread of its own (rumqttd runs its own runtime). It lives
 /// as long as the process: a second call (a configuration reload) keeps the running
 /// broker, warning when its settings changed, since those apply only after a restart.

@@ -158,11 +158,16 @@ async fn selftest(
     }
 }
 
-/// Runs the camera until SIGTERM/SIGINT; SIGHUP reloads the configuration file: a valid
-/// new configuration replaces the running one through a graceful in-process restart
-/// (viewers get `bye` and reconnect), an invalid one is refused with a log line and the
-/// camera keeps running as it was.
-async fn serve(mut config: Config, path: Option<PathBuf>) -> ExitCode {
+/// Runs the camera until SIGTERM/SIGINT. SIGHUP reloads the configuration file, and a
+/// reload never takes a working camera down:
+/// 1. a file that does not parse or validate is refused (in [`watch_signals`]);
+/// 2. one that does is checked against this machine while the camera keeps running
+///    ([`edgecam::app::preflight`]: capture plan, broker, listen addresses) and refused
+///    when that fails;
+/// 3. otherwise the camera restarts in-process with it (viewers get `bye` and
+///    reconnect); should that start still fail, the previous configuration is started
+///    again, with a log line and `STATUS=` saying so.
+async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     let shutdown = CancellationToken::new();
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<Config>(1);
     let notifier = edgecam::service::Notifier::from_env();
@@ -172,37 +177,65 @@ async fn serve(mut config: Config, path: Option<PathBuf>) -> ExitCode {
         path,
         notifier.clone(),
     ));
+    let mut current = config;
+    let mut camera = match edgecam::app::start(current.clone()).await {
+        Ok(camera) => camera,
+        Err(e) => {
+            log::error!("{e:#}");
+            return ExitCode::from(1);
+        }
+    };
     loop {
         let run_stop = shutdown.child_token();
-        let app = edgecam::app::run(config, run_stop.clone());
-        tokio::pin!(app);
-        let next = tokio::select! {
-            result = &mut app => return exit_code(result),
-            next = reload_rx.recv() => next,
-        };
-        let Some(next) = next else {
-            return exit_code(app.await);
+        let running = camera.run(run_stop.clone());
+        tokio::pin!(running);
+        let next = loop {
+            tokio::select! {
+                () = &mut running => return ExitCode::SUCCESS,
+                next = reload_rx.recv() => {
+                    let Some(next) = next else {
+                        running.await;
+                        return ExitCode::SUCCESS;
+                    };
+                    match edgecam::app::preflight(&next, &current) {
+                        Ok(()) => break next,
+                        Err(e) => {
+                            log::error!("SIGHUP: {e:#}; keeping the running configuration");
+                            notifier.status(&format!(
+                                "reload refused ({e}); running the previous configuration"
+                            ));
+                        }
+                    }
+                }
+            }
         };
         log::info!("reloading: restarting with the new configuration");
         notifier.reloading();
         run_stop.cancel();
-        if let Err(e) = app.await {
-            log::error!("{e:#}");
-        }
+        running.await;
         if shutdown.is_cancelled() {
             return ExitCode::SUCCESS;
         }
-        config = next;
-    }
-}
-
-fn exit_code(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("{e:#}");
-            ExitCode::from(1)
-        }
+        camera = match edgecam::app::start(next.clone()).await {
+            Ok(camera) => {
+                current = next;
+                camera
+            }
+            Err(e) => {
+                log::error!("reload failed: {e:#}; going back to the previous configuration");
+                let restarted = edgecam::app::start(current.clone()).await;
+                notifier.status(&format!(
+                    "reload failed ({e}); running the previous configuration"
+                ));
+                match restarted {
+                    Ok(camera) => camera,
+                    Err(e) => {
+                        log::error!("the previous configuration does not start either: {e:#}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+        };
     }
 }
 

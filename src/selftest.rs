@@ -217,6 +217,7 @@ async fn receive(
                     break Err(anyhow::anyhow!("session refused the offer: {code:?}: {message}"));
                 }
                 PeerEvent::Failed(why) => break Err(anyhow::anyhow!("session failed: {why}")),
+                PeerEvent::Aborted(why) => break Err(anyhow::anyhow!("session aborted: {why}")),
             },
         }
     };

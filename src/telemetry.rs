@@ -24,16 +24,92 @@ pub fn init(target: LogTarget, level: &str, camera_id: &str) -> anyhow::Result<(
     });
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(&filter).format_timestamp_millis();
+    let filter = builder.build();
+    log::set_max_level(filter.filter());
     if use_journald(target, std::env::var_os("JOURNAL_STREAM").as_deref()) {
         let journal = systemd_journal_logger::JournalLog::new()?
             .with_extra_fields(vec![("CAMERA_ID", camera_id.to_owned())]);
-        let filter = builder.build();
-        log::set_max_level(filter.filter());
-        log::set_boxed_logger(Box::new(FilteredJournal { filter, journal }))?;
+        log::set_boxed_logger(Box::new(Quieted::new(FilteredJournal { filter, journal })))?;
     } else {
-        builder.try_init()?;
+        log::set_boxed_logger(Box::new(Quieted::new(filter)))?;
     }
     Ok(())
+}
+
+/// Dependency log lines that repeat on a timer while nothing is wrong: target prefix,
+/// the text that identifies the line, and the window in which one of them is logged.
+///
+/// - webrtc-rs' ICE agent warns "[agent]: pingAllCandidates called with no candidate
+///   pairs" at every check interval (50 ms here) until the viewer's first candidate
+///   arrives, and a viewer that sends none (the contract allows it) keeps it going:
+///   ~20 lines/s per session.
+const NOISY: &[(&str, &str, Duration)] = &[(
+    "rtc_ice",
+    "pingAllCandidates called with no candidate pairs",
+    Duration::from_secs(60),
+)];
+
+/// Which [`NOISY`] entry a record (warning or worse) is, if any. Pure.
+fn noisy_kind(target: &str, level: log::Level, message: &str) -> Option<usize> {
+    if level > log::Level::Warn {
+        return None;
+    }
+    NOISY
+        .iter()
+        .position(|(t, text, _)| target.starts_with(t) && message.contains(text))
+}
+
+/// Wraps the logger so that each [`NOISY`] line passes at most once per its window,
+/// with the count of those held back appended.
+struct Quieted<L> {
+    inner: L,
+    limits: std::sync::Mutex<Vec<RateLimit>>,
+}
+
+impl<L: log::Log> Quieted<L> {
+    fn new(inner: L) -> Self {
+        Self {
+            inner,
+            limits: std::sync::Mutex::new(NOISY.iter().map(|n| RateLimit::new(n.2)).collect()),
+        }
+    }
+}
+
+impl<L: log::Log> log::Log for Quieted<L> {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        // Only a dependency's warnings are formatted here; everything else passes as is.
+        let kind = if record.target().starts_with("rtc_ice") && self.enabled(record.metadata()) {
+            noisy_kind(record.target(), record.level(), &record.args().to_string())
+        } else {
+            None
+        };
+        let Some(kind) = kind else {
+            self.inner.log(record);
+            return;
+        };
+        let admitted = self
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(kind)
+            .and_then(|limit| limit.check(Instant::now()));
+        if let Some(held_back) = admitted {
+            self.inner.log(
+                &record
+                    .to_builder()
+                    .args(format_args!("{}{}", record.args(), suppressed(held_back)))
+                    .build(),
+            );
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
 }
 
 /// `Auto` means journald exactly when systemd connected stdout/stderr to the journal
@@ -156,6 +232,21 @@ mod tests {
         assert_eq!(peer_addr(v6, 5000, true), "2001:db8:1::/48");
         assert_eq!(peer_addr(v4, 5000, false), "198.51.100.23:5000");
         assert_eq!(peer_addr(v6, 5000, false), "[2001:db8:1:2::5]:5000");
+    }
+
+    #[test]
+    fn only_the_ice_agents_no_pairs_warning_is_noisy() {
+        let line = "[agent]: pingAllCandidates called with no candidate pairs. Connection is not possible yet.";
+        assert_eq!(
+            noisy_kind("rtc_ice::agent", log::Level::Warn, line),
+            Some(0)
+        );
+        assert_eq!(noisy_kind("rtc_ice::agent", log::Level::Debug, line), None);
+        assert_eq!(noisy_kind("edgecam::peer", log::Level::Warn, line), None);
+        assert_eq!(
+            noisy_kind("rtc_ice::agent", log::Level::Warn, "[agent]: other trouble"),
+            None
+        );
     }
 
     #[test]

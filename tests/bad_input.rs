@@ -13,6 +13,15 @@ const VP8_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=gro
 m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=ice-ufrag:abcd\r\n\
 a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\n";
 
+/// A valid browser-style H.264 offer whose peer never sends candidates nor answers
+/// connectivity checks.
+const GHOST_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n\
+a=setup:actpass\r\na=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
 const AUDIO_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\n";
 
@@ -58,6 +67,12 @@ async fn every_bad_input_gets_the_contract_reply_and_harms_no_viewer() {
     s.send(&json!({"type": "offer", "sdp": AUDIO_ONLY})).await;
     s.expect_error("bad-offer").await;
     s.send(&json!({"type": "offer", "sdp": VP8_ONLY})).await;
+    s.expect_error("bad-offer").await;
+    // A `profile-level-id` of six bytes with a character split at byte 4: it panicked
+    // the session task (no reply, slot held until the timeout) before it was checked
+    // as bytes.
+    let split_char = GHOST_OFFER.replace("profile-level-id=42e01f", "profile-level-id=abc\u{e9}x");
+    s.send(&json!({"type": "offer", "sdp": split_char})).await;
     s.expect_error("bad-offer").await;
     // Candidate for a session that does not exist.
     s.send(&json!({"type": "candidate", "candidate": {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"}}))
@@ -167,7 +182,7 @@ async fn viewer_limit_is_enforced_with_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_never_connects_times_out_with_bye() {
     let broker = Mosquitto::start();
-    let _cam = Edgecam::start(&camera_config(
+    let cam = Edgecam::start(&camera_config(
         "cam",
         broker.port,
         "connect_timeout_s = 5\n",
@@ -176,15 +191,8 @@ async fn a_session_that_never_connects_times_out_with_bye() {
         s["state"] == "online"
     })
     .await;
-    // A valid browser-style offer whose peer will never answer connectivity checks.
-    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n\
-a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-a=fingerprint:sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n\
-a=setup:actpass\r\na=rtpmap:102 H264/90000\r\n\
-a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
     let mut s = Signal::connect(broker.port, "cam", "ghost", &[]).await;
-    s.send(&json!({"type": "offer", "sdp": offer})).await;
+    s.send(&json!({"type": "offer", "sdp": GHOST_OFFER})).await;
     let started = std::time::Instant::now();
     let mut got_answer = false;
     let bye = loop {
@@ -209,4 +217,15 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
         s["viewers"] == 0
     })
     .await;
+    // The ICE agent warned at every 50 ms check for want of a candidate pair: ~100
+    // lines for this one session before they were rate-limited.
+    let no_pairs = cam
+        .log_text()
+        .matches("pingAllCandidates called with no candidate pairs")
+        .count();
+    // At least one: the scenario did make the agent warn, so the bound is no accident.
+    assert!(
+        (1..=2).contains(&no_pairs),
+        "{no_pairs} 'no candidate pairs' lines for one candidate-less viewer"
+    );
 }

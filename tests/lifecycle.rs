@@ -142,3 +142,73 @@ async fn sighup_applies_a_valid_config_and_refuses_an_invalid_one() {
     assert!(ok, "a viewer can watch after the reload: {r:?}");
     assert!(cam.log_text().contains("reloading"), "{}", cam.log_text());
 }
+
+/// Waits (at most 10 s) until `needle` occurs `n` times in the camera's log.
+async fn wait_log_count(cam: &Edgecam, needle: &str, n: usize) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if cam.log_text().matches(needle).count() >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Reload into files that parse but cannot start on this machine: a video device that
+/// does not exist, an HTTP address another program holds. Each is refused before the
+/// running camera is touched, and a watching viewer never notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_into_a_config_that_cannot_start_keeps_the_camera_streaming() {
+    let broker = Mosquitto::start();
+    let good = camera_config("cam", broker.port, "");
+    let cam = Edgecam::start(&good);
+    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    let viewer = Viewer::connect(broker.port, "cam", "v1").await;
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
+        .await;
+    assert!(ok, "watching before the reloads: {r:?}");
+
+    let kept = "keeping the running configuration";
+    let no_device = good.replace(
+        "source = \"test\"\nwidth",
+        "source = \"v4l2\"\ndevice = \"/dev/video-edgecam-missing\"\nwidth",
+    );
+    assert_ne!(no_device, good);
+    cam.rewrite_config(&no_device);
+    cam.hangup();
+    assert!(wait_log_count(&cam, kept, 1).await, "{}", cam.log_text());
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let busy_http = good.replace(
+        "[http]\nenabled = false\n",
+        &format!("[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    assert_ne!(busy_http, good);
+    cam.rewrite_config(&busy_http);
+    cam.hangup();
+    assert!(wait_log_count(&cam, kept, 2).await, "{}", cam.log_text());
+    let log = cam.log_text();
+    assert!(log.contains("v4l2"), "the device is named: {log}");
+    assert!(
+        log.contains(&format!("http.listen 127.0.0.1:{port}")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("reloading: restarting"),
+        "nothing restarted: {log}"
+    );
+
+    let before = viewer.report().video_frames;
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(10), |r| r.video_frames >= before + 30)
+        .await;
+    assert!(ok, "the viewer kept receiving frames: {r:?}");
+    assert!(r.ended.is_empty(), "no bye, no error: {:?}", r.ended);
+    drop(taken);
+}

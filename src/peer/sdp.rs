@@ -99,10 +99,15 @@ fn fmtp_compatible(params: &str, ours: &str) -> bool {
             }
         }
     }
-    mode == Some("1")
-        && plid.is_some_and(|p| {
-            p.len() == 6 && ours.len() == 6 && p[..4].eq_ignore_ascii_case(&ours[..4])
-        })
+    mode == Some("1") && plid.is_some_and(|p| same_profile(p, ours))
+}
+
+/// Whether two `profile-level-id`s (RFC 6184 §8.1: six hex digits, `profile_idc`,
+/// `profile-iop`, `level_idc`) name the same profile. Compared on bytes, never by
+/// slicing text: the offer's value is viewer input and may hold any UTF-8.
+fn same_profile(theirs: &str, ours: &str) -> bool {
+    let hex6 = |s: &str| s.len() == 6 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    hex6(theirs) && hex6(ours) && theirs.as_bytes()[..4].eq_ignore_ascii_case(&ours.as_bytes()[..4])
 }
 
 #[cfg(test)]
@@ -168,6 +173,27 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
             check_offer(&high, &cap()),
             Err(OfferError::NoH264(_))
         ));
+    }
+
+    #[test]
+    fn non_ascii_or_non_hex_profile_level_id_is_refused_without_panicking() {
+        // `é` is two bytes, so byte 4 falls inside a character: slicing text there
+        // panicked the session task before this check existed.
+        for bad in [
+            "abcéx",
+            "42é01f",
+            "42e0\u{1F600}",
+            "zzzzzz",
+            "42e01",
+            "42e01f0",
+            "",
+        ] {
+            let sdp = offer(&VIDEO_H264.replace("42e01f", bad));
+            assert!(
+                matches!(check_offer(&sdp, &cap()), Err(OfferError::NoH264(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub enum PeerEvent {
     },
     /// The connection failed after it was set up; the session is gone.
     Failed(String),
+    /// The session's task ended abnormally (a panic or an internal error of edgecam,
+    /// not of the viewer); its peer connection is closed and the session is gone.
+    Aborted(String),
 }
 
 /// Work for the peer layer (one `RTCPeerConnection` per session).
@@ -385,6 +388,16 @@ impl Machine {
             PeerEvent::Failed(why) => {
                 log::warn!(session_id = session.as_str(); "session {session} failed: {why}");
                 self.end_with_bye(now, session, ByeReason::Failed);
+            }
+            PeerEvent::Aborted(why) => {
+                // Contract: an error ends the session and no `bye` follows it. The cause
+                // stays in the log; the viewer learns only that it was not its fault.
+                log::error!(session_id = session.as_str(); "session {session} aborted by an internal failure: {why}");
+                self.end_silently(now, &session);
+                self.send(
+                    session,
+                    ToViewer::error(ErrorCode::Internal, "camera error, retry".to_owned()),
+                );
             }
         }
     }
@@ -1011,5 +1024,45 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn aborted_session_gets_internal_error_frees_its_slot_at_once_and_no_bye() {
+        let t0 = Instant::now();
+        let mut m = machine(t0);
+        m.handle_message(t0, sid("a"), &offer(1));
+        m.handle_message(t0, sid("b"), &offer(1));
+        m.handle_peer(t0, sid("a"), PeerEvent::Connected);
+        drain(&mut m);
+        assert_eq!(m.viewers(), 2);
+        m.handle_peer(
+            t0,
+            sid("a"),
+            PeerEvent::Aborted("session task panicked: x".into()),
+        );
+        let out = drain(&mut m);
+        assert!(
+            out.contains(&Output::Peer(PeerCommand::Close { session: sid("a") })),
+            "{out:?}"
+        );
+        assert_eq!(
+            sent(&out),
+            vec![(
+                "a".into(),
+                ToViewer::error(ErrorCode::Internal, "camera error, retry")
+            )],
+            "error internal, without the panic text and without a bye"
+        );
+        assert_eq!(m.viewers(), 1, "the slot is free before any timeout");
+        // The camera was full (max 2); the freed slot takes a new viewer at once.
+        m.handle_message(t0, sid("c"), &offer(2));
+        assert!(drain(&mut m).contains(&Output::Peer(PeerCommand::Offer {
+            session: sid("c"),
+            sdp: "v=0 offer 2".into()
+        })));
+        // A later report about the aborted session changes nothing.
+        m.handle_peer(t0, sid("a"), PeerEvent::Aborted("again".into()));
+        assert!(sent(&drain(&mut m)).is_empty());
+        assert_eq!(m.viewers(), 2);
     }
 }

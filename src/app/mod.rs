@@ -70,6 +70,31 @@ pub fn plan(config: &Config) -> anyhow::Result<PipelineDesc> {
     Ok(desc)
 }
 
+/// Checks what can be checked of a `next` configuration while the camera still runs
+/// `current`, so that a reload never stops a working camera for a file that cannot
+/// start: the capture plan (explicit sources, formats and encoders present), the broker
+/// URL, the embedded broker's listen addresses when it is not running yet, and the HTTP
+/// listen address when it changes (the running one is ours and is freed on restart).
+///
+/// # Errors
+/// The first check that fails, naming the configuration key.
+pub fn preflight(next: &Config, current: &Config) -> anyhow::Result<()> {
+    let desc = pipeline::describe(&next.video, &next.audio, &probe(next))?;
+    log::debug!("reload preflight: capture {desc}");
+    match &next.signaling.broker {
+        Some(url) => {
+            BrokerUrl::parse(url).map_err(|e| anyhow::anyhow!("signaling.broker: {e}"))?;
+        }
+        None => broker::check(&next.broker).context("broker")?,
+    }
+    let http_kept = current.http.enabled && current.http.listen == next.http.listen;
+    if next.http.enabled && !http_kept {
+        std::net::TcpListener::bind(next.http.listen)
+            .with_context(|| format!("http.listen {}", next.http.listen))?;
+    }
+    Ok(())
+}
+
 fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
@@ -170,15 +195,52 @@ pub fn start_capture(
     }
 }
 
-/// Runs edgecam until `shutdown` is cancelled (process exit or a configuration reload;
-/// the caller sends `STOPPING=1` / `RELOADING=1`), then shuts down gracefully: every viewer
-/// gets `bye` (reason `shutdown`), peer connections close, the pipeline goes to NULL,
-/// the offline status is published, all within [`SHUTDOWN_DEADLINE`].
+/// Starts edgecam for `config`: plans the pipeline, starts capture, the broker (embedded
+/// or configured), the MQTT link, the peer registry and the HTTP server. What it started
+/// is stopped again when a later step fails, so a failed start leaves the device and
+/// the ports free (a reload can then go back to the previous configuration).
 ///
 /// # Errors
 /// Start-up failures (pipeline plan, broker or HTTP listeners, TLS set-up).
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn start(config: Config) -> anyhow::Result<Camera> {
     let started = Instant::now();
+    let tracker = TaskTracker::new();
+    let stops = Stops::default();
+    match start_parts(config, started, &tracker, &stops).await {
+        Ok(camera) => Ok(camera),
+        Err(e) => {
+            stops.cancel_all();
+            tracker.close();
+            let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait()).await;
+            Err(e)
+        }
+    }
+}
+
+/// The stop signals of each part, cancelled in the shutdown order.
+#[derive(Default)]
+struct Stops {
+    mqtt: CancellationToken,
+    peers: CancellationToken,
+    capture: CancellationToken,
+    http: CancellationToken,
+}
+
+impl Stops {
+    fn cancel_all(&self) {
+        self.mqtt.cancel();
+        self.peers.cancel();
+        self.capture.cancel();
+        self.http.cancel();
+    }
+}
+
+async fn start_parts(
+    config: Config,
+    started: Instant,
+    tracker: &TaskTracker,
+    stops: &Stops,
+) -> anyhow::Result<Camera> {
     let notifier = Notifier::from_env();
     install_crypto_provider();
     gst::init()?;
@@ -188,15 +250,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let source = desc.to_string();
     let ice = IcePolicy::from_config(&config.webrtc);
 
-    let tracker = TaskTracker::new();
-    let capture_stop = CancellationToken::new();
     let Capture {
         video: video_hub,
         audio: audio_hub,
         has_audio,
         format: format_rx,
         state: state_rx,
-    } = start_capture(&config, desc, &tracker, capture_stop.clone());
+    } = start_capture(&config, desc, tracker, stops.capture.clone());
 
     // Broker: configured, or the embedded one.
     let (broker_url, credentials) = match &config.signaling.broker {
@@ -240,8 +300,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }),
         turn: ice.has_turn(),
     };
-    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(1024);
-    let mqtt_stop = CancellationToken::new();
+    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(1024);
     let (link, mqtt_task) = mqtt::start(
         MqttSettings {
             url: broker_url,
@@ -259,12 +318,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         topics.clone(),
         &status.build(0, None),
         inbound_tx,
-        mqtt_stop.clone(),
+        stops.mqtt.clone(),
     )?;
 
-    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<PeerReport>();
-    let peers_stop = CancellationToken::new();
-    let mut peers = Peers::new(
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel::<PeerReport>();
+    let peers = Peers::new(
         PeerSettings {
             camera: camera.to_string(),
             ice: ice.clone(),
@@ -285,13 +343,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         },
         reports_tx,
         tracker.clone(),
-        peers_stop.clone(),
+        stops.peers.clone(),
     );
 
     let sessions_json: Arc<Mutex<serde_json::Value>> = Arc::new(Mutex::new(serde_json::json!([])));
     // Start → first encoded frame of this run, in ms (for /api/stats and the benchmark).
     let first_frame_ms: Arc<std::sync::OnceLock<u64>> = Arc::default();
-    let http_stop = CancellationToken::new();
     if config.http.enabled {
         let stats: web::StatsFn = {
             let sessions = sessions_json.clone();
@@ -327,7 +384,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             camera: camera.to_string(),
         };
         let router = web::router(page, stats, config.http.web_root.clone());
-        let task = web::serve(config.http.listen, router, http_stop.clone())
+        let task = web::serve(config.http.listen, router, stops.http.clone())
             .await
             .with_context(|| format!("http.listen {}", config.http.listen))?;
         tracker.spawn(async move {
@@ -335,7 +392,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         });
     }
 
-    let mut machine = Machine::new(
+    let machine = Machine::new(
         Limits {
             max_viewers: config.webrtc.max_viewers,
             connect_timeout: Duration::from_secs(config.webrtc.connect_timeout_s.into()),
@@ -344,7 +401,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         },
         Instant::now(),
     );
-    let mut health = Health::new(HealthPolicy {
+    let health = Health::new(HealthPolicy {
         // The supervisor acts on a stall first; the watchdog only on a wedged one.
         stall_allowance: Duration::from_millis(config.video.stall_timeout_ms.into())
             + Duration::from_secs(2),
@@ -355,94 +412,170 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(w) = notifier.watchdog_timeout() {
         log::info!("systemd watchdog on: WatchdogSec={} ms", w.as_millis());
     }
-    let mut format_watch = format_rx.clone();
-    let mut capture_watch = state_rx.clone();
-    macro_rules! observe_health {
-        () => {{
-            let verdict = health.observe(
-                Instant::now(),
-                &Observation {
-                    capture: &state_rx.borrow(),
-                    video_frames: video_hub.stats().published,
-                    broker: &link.state(),
-                    signaling_alive: !mqtt_task.is_finished(),
-                    viewers: machine.viewers(),
-                },
+    Ok(Camera {
+        started,
+        notifier,
+        topics,
+        tracker: tracker.clone(),
+        stops: Stops {
+            mqtt: stops.mqtt.clone(),
+            peers: stops.peers.clone(),
+            capture: stops.capture.clone(),
+            http: stops.http.clone(),
+        },
+        video_hub,
+        format_rx,
+        state_rx,
+        status,
+        inbound_rx,
+        link,
+        mqtt_task,
+        reports_rx,
+        peers,
+        sessions_json,
+        first_frame_ms,
+        machine,
+        health,
+        ice,
+    })
+}
+
+/// A started camera: everything [`start`] set up, run by [`Camera::run`].
+pub struct Camera {
+    started: Instant,
+    notifier: Notifier,
+    topics: Topics,
+    tracker: TaskTracker,
+    stops: Stops,
+    video_hub: Hub,
+    format_rx: watch::Receiver<Option<VideoFormat>>,
+    state_rx: watch::Receiver<CaptureState>,
+    status: StatusBuilder,
+    inbound_rx: mpsc::Receiver<Inbound>,
+    link: MqttHandle,
+    mqtt_task: tokio::task::JoinHandle<()>,
+    reports_rx: mpsc::UnboundedReceiver<PeerReport>,
+    peers: Peers,
+    sessions_json: Arc<Mutex<serde_json::Value>>,
+    first_frame_ms: Arc<std::sync::OnceLock<u64>>,
+    machine: Machine,
+    health: Health,
+    ice: IcePolicy,
+}
+
+impl Camera {
+    /// Runs the camera until `shutdown` is cancelled (process exit or a configuration
+    /// reload; the caller sends `STOPPING=1` / `RELOADING=1`), then shuts down
+    /// gracefully: every viewer gets `bye` (reason `shutdown`), peer connections close,
+    /// the pipeline goes to NULL, the offline status is published, all within
+    /// [`SHUTDOWN_DEADLINE`].
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Camera {
+            started,
+            notifier,
+            topics,
+            tracker,
+            stops,
+            video_hub,
+            format_rx,
+            state_rx,
+            status,
+            mut inbound_rx,
+            link,
+            mqtt_task,
+            mut reports_rx,
+            mut peers,
+            sessions_json,
+            first_frame_ms,
+            mut machine,
+            mut health,
+            ice,
+        } = self;
+        let mut format_watch = format_rx.clone();
+        let mut capture_watch = state_rx.clone();
+        macro_rules! observe_health {
+            () => {{
+                let verdict = health.observe(
+                    Instant::now(),
+                    &Observation {
+                        capture: &state_rx.borrow(),
+                        video_frames: video_hub.stats().published,
+                        broker: &link.state(),
+                        signaling_alive: !mqtt_task.is_finished(),
+                        viewers: machine.viewers(),
+                    },
+                );
+                report_health(&notifier, &verdict, health.status(), started);
+            }};
+        }
+        let mut housekeeping = tokio::time::interval(notifier.check_interval());
+        loop {
+            let wake = machine.poll_timeout().map_or_else(
+                || tokio::time::Instant::now() + Duration::from_secs(1),
+                tokio::time::Instant::from_std,
             );
-            report_health(&notifier, &verdict, health.status(), started);
-        }};
-    }
-    let mut housekeeping = tokio::time::interval(notifier.check_interval());
-    loop {
-        let wake = machine.poll_timeout().map_or_else(
-            || tokio::time::Instant::now() + Duration::from_secs(1),
-            tokio::time::Instant::from_std,
-        );
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            msg = inbound_rx.recv() => match msg {
-                Some(Inbound::Message { session, payload }) => machine.handle_message(Instant::now(), session, &payload),
-                Some(Inbound::Connected) => log::info!("signaling online as {}", topics.status()),
-                Some(Inbound::Disconnected(why)) => log::warn!("signaling offline ({why}); live sessions keep playing"),
-                None => break,
-            },
-            report = reports_rx.recv() => {
-                if let Some(r) = report && peers.is_current(&r.session, r.generation) {
-                    machine.handle_peer(Instant::now(), r.session, r.event);
-                }
-            },
-            () = tokio::time::sleep_until(wake) => machine.handle_timeout(Instant::now()),
-            changed = format_watch.changed() => {
-                if changed.is_ok() {
-                    // Width/height known now: refresh the retained status.
-                    link.publish_status(&status.build(machine.viewers(), format_watch.borrow().as_ref()));
-                }
-            },
-            changed = capture_watch.changed() => {
-                // Not waiting for the next housekeeping tick: READY=1 (and the status
-                // line) follow the first frame at once instead of up to 1 s later.
-                if changed.is_ok() {
-                    let ms = millis(started.elapsed());
-                    if *capture_watch.borrow_and_update() == CaptureState::Running
-                        && first_frame_ms.set(ms).is_ok()
-                    {
-                        log::info!("first encoded frame {ms} ms after start");
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                msg = inbound_rx.recv() => match msg {
+                    Some(Inbound::Message { session, payload }) => machine.handle_message(Instant::now(), session, &payload),
+                    Some(Inbound::Connected) => log::info!("signaling online as {}", topics.status()),
+                    Some(Inbound::Disconnected(why)) => log::warn!("signaling offline ({why}); live sessions keep playing"),
+                    None => break,
+                },
+                report = reports_rx.recv() => {
+                    if let Some(r) = report && peers.is_current(&r.session, r.generation) {
+                        machine.handle_peer(Instant::now(), r.session, r.event);
                     }
+                },
+                () = tokio::time::sleep_until(wake) => machine.handle_timeout(Instant::now()),
+                changed = format_watch.changed() => {
+                    if changed.is_ok() {
+                        // Width/height known now: refresh the retained status.
+                        link.publish_status(&status.build(machine.viewers(), format_watch.borrow().as_ref()));
+                    }
+                },
+                changed = capture_watch.changed() => {
+                    // Not waiting for the next housekeeping tick: READY=1 (and the status
+                    // line) follow the first frame at once instead of up to 1 s later.
+                    if changed.is_ok() {
+                        let ms = millis(started.elapsed());
+                        if *capture_watch.borrow_and_update() == CaptureState::Running
+                            && first_frame_ms.set(ms).is_ok()
+                        {
+                            log::info!("first encoded frame {ms} ms after start");
+                        }
+                        observe_health!();
+                    }
+                },
+                _ = housekeeping.tick() => {
+                    machine.handle_timeout(Instant::now());
+                    *sessions_json.lock().unwrap_or_else(|p| p.into_inner()) =
+                        serde_json::to_value(peers.snapshots()).unwrap_or_default();
+                    // Petting from this loop is what proves the loop itself is not wedged.
                     observe_health!();
                 }
-            },
-            _ = housekeeping.tick() => {
-                machine.handle_timeout(Instant::now());
-                *sessions_json.lock().unwrap_or_else(|p| p.into_inner()) =
-                    serde_json::to_value(peers.snapshots()).unwrap_or_default();
-                // Petting from this loop is what proves the loop itself is not wedged.
-                observe_health!();
             }
+            drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
         }
-        drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
-    }
 
-    log::info!("shutting down: {} viewer(s)", machine.viewers());
-    notifier.status(&format!(
-        "stopping capture, saying bye to {} viewer(s)",
-        machine.viewers()
-    ));
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
-    machine.shutdown(Instant::now());
-    drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
-    // Byes are queued in order ahead of the offline status and the disconnect.
-    mqtt_stop.cancel();
-    peers_stop.cancel();
-    capture_stop.cancel();
-    http_stop.cancel();
-    tracker.close();
-    let _ = tokio::time::timeout_at(deadline, async {
-        tracker.wait().await;
-        let _ = mqtt_task.await;
-    })
-    .await;
-    log::info!("stopped");
-    Ok(())
+        log::info!("shutting down: {} viewer(s)", machine.viewers());
+        notifier.status(&format!(
+            "stopping capture, saying bye to {} viewer(s)",
+            machine.viewers()
+        ));
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        machine.shutdown(Instant::now());
+        drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
+        // Byes are queued in order ahead of the offline status and the disconnect.
+        stops.cancel_all();
+        tracker.close();
+        let _ = tokio::time::timeout_at(deadline, async {
+            tracker.wait().await;
+            let _ = mqtt_task.await;
+        })
+        .await;
+        log::info!("stopped");
+    }
 }
 
 fn millis(d: Duration) -> u64 {

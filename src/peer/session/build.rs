@@ -1,0 +1,357 @@
+//! Building a session's peer connection: codecs and interceptors, ICE servers with
+//! freshly minted TURN credentials, the port range with retry, the mDNS fallback, the
+//! send tracks, and applying an offer to get the answer.
+
+use super::SessionCtx;
+use crate::peer::feedback::{self, KeyframeFeedback};
+use crate::signaling::protocol::ErrorCode;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Slot;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
+    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// Opus and H.264 payload types we register; the answer uses the offer's numbers.
+const H264_PT: u8 = 102;
+const OPUS_PT: u8 = 111;
+
+/// Set once mDNS sockets turned out to be unavailable on this host.
+static MDNS_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+
+/// What the peer connection's event handler passes to the session loop.
+pub(super) enum Internal {
+    Candidate(RTCIceCandidateInit),
+    GatheringComplete,
+    Ice(RTCIceConnectionState),
+    State(RTCPeerConnectionState),
+}
+
+pub(super) struct Handler {
+    tx: mpsc::UnboundedSender<Internal>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let _ = self.tx.send(Internal::Candidate(init));
+            }
+            Err(e) => log::warn!("cannot serialise local candidate: {e}"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.send(Internal::GatheringComplete);
+        }
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        let _ = self.tx.send(Internal::Ice(state));
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send(Internal::State(state));
+    }
+}
+
+/// Why a session could not be set up; becomes `OfferRejected`.
+pub(super) struct Reject(pub ErrorCode, pub String);
+
+fn codec_h264(profile_level_id: &str) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/H264".to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: format!(
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
+        ),
+        rtcp_feedback: vec![
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: String::new(),
+            },
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: "pli".into(),
+            },
+            RTCPFeedback {
+                typ: "ccm".into(),
+                parameter: "fir".into(),
+            },
+        ],
+    }
+}
+
+fn codec_opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "audio/opus".to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    let name = match kind {
+        RtpCodecKind::Audio => "audio",
+        _ => "video",
+    };
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "edgecam".to_owned(),
+        name.to_owned(),
+        name.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
+
+pub(super) struct Built {
+    pub pc: Arc<dyn PeerConnection>,
+    pub internal: mpsc::UnboundedReceiver<Internal>,
+    pub keyframe_requests: mpsc::UnboundedReceiver<()>,
+    pub video: SendTrack,
+    pub audio: Option<SendTrack>,
+}
+
+/// A local track, the sender it was added with, and its SSRC.
+pub(super) type SendTrack = (Arc<TrackLocalStaticRTP>, Arc<dyn RtpSender>, u32);
+
+fn internal_err(e: webrtc::error::Error) -> Reject {
+    Reject(ErrorCode::Internal, e.to_string())
+}
+
+/// Codecs (our H.264 profile, Opus when offered) with the default interceptors (NACK
+/// responder, RTCP reports, TWCC) plus [`KeyframeFeedback`], which reports PLI/FIR on
+/// `keyframe`.
+fn media_engine(
+    profile_level_id: &str,
+    audio: bool,
+    keyframe: mpsc::UnboundedSender<()>,
+) -> Result<(MediaEngine, Registry), Reject> {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: codec_h264(profile_level_id),
+                payload_type: H264_PT,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(internal_err)?;
+    if audio {
+        engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: codec_opus(),
+                    payload_type: OPUS_PT,
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(internal_err)?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut engine)
+        .map_err(internal_err)?
+        .with(Slot::from(feedback::SLOT), KeyframeFeedback::new(keyframe));
+    Ok((engine, registry))
+}
+
+/// The camera's ICE servers for this session, TURN REST credentials minted now.
+pub(super) fn ice_servers(ctx: &SessionCtx) -> Vec<RTCIceServer> {
+    ctx.settings
+        .ice
+        .camera_servers(&ctx.settings.camera, &ctx.id, crate::peer::ice::unix_now())
+        .into_iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls,
+            username: s.username.unwrap_or_default(),
+            credential: s.credential.unwrap_or_default(),
+        })
+        .collect()
+}
+
+pub(super) fn transport_policy(ctx: &SessionCtx) -> RTCIceTransportPolicy {
+    if ctx.settings.ice.transport_policy == "relay" {
+        RTCIceTransportPolicy::Relay
+    } else {
+        RTCIceTransportPolicy::All
+    }
+}
+
+/// `ip:port` for each address; empty `ips` = `default` (or nothing when `None`).
+fn socket_addrs(ips: &[IpAddr], default: Option<IpAddr>, port: u16) -> Vec<String> {
+    let ips: Vec<IpAddr> = if ips.is_empty() {
+        default.into_iter().collect()
+    } else {
+        ips.to_vec()
+    };
+    ips.into_iter()
+        .map(|ip| std::net::SocketAddr::new(ip, port).to_string())
+        .collect()
+}
+
+pub(super) async fn build(
+    ctx: &SessionCtx,
+    profile_level_id: &str,
+    audio: bool,
+) -> Result<Built, Reject> {
+    let policy = transport_policy(ctx);
+    let ice_servers = ice_servers(ctx);
+    let (tx, internal) = mpsc::unbounded_channel();
+    let settings = &ctx.settings;
+    let build_pc = async |mode: MulticastDnsMode, port: u16| {
+        let (keyframe_tx, keyframe_rx) = mpsc::unbounded_channel();
+        let (engine, registry) = media_engine(profile_level_id, audio, keyframe_tx)?;
+        let setting_engine = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(mode)
+            .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
+            .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server);
+        // Empty `udp_bind` = the wildcard, which webrtc-rs expands to one socket per
+        // non-loopback interface address.
+        let unspecified = Some(IpAddr::from([0, 0, 0, 0]));
+        PeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_ice_servers(ice_servers.clone())
+                    .with_ice_transport_policy(policy)
+                    .build(),
+            )
+            .with_setting_engine(setting_engine.build())
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler { tx: tx.clone() }))
+            .with_udp_addrs(socket_addrs(&settings.udp_bind, unspecified, port))
+            .with_tcp_addrs(socket_addrs(&settings.tcp_bind, None, port))
+            .build()
+            .await
+            .map(|pc| (Arc::new(pc) as Arc<dyn PeerConnection>, keyframe_rx))
+            .map_err(internal_err)
+    };
+    // mDNS in query mode resolves viewers' `.local` host candidates, but needs a multicast
+    // socket; where the host has no multicast route (containers, bare network
+    // namespaces) that bind fails with ENODEV, so fall back to no mDNS: viewers' checks
+    // then arrive as peer-reflexive candidates, which ICE accepts. It is switched off
+    // for the process only when disabling it is what made the build succeed.
+    let attempts = settings.ports.attempts();
+    let mut last_error = String::new();
+    let mut built = None;
+    for _ in 0..attempts {
+        let port = settings.ports.take();
+        let result = if MDNS_UNAVAILABLE.load(Ordering::Relaxed) {
+            build_pc(MulticastDnsMode::Disabled, port).await
+        } else {
+            match build_pc(MulticastDnsMode::QueryOnly, port).await {
+                Ok(pc) => Ok(pc),
+                Err(Reject(_, first)) => {
+                    let retry = build_pc(MulticastDnsMode::Disabled, port).await;
+                    if retry.is_ok() && !MDNS_UNAVAILABLE.swap(true, Ordering::Relaxed) {
+                        log::warn!(
+                            "mDNS unavailable ({first}); continuing without resolving .local candidates"
+                        );
+                    }
+                    retry
+                }
+            }
+        };
+        match result {
+            Ok(pc) => {
+                built = Some(pc);
+                break;
+            }
+            // Another session (or program) holds this port of the range: try the next.
+            Err(Reject(_, e)) if attempts > 1 && port_in_use(&settings.udp_bind, port) => {
+                log::debug!(session_id = ctx.id.as_str(); "port {port} busy: {e}");
+                last_error = e;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((pc, keyframe_requests)) = built else {
+        log::warn!(session_id = ctx.id.as_str(); "no free port in webrtc.port_range ({attempts} tried): {last_error}");
+        return Err(Reject(
+            ErrorCode::Busy,
+            "camera has no free ICE port, retry later".into(),
+        ));
+    };
+    let video_ssrc = rand::random::<u32>();
+    let video_track = local_track(
+        RtpCodecKind::Video,
+        codec_h264(profile_level_id),
+        video_ssrc,
+    );
+    let video_sender = pc
+        .add_track(video_track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(internal_err)?;
+    let audio = if audio && ctx.media.audio.is_some() {
+        let ssrc = rand::random::<u32>();
+        let track = local_track(RtpCodecKind::Audio, codec_opus(), ssrc);
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(internal_err)?;
+        Some((track, sender, ssrc))
+    } else {
+        None
+    };
+    Ok(Built {
+        pc,
+        internal,
+        keyframe_requests,
+        video: (video_track, video_sender, video_ssrc),
+        audio,
+    })
+}
+
+/// Whether UDP `port` is held by another socket on the addresses a session binds
+/// (`udp_bind`, or the wildcard). webrtc-rs 0.21.1 logs its bind error and returns only
+/// "no udp_sockets or tcp_listeners available", so the error kind
+/// ([`std::io::ErrorKind::AddrInUse`]) is read from a bind attempt of our own.
+fn port_in_use(udp_bind: &[IpAddr], port: u16) -> bool {
+    port != 0
+        && socket_addrs(udp_bind, Some(IpAddr::from([0, 0, 0, 0])), port)
+            .iter()
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+            .any(|a| {
+                std::net::UdpSocket::bind(a)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+            })
+}
+
+/// Applies an offer and returns the answer SDP.
+pub(super) async fn answer(pc: &Arc<dyn PeerConnection>, sdp: String) -> Result<String, Reject> {
+    let bad = |e: webrtc::error::Error| Reject(ErrorCode::BadOffer, e.to_string());
+    let offer = RTCSessionDescription::offer(sdp).map_err(bad)?;
+    pc.set_remote_description(offer).await.map_err(bad)?;
+    let answer = pc.create_answer(None).await.map_err(bad)?;
+    pc.set_local_description(answer).await.map_err(bad)?;
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| Reject(ErrorCode::Internal, "no local description".into()))
+}

@@ -1,0 +1,349 @@
+//! One viewer session: an `RTCPeerConnection` that answers the viewer's offer with
+//! sendonly H.264 (+ Opus when offered), fed from the hubs.
+//!
+//! - `build`: peer connection, codecs, interceptors, ICE servers, port range, mDNS
+//!   fallback; applying an offer.
+//! - `feed`: hub subscription → RTP on the tracks; PLI/FIR → keyframe requests.
+//! - [`rtp`]: RTP timestamps from the frame PTS (RFC 3550 §5.1: sampling instant, never
+//!   a wall-clock ticker) and sequence numbers, pure.
+//! - `diag`: gathered candidates and the selected pair, for the log.
+//! - this file: the session's event loop.
+
+mod build;
+mod diag;
+mod feed;
+pub mod rtp;
+
+use super::sdp::{SendCapability, check_offer};
+use super::stats::{LatencyHistogram, SessionStats};
+use super::{MediaFeeds, PeerReport, PeerSettings};
+use crate::media::MediaKind;
+use crate::signaling::machine::PeerEvent;
+use crate::signaling::protocol::{CandidateInit, ErrorCode, SessionId};
+use crate::telemetry;
+use build::{Built, Internal, Reject, answer, build, ice_servers, transport_policy};
+use diag::{Gathered, selected_pair};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use webrtc::peer_connection::{
+    PeerConnection, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState,
+    RTCIceTransportPolicy, RTCPeerConnectionState,
+};
+
+/// Longest wait for the encoder's first keyframe before refusing an offer.
+const FORMAT_WAIT: Duration = Duration::from_secs(5);
+
+/// Work for a running session, in arrival order.
+#[derive(Debug)]
+pub(crate) enum SessionCmd {
+    /// A renegotiation offer.
+    Offer(String),
+    /// A remote candidate or end of candidates.
+    Candidate(Option<CandidateInit>),
+}
+
+/// What one session task needs.
+pub(crate) struct SessionCtx {
+    pub id: SessionId,
+    pub generation: u64,
+    pub settings: Arc<PeerSettings>,
+    pub media: MediaFeeds,
+    pub events: mpsc::UnboundedSender<PeerReport>,
+    pub cancel: CancellationToken,
+    pub stats: Arc<SessionStats>,
+    pub latency: Arc<LatencyHistogram>,
+}
+
+impl SessionCtx {
+    fn report(&self, event: PeerEvent) {
+        let _ = self.events.send(PeerReport {
+            session: self.id.clone(),
+            generation: self.generation,
+            event,
+        });
+    }
+}
+
+/// A failure of edgecam itself inside one session (not of the viewer's input or
+/// network): the registry ends the session with `error` `internal`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// A media task (RTP feed or keyframe forwarder) panicked.
+    #[error("media task panicked: {0}")]
+    MediaTask(String),
+    /// The session task itself panicked.
+    #[error("session task panicked: {0}")]
+    Panicked(String),
+}
+
+/// Where a session puts its peer connection once built, so that the registry can close
+/// it when the session task dies without doing so itself.
+#[derive(Clone, Default)]
+pub(crate) struct PcSlot(Arc<Mutex<Option<Arc<dyn PeerConnection>>>>);
+
+impl PcSlot {
+    /// Registers the session's peer connection.
+    pub(crate) fn set(&self, pc: Arc<dyn PeerConnection>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(pc);
+    }
+
+    /// Takes the registered peer connection, if any.
+    pub(crate) fn take(&self) -> Option<Arc<dyn PeerConnection>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The message of a panic payload (`&str` or `String`, as `panic!` makes them).
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".to_owned())
+}
+
+/// Runs one session until it is cancelled or ends. What the viewer caused (a bad offer,
+/// a failed connection) is reported as a [`PeerEvent`] and ends with `Ok`; `Err` is for
+/// failures of edgecam itself, which the registry turns into `error` `internal`. The
+/// peer connection is put in `slot` as soon as it exists, so that the registry can close
+/// it should this task panic.
+///
+/// # Errors
+/// [`SessionError`] when one of the session's media tasks ends abnormally.
+pub(crate) async fn run(
+    ctx: SessionCtx,
+    first_offer: String,
+    mut cmds: mpsc::UnboundedReceiver<SessionCmd>,
+    slot: PcSlot,
+) -> Result<(), SessionError> {
+    let mut format_rx = ctx.media.format.clone();
+    let format = tokio::select! {
+        f = tokio::time::timeout(FORMAT_WAIT, format_rx.wait_for(Option::is_some)) => {
+            f.ok().and_then(Result::ok).and_then(|f| f.clone())
+        }
+        () = ctx.cancel.cancelled() => return Ok(()),
+    };
+    let Some(format) = format else {
+        ctx.report(PeerEvent::OfferRejected {
+            code: ErrorCode::Internal,
+            message: "camera has not produced video yet, retry shortly".into(),
+        });
+        return Ok(());
+    };
+    let cap = SendCapability {
+        profile_level_id: format.profile_level_id.clone(),
+    };
+    let info = match check_offer(&first_offer, &cap) {
+        Ok(info) => info,
+        Err(e) => {
+            ctx.report(PeerEvent::OfferRejected {
+                code: ErrorCode::BadOffer,
+                message: e.to_string(),
+            });
+            return Ok(());
+        }
+    };
+    let built = match build(&ctx, &cap.profile_level_id, info.audio).await {
+        Ok(b) => b,
+        Err(Reject(code, message)) => {
+            ctx.report(PeerEvent::OfferRejected { code, message });
+            return Ok(());
+        }
+    };
+    let Built {
+        pc,
+        mut internal,
+        keyframe_requests,
+        video,
+        audio,
+    } = built;
+    slot.set(pc.clone());
+    match answer(&pc, first_offer).await {
+        Ok(sdp) => ctx.report(PeerEvent::Answer(sdp)),
+        Err(Reject(code, message)) => {
+            ctx.report(PeerEvent::OfferRejected { code, message });
+            let _ = pc.close().await;
+            return Ok(());
+        }
+    }
+
+    let media_cancel = ctx.cancel.child_token();
+    let (live_tx, live_rx) = watch::channel(false);
+    let video_sub = Arc::new(ctx.media.video.subscribe());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(feed::feed(
+        MediaKind::Video,
+        video.0.clone(),
+        video.1.clone(),
+        video.2,
+        video_sub.clone(),
+        live_rx.clone(),
+        ctx.stats.clone(),
+        ctx.latency.clone(),
+        media_cancel.clone(),
+    ));
+    tasks.spawn(feed::forward_keyframe_requests(
+        keyframe_requests,
+        video_sub.clone(),
+        ctx.stats.clone(),
+        media_cancel.clone(),
+    ));
+    if let (Some((track, sender, ssrc)), Some(hub)) = (audio, ctx.media.audio.as_ref()) {
+        let sub = Arc::new(hub.subscribe());
+        tasks.spawn(feed::feed(
+            MediaKind::Audio,
+            track.clone(),
+            sender,
+            ssrc,
+            sub,
+            live_rx.clone(),
+            ctx.stats.clone(),
+            ctx.latency.clone(),
+            media_cancel.clone(),
+        ));
+    }
+
+    let mut ice_state = RTCIceConnectionState::New;
+    let mut gathered = Gathered::default();
+    let mut outcome = Ok(());
+    loop {
+        tokio::select! {
+            () = ctx.cancel.cancelled() => break,
+            Some(done) = tasks.join_next() => {
+                // A media task that returns has nothing left to send (hub closed, track
+                // gone); one that panicked leaves this viewer without media.
+                if let Err(e) = done && e.is_panic() {
+                    outcome = Err(SessionError::MediaTask(panic_text(e.into_panic().as_ref())));
+                    break;
+                }
+            },
+            cmd = cmds.recv() => match cmd {
+                None => break,
+                Some(SessionCmd::Candidate(Some(c))) => {
+                    let init = RTCIceCandidateInit {
+                        candidate: c.candidate,
+                        sdp_mid: c.sdp_mid,
+                        sdp_mline_index: c.sdp_mline_index,
+                        username_fragment: c.username_fragment,
+                        ..Default::default()
+                    };
+                    if let Err(e) = pc.add_ice_candidate(init).await {
+                        // Contract: unusable candidate lines are skipped with a log line.
+                        log::info!(session_id = ctx.id.as_str(); "skipping remote candidate: {e}");
+                    }
+                }
+                Some(SessionCmd::Candidate(None)) => {
+                    // End of candidates is only a hint: peer-reflexive candidates and
+                    // connectivity checks may still arrive, so ICE is never failed here.
+                    log::debug!(session_id = ctx.id.as_str(); "viewer signalled end of candidates");
+                }
+                Some(SessionCmd::Offer(sdp)) => {
+                    if let Err(e) = check_offer(&sdp, &cap) {
+                        ctx.report(PeerEvent::OfferRejected { code: ErrorCode::BadOffer, message: e.to_string() });
+                        break;
+                    }
+                    if ctx.settings.ice.camera_mints() {
+                        // A renegotiation is usually an ICE restart (network change, or
+                        // the viewer's credentials refresh): the camera's own TURN REST
+                        // credentials are renewed with it so its allocations outlive them.
+                        // Same defaults as at build, so only servers and policy change.
+                        let config = RTCConfigurationBuilder::new()
+                            .with_ice_servers(ice_servers(&ctx))
+                            .with_ice_transport_policy(transport_policy(&ctx))
+                            .build();
+                        if let Err(e) = pc.set_configuration(config).await {
+                            log::warn!(session_id = ctx.id.as_str(); "cannot renew TURN credentials: {e}");
+                        }
+                    }
+                    gathered = Gathered::default();
+                    match answer(&pc, sdp).await {
+                        Ok(sdp) => {
+                            ctx.report(PeerEvent::Answer(sdp));
+                            if matches!(ice_state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
+                                // No ICE restart: the session is still connected.
+                                ctx.report(PeerEvent::Connected);
+                            }
+                        }
+                        Err(Reject(code, message)) => {
+                            ctx.report(PeerEvent::OfferRejected { code, message });
+                            break;
+                        }
+                    }
+                }
+            },
+            ev = internal.recv() => match ev {
+                None => break,
+                Some(Internal::Candidate(init)) => {
+                    gathered.count(&init.candidate);
+                    let lines = match &ctx.settings.nat_1to1_ip {
+                        Some(public) => super::ice::nat_1to1_candidates(&init.candidate, public, ctx.settings.nat_1to1_srflx),
+                        None => vec![init.candidate.clone()],
+                    };
+                    for candidate in lines {
+                        ctx.report(PeerEvent::LocalCandidate(Some(CandidateInit {
+                            candidate,
+                            sdp_mid: init.sdp_mid.clone().filter(|m| !m.is_empty()).or_else(|| Some("0".into())),
+                            sdp_mline_index: init.sdp_mline_index,
+                            username_fragment: init.username_fragment.clone(),
+                        })));
+                    }
+                }
+                Some(Internal::GatheringComplete) => {
+                    ctx.report(PeerEvent::LocalCandidate(None));
+                    log::info!(session_id = ctx.id.as_str(); "ICE gathering complete: {gathered}");
+                    if ctx.settings.ice.camera_has_turn() && gathered.relay == 0 {
+                        log::warn!(session_id = ctx.id.as_str(); "no relay candidate from the TURN server(s): allocation refused or unreachable (wrong/expired credentials or secret, or TURN port blocked); see the webrtc log line above");
+                        if transport_policy(&ctx) == RTCIceTransportPolicy::Relay {
+                            ctx.report(PeerEvent::Failed("relay-only camera got no TURN allocation".into()));
+                            break;
+                        }
+                    }
+                }
+                Some(Internal::Ice(state)) => {
+                    log::debug!(session_id = ctx.id.as_str(); "ICE connection state {state}");
+                    ice_state = state;
+                    if matches!(state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
+                        ctx.report(PeerEvent::Connected);
+                        // After an ICE restart the path may have changed.
+                        if let Some((pair, remote)) = selected_pair(&pc).await {
+                            let mut current = ctx.stats.candidate_pair.lock().unwrap_or_else(|p| p.into_inner());
+                            if current.as_deref() != Some(pair.as_str()) {
+                                let peer_addr = remote.map_or_else(|| "?".to_owned(), |(ip, port)| {
+                                    telemetry::peer_addr(ip, port, ctx.settings.redact_peer_addr)
+                                });
+                                log::info!(session_id = ctx.id.as_str(), peer_addr = peer_addr.as_str(); "media flowing over {pair}");
+                                *current = Some(pair);
+                            }
+                        }
+                    }
+                }
+                Some(Internal::State(state)) => {
+                    log::info!(session_id = ctx.id.as_str(); "peer connection {state}");
+                    match state {
+                        RTCPeerConnectionState::Connected => {
+                            live_tx.send_replace(true);
+                        }
+                        RTCPeerConnectionState::Failed => {
+                            ctx.report(PeerEvent::Failed("ICE/DTLS failed".into()));
+                            break;
+                        }
+                        RTCPeerConnectionState::Closed => {
+                            ctx.report(PeerEvent::Failed("peer connection closed".into()));
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            },
+        }
+    }
+    media_cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    if let Err(e) = pc.close().await {
+        log::debug!(session_id = ctx.id.as_str(); "close: {e}");
+    }
+    log::info!(session_id = ctx.id.as_str(); "session {} closed", ctx.id);
+    outcome
+}
