@@ -2,6 +2,10 @@
 //! driven by the MQTT link, the embedded broker and the viewer page. The only module
 //! that knows all the others. Shutdown is passed in.
 
+mod stats;
+
+pub use stats::ApiStats;
+
 use crate::broker;
 use crate::config::{AudioSource, BrokerUrl, Config, Nat1To1Type, VideoSource};
 use crate::media::hub::Hub;
@@ -9,6 +13,7 @@ use crate::media::pipeline::{self, AudioPlan, PipelineDesc, Probe, VideoPlan};
 use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
 use crate::media::{VideoFormat, devices, gst};
 use crate::peer::ice::{IcePolicy, unix_now};
+use crate::peer::stats::SessionSnapshot;
 use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
 use crate::service::{Health, HealthPolicy, Notifier, Observation};
 use crate::signaling::machine::{Limits, Machine, Output};
@@ -346,7 +351,7 @@ async fn start_parts(
         stops.peers.clone(),
     );
 
-    let sessions_json: Arc<Mutex<serde_json::Value>> = Arc::new(Mutex::new(serde_json::json!([])));
+    let sessions_json: Arc<Mutex<Vec<SessionSnapshot>>> = Arc::default();
     // Start → first encoded frame of this run, in ms (for /api/stats and the benchmark).
     let first_frame_ms: Arc<std::sync::OnceLock<u64>> = Arc::default();
     if config.http.enabled {
@@ -362,15 +367,16 @@ async fn start_parts(
             Arc::new(move || {
                 let v = video_hub.stats();
                 let a = audio_hub.stats();
-                serde_json::json!({
-                    "capture": format!("{:?}", *state_rx.borrow()),
-                    "videoFramesPublished": v.published,
-                    "audioPacketsPublished": a.published,
-                    "keyframeRequestsSent": v.keyframe_requests_sent,
-                    "captureToRtpLatency": latency.summary(),
-                    "startToFirstFrameMs": first_frame_ms.get(),
-                    "sessions": sessions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                })
+                let doc = ApiStats {
+                    capture: format!("{:?}", *state_rx.borrow()),
+                    video_frames_published: v.published,
+                    audio_packets_published: a.published,
+                    keyframe_requests_sent: v.keyframe_requests_sent,
+                    capture_to_rtp_latency: latency.summary(),
+                    start_to_first_frame_ms: first_frame_ms.get().copied(),
+                    sessions: sessions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                };
+                serde_json::to_value(doc).unwrap_or_default()
             })
         };
         let page = web::PageConfig {
@@ -456,7 +462,7 @@ pub struct Camera {
     mqtt_task: tokio::task::JoinHandle<()>,
     reports_rx: mpsc::UnboundedReceiver<PeerReport>,
     peers: Peers,
-    sessions_json: Arc<Mutex<serde_json::Value>>,
+    sessions_json: Arc<Mutex<Vec<SessionSnapshot>>>,
     first_frame_ms: Arc<std::sync::OnceLock<u64>>,
     machine: Machine,
     health: Health,
@@ -549,8 +555,7 @@ impl Camera {
                 },
                 _ = housekeeping.tick() => {
                     machine.handle_timeout(Instant::now());
-                    *sessions_json.lock().unwrap_or_else(|p| p.into_inner()) =
-                        serde_json::to_value(peers.snapshots()).unwrap_or_default();
+                    *sessions_json.lock().unwrap_or_else(|p| p.into_inner()) = peers.snapshots();
                     // Petting from this loop is what proves the loop itself is not wedged.
                     observe_health!();
                 }

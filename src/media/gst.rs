@@ -83,6 +83,8 @@ struct Shared {
     last_video_ms: AtomicU64,
     epoch: Instant,
     video_frames: AtomicU64,
+    /// Woken (a stored permit) by the first video frame.
+    first_video: tokio::sync::Notify,
 }
 
 /// A running pipeline. Stop it with [`Capture::stop`] (also done on drop).
@@ -116,6 +118,7 @@ impl Capture {
             last_video_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             video_frames: AtomicU64::new(0),
+            first_video: tokio::sync::Notify::new(),
         });
         let video_sink = appsink(&pipeline, "video")?;
         {
@@ -198,6 +201,15 @@ impl Capture {
                     }
                 }
             }
+        }
+    }
+
+    /// Resolves once this run has delivered its first video frame.
+    pub async fn first_video_frame(&self) {
+        if self.video_frames() == 0 {
+            // `notify_one` stores a permit, so a frame that arrived between the check
+            // and this await is not missed.
+            self.shared.first_video.notified().await;
         }
     }
 
@@ -325,7 +337,9 @@ fn install(
                     *end = (*end).max(pts + duration);
                 }
                 if is_video {
-                    shared.video_frames.fetch_add(1, Ordering::Relaxed);
+                    if shared.video_frames.fetch_add(1, Ordering::Relaxed) == 0 {
+                        shared.first_video.notify_one();
+                    }
                     let ms = u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
                     shared.last_video_ms.store(ms, Ordering::Relaxed);
                 }

@@ -3,7 +3,7 @@
 //! - [`pipeline`]: pure pipeline description from config and probed elements.
 //! - [`gst`]: the one GStreamer adapter (appsinks, bus, force-key-unit).
 //! - [`hub`]: encode once, per-viewer bounded queues with keyframe gating.
-//! - [`supervisor`]: restarts capture with backoff on error, EOS or stall.
+//! - [`supervisor`]: restarts capture on error, EOS or stall; [`restart`]: when (pure).
 //! - [`devices`]: V4L2 and ALSA discovery through the `v4l` and `alsa` crates.
 //! - [`h264`]: the few H.264 bitstream facts edgecam needs (NAL types, SPS profile).
 
@@ -12,6 +12,7 @@ pub mod gst;
 pub mod h264;
 pub mod hub;
 pub mod pipeline;
+pub mod restart;
 pub mod supervisor;
 
 use bytes::Bytes;

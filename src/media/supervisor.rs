@@ -1,13 +1,13 @@
 //! Capture supervision: runs the pipeline, and on a bus error, EOS or stall restarts it
-//! with capped exponential backoff and jitter. Viewers stay subscribed to the hubs
+//! when `media::restart` says (capped exponential backoff with jitter). Viewers stay subscribed to the hubs
 //! throughout and resume at the next IDR; PTS stays continuous across restarts.
 
 use super::VideoFormat;
 use super::gst::{Capture, CaptureEnd};
 use super::hub::Hub;
 use super::pipeline::PipelineDesc;
-use backon::BackoffBuilder;
-use std::time::Duration;
+use super::restart::{Restart, RestartConfig, RestartPolicy};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +44,8 @@ pub struct SupervisorConfig {
     pub fps: u32,
 }
 
-/// Runs capture until `shutdown` is cancelled.
+/// Runs capture until `shutdown` is cancelled, restarting it as [`RestartPolicy`]
+/// decides.
 pub async fn run(
     desc: PipelineDesc,
     cfg: SupervisorConfig,
@@ -54,54 +55,42 @@ pub async fn run(
     state: watch::Sender<CaptureState>,
     shutdown: CancellationToken,
 ) {
-    let new_backoff = || {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(cfg.min_backoff)
-            .with_max_delay(cfg.max_backoff)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
-    let mut backoff = new_backoff();
-    let mut pts_offset = Duration::ZERO;
-    let mut failures: u32 = 0;
+    let mut policy = RestartPolicy::new(RestartConfig {
+        min_backoff: cfg.min_backoff,
+        max_backoff: cfg.max_backoff,
+        healthy_after: cfg.healthy_after,
+        jitter: true,
+    });
     while !shutdown.is_cancelled() {
-        let started = tokio::time::Instant::now();
-        let reason = match Capture::start(
+        let started = Instant::now();
+        let (reason, end_pts) = match Capture::start(
             &desc,
             &video_hub,
             &audio_hub,
-            pts_offset,
+            policy.pts_offset(),
             cfg.fps,
             format.clone(),
         ) {
             Ok(capture) => {
                 let end = tokio::select! {
                     end = capture.wait(cfg.stall_timeout) => Some(end),
-                    () = mark_running(&capture, state.clone()) => None,
+                    () = mark_running(&capture, &state) => None,
                     () = shutdown.cancelled() => None,
                 };
                 capture.stop();
-                // A 100 ms gap keeps RTP timestamps monotonic across the restart.
-                pts_offset = capture.end_pts() + Duration::from_millis(100);
-                match end {
+                let reason = match end {
                     None => break,
                     Some(CaptureEnd::Eos) => "end of stream".to_owned(),
                     Some(CaptureEnd::Error(e)) => e,
                     Some(CaptureEnd::Stalled(d)) => {
                         format!("no video frame for {} ms", d.as_millis())
                     }
-                }
+                };
+                (reason, Some(capture.end_pts()))
             }
-            Err(e) => e.to_string(),
+            Err(e) => (e.to_string(), None),
         };
-        if started.elapsed() >= cfg.healthy_after {
-            backoff = new_backoff();
-            failures = 0;
-        }
-        failures += 1;
-        let delay = backoff.next().unwrap_or(cfg.max_backoff);
+        let Restart { failures, delay } = policy.failed(started, Instant::now(), end_pts);
         log::error!(
             "capture failed ({reason}); restart {failures} in {} ms",
             delay.as_millis()
@@ -118,12 +107,9 @@ pub async fn run(
 }
 
 /// Publishes [`CaptureState::Running`] once the capture has delivered its first video
-/// frame; never resolves.
-async fn mark_running(capture: &Capture, state: watch::Sender<CaptureState>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    while capture.video_frames() == 0 {
-        tick.tick().await;
-    }
+/// frame (woken by the appsink callback, not polled); never resolves.
+async fn mark_running(capture: &Capture, state: &watch::Sender<CaptureState>) {
+    capture.first_video_frame().await;
     state.send_replace(CaptureState::Running);
     std::future::pending::<()>().await;
 }
