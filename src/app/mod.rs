@@ -2,23 +2,27 @@
 //! driven by the MQTT link, the embedded broker and the viewer page. The only module
 //! that knows all the others. Shutdown is passed in.
 
+mod plan;
 mod stats;
+mod status;
 
+pub use plan::{install_crypto_provider, plan, preflight, probe};
 pub use stats::ApiStats;
+use status::StatusBuilder;
 
 use crate::broker;
-use crate::config::{AudioSource, BrokerUrl, Config, Nat1To1Type, VideoSource};
+use crate::config::{BrokerUrl, Config, Nat1To1Type};
 use crate::media::hub::Hub;
-use crate::media::pipeline::{self, AudioPlan, PipelineDesc, Probe, VideoPlan};
+use crate::media::pipeline::{AudioPlan, PipelineDesc};
 use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
-use crate::media::{VideoFormat, devices, gst};
+use crate::media::{VideoFormat, gst};
 use crate::peer::ice::{IcePolicy, unix_now};
 use crate::peer::stats::SessionSnapshot;
 use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
 use crate::service::{Health, HealthPolicy, Notifier, Observation};
 use crate::signaling::machine::{Limits, Machine, Output};
 use crate::signaling::mqtt::{self, Inbound, MqttHandle, MqttSettings};
-use crate::signaling::protocol::{AudioInfo, PROTOCOL_VERSION, Status, Topics, VideoInfo};
+use crate::signaling::protocol::{AudioInfo, Topics};
 use crate::web;
 use anyhow::Context as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -32,115 +36,11 @@ use tokio_util::task::TaskTracker;
 /// default `TimeoutStopSec=` of 90 s, and the unit's 10 s).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Installs rustls's ring provider: rumqttd and rumqttc bring two crypto backends, and
-/// rustls refuses to guess between them at run time.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Probes the machine for the configured sources.
-pub fn probe(config: &Config) -> Probe {
-    let mut probe = Probe::default();
-    gst::probe_elements(&mut probe);
-    if matches!(config.video.source, VideoSource::Auto | VideoSource::V4l2)
-        && let Some(dev) = devices::v4l2_device(&config.video.device)
-    {
-        probe.v4l2_formats = dev.formats.into_iter().map(|f| f.fourcc).collect();
-    }
-    if matches!(config.audio.source, AudioSource::Auto) {
-        probe.alsa_capture = devices::alsa_can_capture(&config.audio.device);
-    }
-    probe
-}
-
-/// Resolves the pipeline for `config` on this machine, logging the choice.
-///
-/// # Errors
-/// When an explicitly configured source or encoder is missing.
-pub fn plan(config: &Config) -> anyhow::Result<PipelineDesc> {
-    let probe = probe(config);
-    let desc = pipeline::describe(&config.video, &config.audio, &probe)?;
-    log::info!("capture: {desc}");
-    if desc.video == VideoPlan::Test && config.video.source == VideoSource::Auto {
-        log::info!(
-            "no camera found: streaming the test pattern{}",
-            if desc.audio == AudioPlan::Test {
-                " with a test tone"
-            } else {
-                ""
-            }
-        );
-    }
-    log::debug!("pipeline: {}", desc.launch);
-    Ok(desc)
-}
-
-/// Checks what can be checked of a `next` configuration while the camera still runs
-/// `current`, so that a reload never stops a working camera for a file that cannot
-/// start: the capture plan (explicit sources, formats and encoders present), the broker
-/// URL, the embedded broker's listen addresses when it is not running yet, and the HTTP
-/// listen address when it changes (the running one is ours and is freed on restart).
-///
-/// # Errors
-/// The first check that fails, naming the configuration key.
-pub fn preflight(next: &Config, current: &Config) -> anyhow::Result<()> {
-    let desc = pipeline::describe(&next.video, &next.audio, &probe(next))?;
-    log::debug!("reload preflight: capture {desc}");
-    match &next.signaling.broker {
-        Some(url) => {
-            BrokerUrl::parse(url).map_err(|e| anyhow::anyhow!("signaling.broker: {e}"))?;
-        }
-        None => broker::check(&next.broker).context("broker")?,
-    }
-    let http_kept = current.http.enabled && current.http.listen == next.http.listen;
-    if next.http.enabled && !http_kept {
-        std::net::TcpListener::bind(next.http.listen)
-            .with_context(|| format!("http.listen {}", next.http.listen))?;
-    }
-    Ok(())
-}
-
 fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
     } else {
         addr
-    }
-}
-
-struct StatusBuilder {
-    camera: String,
-    name: String,
-    max_viewers: u32,
-    fps: u32,
-    width: u32,
-    height: u32,
-    audio: Option<AudioInfo>,
-    turn: bool,
-}
-
-impl StatusBuilder {
-    fn build(&self, viewers: u32, format: Option<&VideoFormat>) -> Status {
-        let (width, height) = format
-            .filter(|f| f.width > 0)
-            .map_or((self.width, self.height), |f| (f.width, f.height));
-        Status {
-            protocol: PROTOCOL_VERSION,
-            state: "online".into(),
-            camera: self.camera.clone(),
-            name: Some(self.name.clone()),
-            version: Some(env!("CARGO_PKG_VERSION").into()),
-            video: Some(VideoInfo {
-                codec: "H264".into(),
-                width,
-                height,
-                fps: self.fps,
-            }),
-            audio: Some(self.audio.clone()),
-            viewers: Some(viewers),
-            max_viewers: Some(self.max_viewers),
-            turn: self.turn.then_some(true),
-        }
     }
 }
 

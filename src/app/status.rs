@@ -1,0 +1,42 @@
+//! The retained status payload (signaling contract, "Status payload") built from the
+//! configuration and what the encoder reports.
+
+use crate::media::VideoFormat;
+use crate::signaling::protocol::{AudioInfo, PROTOCOL_VERSION, Status, VideoInfo};
+
+/// What the status says that does not change while the camera runs.
+pub(super) struct StatusBuilder {
+    pub camera: String,
+    pub name: String,
+    pub max_viewers: u32,
+    pub fps: u32,
+    pub width: u32,
+    pub height: u32,
+    pub audio: Option<AudioInfo>,
+    pub turn: bool,
+}
+
+impl StatusBuilder {
+    pub(super) fn build(&self, viewers: u32, format: Option<&VideoFormat>) -> Status {
+        let (width, height) = format
+            .filter(|f| f.width > 0)
+            .map_or((self.width, self.height), |f| (f.width, f.height));
+        Status {
+            protocol: PROTOCOL_VERSION,
+            state: "online".into(),
+            camera: self.camera.clone(),
+            name: Some(self.name.clone()),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+            video: Some(VideoInfo {
+                codec: "H264".into(),
+                width,
+                height,
+                fps: self.fps,
+            }),
+            audio: Some(self.audio.clone()),
+            viewers: Some(viewers),
+            max_viewers: Some(self.max_viewers),
+            turn: self.turn.then_some(true),
+        }
+    }
+}
