@@ -5,6 +5,7 @@
 pub mod app;
 pub mod broker;
 pub mod config;
+pub mod ice;
 pub mod media;
 pub mod peer;
 pub mod selftest;

@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     }
     if let Err(e) = edgecam::telemetry::init(
         config.log.target,
-        &config.log.level,
+        config.log.level.as_str(),
         config.camera_id().as_str(),
     ) {
         eprintln!("edgecam: logging: {e}");

@@ -12,11 +12,11 @@ use status::StatusBuilder;
 
 use crate::broker;
 use crate::config::{BrokerUrl, Config, Nat1To1Type};
+use crate::ice::{IcePolicy, unix_now};
 use crate::media::hub::Hub;
 use crate::media::pipeline::{AudioPlan, PipelineDesc};
 use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
 use crate::media::{VideoFormat, gst};
-use crate::peer::ice::{IcePolicy, unix_now};
 use crate::peer::stats::SessionSnapshot;
 use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
 use crate::service::{Health, HealthPolicy, Notifier, Observation};
@@ -166,12 +166,15 @@ async fn start_parts(
     // Broker: configured, or the embedded one.
     let (broker_url, credentials) = match &config.signaling.broker {
         Some(url) => (
-            BrokerUrl::parse(url).map_err(|e| anyhow::anyhow!("signaling.broker: {e}"))?,
+            url.clone(),
+            // The configured username (and password or password file) wins over
+            // credentials written into the URL.
             config
                 .signaling
                 .username
                 .clone()
-                .map(|u| (u, config.signaling.password.clone().unwrap_or_default())),
+                .map(|u| (u, config.signaling.password.clone().unwrap_or_default()))
+                .or_else(|| url.userinfo.clone()),
         ),
         None => {
             let addr = loopback_if_unspecified(broker::start(&config.broker)?);
@@ -233,11 +236,8 @@ async fn start_parts(
             ice: ice.clone(),
             udp_bind: config.webrtc.udp_bind.clone(),
             tcp_bind: config.webrtc.tcp_bind.clone(),
-            ports: PortPool::new(match config.webrtc.port_range.as_slice() {
-                [first, last] => Some((*first, *last)),
-                _ => None,
-            }),
-            nat_1to1_ip: config.webrtc.nat_1to1_ips.first().cloned(),
+            ports: PortPool::new(config.webrtc.port_range.bounds()),
+            nat_1to1_ip: config.webrtc.nat_1to1_ips.first().map(ToString::to_string),
             nat_1to1_srflx: config.webrtc.nat_1to1_candidate_type == Nat1To1Type::Srflx,
             redact_peer_addr: config.log.redact_peer_addr,
         },

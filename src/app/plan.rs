@@ -2,7 +2,7 @@
 //! this machine, and a reload's checks while the camera still runs.
 
 use crate::broker;
-use crate::config::{AudioSource, BrokerUrl, Config, VideoSource};
+use crate::config::{AudioSource, Config, VideoSource};
 use crate::media::pipeline::{self, AudioPlan, PipelineDesc, Probe, VideoPlan};
 use crate::media::{devices, gst};
 use anyhow::Context as _;
@@ -52,20 +52,19 @@ pub fn plan(config: &Config) -> anyhow::Result<PipelineDesc> {
 
 /// Checks what can be checked of a `next` configuration while the camera still runs
 /// `current`, so that a reload never stops a working camera for a file that cannot
-/// start: the capture plan (explicit sources, formats and encoders present), the broker
-/// URL, the embedded broker's listen addresses when it is not running yet, and the HTTP
-/// listen address when it changes (the running one is ours and is freed on restart).
+/// start: the capture plan (explicit sources, formats and encoders present), the
+/// embedded broker's listen addresses when it is not running yet, and the HTTP listen
+/// address when it changes (the running one is ours and is freed on restart).
 ///
 /// # Errors
 /// The first check that fails, naming the configuration key.
 pub fn preflight(next: &Config, current: &Config) -> anyhow::Result<()> {
     let desc = pipeline::describe(&next.video, &next.audio, &probe(next))?;
     log::debug!("reload preflight: capture {desc}");
-    match &next.signaling.broker {
-        Some(url) => {
-            BrokerUrl::parse(url).map_err(|e| anyhow::anyhow!("signaling.broker: {e}"))?;
-        }
-        None => broker::check(&next.broker).context("broker")?,
+    // `signaling.broker` was parsed with the file; the embedded broker's listeners
+    // matter only when it is not running yet.
+    if next.signaling.broker.is_none() {
+        broker::check(&next.broker).context("broker")?;
     }
     let http_kept = current.http.enabled && current.http.listen == next.http.listen;
     if next.http.enabled && !http_kept {

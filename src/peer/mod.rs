@@ -4,12 +4,12 @@
 //! - [`Peers`] (`registry`): the session registry; turns `PeerCommand`s into
 //!   per-session tasks, supervises them, and reports [`PeerReport`]s back.
 //! - `session`: one viewer (peer connection, tracks fed from hub subscriptions, RTCP).
-//! - [`sdp`]: offer validation. [`ice`]: ICE servers and TURN credentials.
+//! - [`sdp`]: offer validation (ICE servers and TURN credentials: `crate::ice`).
 //! - [`stats`]: counters and the capture→RTP-send latency histogram.
 //! - [`probe`]: a receive-only viewer that counts what arrives (selftest, benchmark).
 
 mod feedback;
-pub mod ice;
+
 pub mod probe;
 mod registry;
 pub mod sdp;
@@ -34,7 +34,7 @@ pub struct PeerSettings {
     /// Camera id: part of the TURN REST user the camera mints for itself.
     pub camera: String,
     /// ICE servers and policy.
-    pub ice: ice::IcePolicy,
+    pub ice: crate::ice::IcePolicy,
     /// Addresses to gather UDP host candidates on; empty = all interfaces.
     pub udp_bind: Vec<IpAddr>,
     /// Addresses for ICE-TCP passive candidates (RFC 6544); empty = no ICE-TCP.

@@ -185,7 +185,7 @@ fn media_engine(
 pub(super) fn ice_servers(ctx: &SessionCtx) -> Vec<RTCIceServer> {
     ctx.settings
         .ice
-        .camera_servers(&ctx.settings.camera, &ctx.id, crate::peer::ice::unix_now())
+        .camera_servers(&ctx.settings.camera, &ctx.id, crate::ice::unix_now())
         .into_iter()
         .map(|s| RTCIceServer {
             urls: s.urls,
@@ -196,7 +196,7 @@ pub(super) fn ice_servers(ctx: &SessionCtx) -> Vec<RTCIceServer> {
 }
 
 pub(super) fn transport_policy(ctx: &SessionCtx) -> RTCIceTransportPolicy {
-    if ctx.settings.ice.transport_policy == "relay" {
+    if ctx.settings.ice.transport_policy == crate::config::IceTransportPolicy::Relay {
         RTCIceTransportPolicy::Relay
     } else {
         RTCIceTransportPolicy::All

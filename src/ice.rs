@@ -1,7 +1,9 @@
-//! ICE server policy: the servers the camera itself uses, and the `config` a viewer
-//! gets in reply to `config-request` (contract, "Messages").
+//! ICE server policy, pure: the servers the camera itself uses, the `config` a viewer
+//! gets in reply to `config-request` (contract, "Messages"), TURN REST credentials,
+//! and the NAT 1:1 rewrite of the camera's candidates. Kept out of `peer` (the
+//! webrtc-rs adapter): nothing here touches a peer connection.
 
-use crate::config::WebrtcConfig;
+use crate::config::{IceTransportPolicy, WebrtcConfig, is_udp_turn_url};
 use crate::signaling::protocol::{IceServer, SessionId, ToViewer};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -64,10 +66,10 @@ impl Server {
 #[derive(Debug, Clone)]
 pub struct IcePolicy {
     servers: Vec<Server>,
-    /// The camera's `iceTransportPolicy`: `"all"` or `"relay"`.
-    pub transport_policy: String,
+    /// The camera's `iceTransportPolicy`.
+    pub transport_policy: IceTransportPolicy,
     /// The `iceTransportPolicy` handed to viewers in `config`.
-    pub viewer_transport_policy: String,
+    pub viewer_transport_policy: IceTransportPolicy,
     /// Lifetime of minted credentials.
     pub ttl: Duration,
     /// A live session's credentials are refreshed this long before they expire.
@@ -103,8 +105,8 @@ impl IcePolicy {
             .collect();
         Self {
             servers,
-            transport_policy: cfg.ice_transport_policy.clone(),
-            viewer_transport_policy: cfg.viewer_ice_transport_policy.clone(),
+            transport_policy: cfg.ice_transport_policy,
+            viewer_transport_policy: cfg.viewer_ice_transport_policy,
             ttl: Duration::from_secs(u64::from(cfg.turn_credential_ttl_s)),
             refresh_before: Duration::from_secs(u64::from(cfg.turn_refresh_before_s)),
         }
@@ -180,7 +182,7 @@ impl IcePolicy {
                 .iter()
                 .map(|s| s.resolve(session.as_str(), expires_at))
                 .collect(),
-            ice_transport_policy: self.viewer_transport_policy.clone(),
+            ice_transport_policy: self.viewer_transport_policy.as_str().to_owned(),
             expires: minted.then_some(expires_at),
         }
     }
@@ -191,12 +193,6 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Whether `url` is a TURN URL allocated over UDP (RFC 7065 §3: `turn:` defaults to
-/// UDP unless `?transport=tcp`).
-pub fn is_udp_turn_url(url: &str) -> bool {
-    url.starts_with("turn:") && !url.to_ascii_lowercase().contains("transport=tcp")
 }
 
 /// NAT 1:1 mapping for a camera behind a known public address (webrtc-rs 0.21 stores
