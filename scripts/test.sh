@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
-cargo fmt --check
-cargo clippy --all-targets -- -D warnings
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 # The arm64 and armhf release binaries, their .debs and the arm64 root tests/cross.rs
 # installs into: built up front so these CPU-heavy minutes do not overlap
 # timing-sensitive tests.
@@ -14,4 +14,4 @@ cross/package.sh aarch64-unknown-linux-gnu >/dev/null
 cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null
 cross/arm64-root.sh >/dev/null
 # Integration tests start real processes and WebRTC stacks; two at a time suits 2 cores.
-cargo test --all-targets -- --test-threads=2
+cargo test --workspace --all-targets -- --test-threads=2

@@ -5,8 +5,9 @@
 
 pub mod browser;
 pub mod nat;
-pub mod netns;
 pub mod viewer;
+
+pub use edgecam_testkit::netns;
 
 use std::io::Write as _;
 use std::net::TcpListener;

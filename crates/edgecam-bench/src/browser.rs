@@ -5,12 +5,9 @@
 //! reports offer published → first video frame presented (`requestVideoFrameCallback`).
 
 #[allow(dead_code)] // Shared with the test suite, which uses all of it.
-#[path = "../../../tests/common/netns.rs"]
-mod netns;
-
 use crate::Bench;
 use crate::procs::{Edgecam, mosquitto};
-use netns::NetPair;
+use edgecam_testkit::netns::{self, NetPair};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};

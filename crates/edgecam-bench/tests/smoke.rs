@@ -8,8 +8,17 @@ use std::process::Command;
 #[test]
 fn benchmark_runs_every_phase_and_writes_its_report() {
     let out = tempfile::tempdir().unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_edgecam-bench"))
-        .args(["--edgecam", env!("CARGO_BIN_EXE_edgecam")])
+    // The camera binary is built beside the bench by `cargo test --workspace`.
+    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_edgecam-bench"));
+    let edgecam = bench.with_file_name("edgecam");
+    assert!(
+        edgecam.exists(),
+        "{} missing: run the suite with `cargo test --workspace`",
+        edgecam.display()
+    );
+    let status = Command::new(bench)
+        .arg("--edgecam")
+        .arg(&edgecam)
         .args(["--viewers", "0,2", "--window-s", "3", "--settle-s", "1"])
         .args(["--keyframe-intervals-ms", "10000", "--ttff-runs", "3"])
         .args(["--browser-runs", "2", "--startup-runs", "1"])

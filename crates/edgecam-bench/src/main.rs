@@ -76,7 +76,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 5)]
     startup_runs: usize,
     /// Directory of `view.mjs` and its `node_modules` (the Chromium driver).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/e2e"))]
     e2e_dir: PathBuf,
     /// Which parts to run: `startup`, `ttff` (time to first frame), `fanout`.
     #[arg(long, value_delimiter = ',', default_value = "startup,ttff,fanout")]

@@ -2,10 +2,8 @@
 //! apart from edgecam so edgecam's CPU figures are its own. Each viewer is edgecam's
 //! `ProbeViewer` (RFC 6184 depacketization, complete access units and IDRs counted,
 //! Opus packets read) with its own MQTT connection speaking the signaling contract
-//! (`docs/signaling.md`): it subscribes to its session's `to-viewer` topic, publishes its
-//! SDP offer and trickled ICE candidates on `to-camera`, applies the answer and the
-//! camera's candidates, and says `bye` at the end. This module is the bench's only user
-//! of `rumqttc`.
+//! (`docs/signaling.md`) through the testkit's `ProbeSession`, the same client the
+//! suite's test viewer uses; it says `bye` at the end.
 //!
 //! It talks to the bench over JSON lines: on stdout one `joined` line once every viewer
 //! has its first frame (or gave up), then one `snapshot` line per `snapshot` read on
@@ -13,14 +11,12 @@
 //! it instead joins R viewers one after another, each until its first frame, and prints
 //! one `ttff` line per join.
 
-use edgecam::peer::probe::{ProbeOptions, ProbeReport, ProbeViewer};
-use edgecam::signaling::protocol::CandidateInit;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use edgecam::peer::probe::{ProbeOptions, ProbeReport};
+use edgecam_testkit::signal::{Endpoint, ProbeSession};
 use serde_json::{Value, json};
 use std::io::BufRead as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// What the load process is told.
 #[derive(Debug, Clone, clap::Args)]
@@ -48,116 +44,33 @@ pub struct LoadArgs {
     pub first_frame_timeout_s: u64,
 }
 
-/// One viewer: its probe and its signaling connection.
-struct LoadViewer {
-    probe: Arc<ProbeViewer>,
-    client: AsyncClient,
-    to_camera: String,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
+/// One load viewer: a testkit probe session.
+struct LoadViewer(ProbeSession);
 
 impl LoadViewer {
-    /// Connects to the broker as client `session`, subscribes to `to-viewer`, waits for
-    /// the SUBACK (so the answer cannot be missed), then publishes the offer.
     async fn join(args: &LoadArgs, session: &str) -> anyhow::Result<Self> {
-        let base = format!("{}/{}/session/{session}", args.prefix, args.camera);
-        let (to_viewer, to_camera) = (format!("{base}/to-viewer"), format!("{base}/to-camera"));
-        let mut opts = MqttOptions::new(session, "127.0.0.1", args.broker_port);
-        opts.set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(opts, 256);
-        client.subscribe(&to_viewer, QoS::AtLeastOnce).await?;
-        let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<Value>();
-        let (suback_tx, suback_rx) = oneshot::channel::<()>();
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(async move {
-            let mut suback = Some(suback_tx);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(tx) = suback.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = msg_tx.send(serde_json::from_slice(&p.payload).unwrap_or_default());
-                    }
-                    Ok(_) => {}
-                    // rumqttc reconnects on the next poll; a pause keeps a dead broker
-                    // from turning this into a busy loop.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
-        }));
-        tokio::time::timeout(Duration::from_secs(10), suback_rx)
-            .await
-            .map_err(|_| anyhow::anyhow!("{session}: no SUBACK within 10 s"))??;
-
-        let (probe, mut local_rx) = ProbeViewer::new(ProbeOptions {
+        let ep = Endpoint {
+            port: args.broker_port,
+            prefix: args.prefix.clone(),
+            camera: args.camera.clone(),
+            session: session.to_owned(),
+        };
+        let options = ProbeOptions {
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
             ..ProbeOptions::default()
-        })
-        .await?;
-        let probe = Arc::new(probe);
-        let offer = probe.create_offer().await?;
-        publish(&client, &to_camera, &json!({"type": "offer", "sdp": offer})).await;
-        {
-            let (client, topic) = (client.clone(), to_camera.clone());
-            tasks.push(tokio::spawn(async move {
-                while let Some(Some(c)) = local_rx.recv().await {
-                    publish(
-                        &client,
-                        &topic,
-                        &json!({"type": "candidate", "candidate": c}),
-                    )
-                    .await;
-                }
-            }));
-        }
-        {
-            let probe = probe.clone();
-            let session = session.to_owned();
-            tasks.push(tokio::spawn(async move {
-                while let Some(msg) = msg_rx.recv().await {
-                    match msg["type"].as_str() {
-                        Some("answer") => {
-                            let sdp = msg["sdp"].as_str().unwrap_or_default().to_owned();
-                            if let Err(e) = probe.apply_answer(sdp).await {
-                                eprintln!("{session}: {e}");
-                            }
-                        }
-                        Some("candidate") => {
-                            // `null` is end-of-candidates (contract, trickle ICE).
-                            match serde_json::from_value::<Option<CandidateInit>>(
-                                msg["candidate"].clone(),
-                            ) {
-                                Ok(c) => {
-                                    if let Err(e) = probe.add_candidate(c).await {
-                                        eprintln!("{session}: {e}");
-                                    }
-                                }
-                                Err(e) => eprintln!("{session}: bad candidate: {e}"),
-                            }
-                        }
-                        Some("error" | "bye") => eprintln!("{session}: camera said {msg}"),
-                        _ => {}
-                    }
-                }
-            }));
-        }
-        Ok(Self {
-            probe,
-            client,
-            to_camera,
-            tasks,
-        })
+        };
+        Ok(Self(ProbeSession::join(&ep, options).await?))
+    }
+
+    fn report(&self) -> ProbeReport {
+        self.0.probe.report()
     }
 
     /// Waits until the first complete access unit arrived, at most `limit`.
     async fn first_frame(&self, limit: Duration) -> ProbeReport {
         let end = Instant::now() + limit;
         loop {
-            let r = self.probe.report();
+            let r = self.report();
             if r.video_frames > 0 || Instant::now() >= end {
                 return r;
             }
@@ -166,24 +79,14 @@ impl LoadViewer {
     }
 
     async fn leave(self) {
-        publish(&self.client, &self.to_camera, &json!({"type": "bye"})).await;
-        // Give the bye its moment on the wire before the connection goes.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.probe.close().await;
-        let _ = self.client.disconnect().await;
-        for t in &self.tasks {
-            t.abort();
+        let log = self.0.log();
+        for msg in &log.ended {
+            eprintln!("{}: camera said {msg}", self.0.session);
         }
-    }
-}
-
-async fn publish(client: &AsyncClient, topic: &str, msg: &Value) {
-    let payload = serde_json::to_vec(msg).unwrap_or_default();
-    if let Err(e) = client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
-        .await
-    {
-        eprintln!("publish on {topic}: {e}");
+        for f in &log.failures {
+            eprintln!("{}: {f}", self.0.session);
+        }
+        self.0.leave().await;
     }
 }
 
@@ -285,7 +188,7 @@ async fn hold(args: &LoadArgs, limit: Duration, tag: u32) -> anyhow::Result<()> 
                 let list: Vec<Value> = viewers
                     .iter()
                     .map(|(s, v)| {
-                        let r = v.probe.report();
+                        let r = v.report();
                         json!({
                             "session": s,
                             "frames": r.video_frames,

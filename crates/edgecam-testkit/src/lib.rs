@@ -1,0 +1,13 @@
+//! Test and benchmark tooling for edgecam, shared by the integration suite
+//! (`tests/`), the benchmark (`edgecam-bench`) and the device lab. Not part of the
+//! shipped binary.
+//!
+//! - [`signal`]: the one viewer-side signaling client: a raw MQTT client on a
+//!   session's topics ([`signal::Signal`]), and [`signal::ProbeSession`], edgecam's
+//!   `peer::probe::ProbeViewer` driven through a whole session per the contract
+//!   (`docs/signaling.md`: subscribe, offer, trickle ICE both ways, answer, `bye`).
+//! - [`netns`]: network namespaces joined by veth pairs, for tests that cross a
+//!   network without leaving the machine.
+
+pub mod netns;
+pub mod signal;
