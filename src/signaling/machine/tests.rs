@@ -1,0 +1,511 @@
+//! Unit tests of `signaling::machine`.
+
+use super::*;
+use crate::signaling::protocol::Id;
+
+fn sid(s: &str) -> SessionId {
+    Id::parse(s).unwrap()
+}
+
+fn offer(n: u32) -> Vec<u8> {
+    format!(r#"{{"type":"offer","sdp":"v=0 offer {n}"}}"#).into_bytes()
+}
+
+fn drain(m: &mut Machine) -> Vec<Output> {
+    std::iter::from_fn(|| m.poll_output()).collect()
+}
+
+fn sent(out: &[Output]) -> Vec<(String, ToViewer)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { session, msg } => Some((session.to_string(), msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn machine(t0: Instant) -> Machine {
+    Machine::new(
+        Limits {
+            max_viewers: 2,
+            ..Limits::default()
+        },
+        t0,
+    )
+}
+
+#[test]
+fn offer_opens_a_session_and_duplicate_delivery_is_ignored() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), &offer(1));
+    let out = drain(&mut m);
+    assert_eq!(
+        out,
+        vec![
+            Output::Status { viewers: 1 },
+            Output::Peer(PeerCommand::Offer {
+                session: sid("a"),
+                sdp: "v=0 offer 1".into()
+            }),
+        ]
+    );
+    // QoS 1 redelivery of the same offer: nothing happens.
+    m.handle_message(t0, sid("a"), &offer(1));
+    assert!(drain(&mut m).is_empty());
+    // A different SDP on a live session is a renegotiation, not a new viewer.
+    m.handle_message(t0, sid("a"), &offer(2));
+    assert_eq!(
+        drain(&mut m),
+        vec![Output::Peer(PeerCommand::Offer {
+            session: sid("a"),
+            sdp: "v=0 offer 2".into()
+        })]
+    );
+    assert_eq!(m.viewers(), 1);
+}
+
+#[test]
+fn candidates_go_to_the_peer_in_order_or_get_unknown_session() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    let cand = br#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0"}}"#;
+    // Before the offer (out of order): the session does not exist.
+    m.handle_message(t0, sid("a"), cand);
+    let out = drain(&mut m);
+    assert!(matches!(
+        &sent(&out)[..],
+        [(s, ToViewer::Error { code: ErrorCode::UnknownSession, .. })] if s == "a"
+    ));
+    m.handle_message(t0, sid("a"), &offer(1));
+    m.handle_message(t0, sid("a"), cand);
+    m.handle_message(t0, sid("a"), br#"{"type":"candidate","candidate":null}"#);
+    let peer: Vec<_> = drain(&mut m)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Peer(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(peer[0], PeerCommand::Offer { .. }));
+    assert!(matches!(
+        &peer[1],
+        PeerCommand::AddCandidate {
+            candidate: Some(_),
+            ..
+        }
+    ));
+    assert!(matches!(
+        &peer[2],
+        PeerCommand::AddCandidate {
+            candidate: None,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn unconnected_session_times_out_after_30_s_with_bye() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), &offer(1));
+    drain(&mut m);
+    assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    m.handle_timeout(t0 + Duration::from_secs(29));
+    assert!(drain(&mut m).is_empty());
+    m.handle_timeout(t0 + Duration::from_secs(30));
+    let out = drain(&mut m);
+    assert!(out.contains(&Output::Peer(PeerCommand::Close { session: sid("a") })));
+    assert_eq!(
+        sent(&out),
+        vec![(
+            "a".into(),
+            ToViewer::Bye {
+                reason: ByeReason::Timeout
+            }
+        )]
+    );
+    assert_eq!(m.viewers(), 0);
+}
+
+#[test]
+fn connected_session_has_no_deadline_until_it_renegotiates() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), &offer(1));
+    m.handle_peer(t0, sid("a"), PeerEvent::Connected);
+    drain(&mut m);
+    m.handle_timeout(t0 + Duration::from_secs(120));
+    assert!(sent(&drain(&mut m)).is_empty());
+    // An ICE restart offer arms the 30 s rule again.
+    let t1 = t0 + Duration::from_secs(200);
+    m.handle_message(t1, sid("a"), &offer(2));
+    m.handle_timeout(t1 + Duration::from_secs(31));
+    let out = sent(&drain(&mut m));
+    assert_eq!(
+        out,
+        vec![(
+            "a".into(),
+            ToViewer::Bye {
+                reason: ByeReason::Timeout
+            }
+        )]
+    );
+}
+
+#[test]
+fn viewer_limit_answers_busy_and_keeps_existing_sessions() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), &offer(1));
+    m.handle_message(t0, sid("b"), &offer(1));
+    drain(&mut m);
+    m.handle_message(t0, sid("c"), &offer(1));
+    m.handle_message(t0, sid("c"), br#"{"type":"config-request"}"#);
+    let out = sent(&drain(&mut m));
+    assert!(matches!(
+        &out[..],
+        [
+            (
+                _,
+                ToViewer::Error {
+                    code: ErrorCode::Busy,
+                    ..
+                }
+            ),
+            (
+                _,
+                ToViewer::Error {
+                    code: ErrorCode::Busy,
+                    ..
+                }
+            )
+        ]
+    ));
+    assert_eq!(m.viewers(), 2);
+    assert!(m.has_session(&sid("a")) && m.has_session(&sid("b")));
+}
+
+#[test]
+fn minted_credentials_are_refreshed_on_live_sessions_only() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(
+        Limits {
+            config_refresh_after: Some(Duration::from_secs(3300)),
+            ..Limits::default()
+        },
+        t0,
+    );
+    let config = |s: &str| Output::SendConfig { session: sid(s) };
+    // "a" asks for config, then offers; "b" asks and never offers.
+    m.handle_message(t0, sid("a"), br#"{"type":"config-request"}"#);
+    m.handle_message(t0, sid("b"), br#"{"type":"config-request"}"#);
+    assert_eq!(drain(&mut m), vec![config("a"), config("b")]);
+    let t1 = t0 + Duration::from_secs(1);
+    m.handle_message(t1, sid("a"), &offer(1));
+    m.handle_peer(t1, sid("a"), PeerEvent::Connected);
+    drain(&mut m);
+    // The refresh is due 3300 s after the config, not after the offer.
+    assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(3300)));
+    m.handle_timeout(t0 + Duration::from_secs(3299));
+    assert!(drain(&mut m).is_empty());
+    let t2 = t0 + Duration::from_secs(3300);
+    m.handle_timeout(t2);
+    assert_eq!(drain(&mut m), vec![config("a")]);
+    // Rescheduled from the fresh config; the session stays as it was.
+    assert_eq!(m.poll_timeout(), Some(t2 + Duration::from_secs(3300)));
+    assert_eq!(m.viewers(), 1);
+    // After bye nothing is refreshed.
+    m.handle_message(t2, sid("a"), br#"{"type":"bye"}"#);
+    drain(&mut m);
+    m.handle_timeout(t2 + Duration::from_secs(7000));
+    assert!(
+        !drain(&mut m)
+            .iter()
+            .any(|o| matches!(o, Output::SendConfig { .. }))
+    );
+    assert_eq!(m.poll_timeout(), None);
+}
+
+#[test]
+fn without_minted_credentials_nothing_is_refreshed() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), br#"{"type":"config-request"}"#);
+    m.handle_message(t0, sid("a"), &offer(1));
+    m.handle_peer(t0, sid("a"), PeerEvent::Connected);
+    drain(&mut m);
+    assert_eq!(m.poll_timeout(), None);
+}
+
+#[test]
+fn offer_bursts_are_rate_limited_with_busy() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(
+        Limits {
+            max_viewers: 1000,
+            offer_burst: 5,
+            offers_per_sec: 1.0,
+            ..Limits::default()
+        },
+        t0,
+    );
+    for i in 0..8 {
+        m.handle_message(t0, sid(&format!("s{i}")), &offer(i));
+    }
+    let out = drain(&mut m);
+    let busy = sent(&out)
+        .iter()
+        .filter(|(_, msg)| {
+            matches!(
+                msg,
+                ToViewer::Error {
+                    code: ErrorCode::Busy,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(busy, 3);
+    assert_eq!(m.viewers(), 5);
+    // Tokens come back with time.
+    m.handle_message(t0 + Duration::from_secs(2), sid("late"), &offer(9));
+    assert!(m.has_session(&sid("late")));
+}
+
+#[test]
+fn message_floods_are_dropped_not_answered() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(
+        Limits {
+            message_burst: 10,
+            messages_per_sec: 1.0,
+            ..Limits::default()
+        },
+        t0,
+    );
+    for _ in 0..100 {
+        m.handle_message(t0, sid("x"), b"junk");
+    }
+    assert_eq!(
+        sent(&drain(&mut m)).len(),
+        10,
+        "only the first 10 are answered"
+    );
+}
+
+#[test]
+fn one_flooding_session_does_not_starve_another() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    for _ in 0..1000 {
+        m.handle_message(t0, sid("flood"), b"junk");
+    }
+    drain(&mut m);
+    m.handle_message(t0, sid("good"), &offer(1));
+    assert!(
+        m.has_session(&sid("good")),
+        "a neighbour's offer still gets through"
+    );
+}
+
+#[test]
+fn bad_requests_get_bad_request_and_leave_sessions_alone() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), &offer(1));
+    drain(&mut m);
+    for bad in [
+        &b"{"[..],
+        br#"{"type":"dance"}"#,
+        br#"{"type":"offer"}"#,
+        br#"[]"#,
+    ] {
+        m.handle_message(t0, sid("a"), bad);
+        let out = sent(&drain(&mut m));
+        assert!(
+            matches!(
+                &out[..],
+                [(
+                    _,
+                    ToViewer::Error {
+                        code: ErrorCode::BadRequest,
+                        ..
+                    }
+                )]
+            ),
+            "{out:?}"
+        );
+    }
+    assert!(m.has_session(&sid("a")));
+}
+
+#[test]
+fn rejected_offer_ends_the_session_without_bye() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), &offer(1));
+    drain(&mut m);
+    m.handle_peer(
+        t0,
+        sid("a"),
+        PeerEvent::OfferRejected {
+            code: ErrorCode::BadOffer,
+            message: "no H.264".into(),
+        },
+    );
+    let out = drain(&mut m);
+    assert!(out.contains(&Output::Peer(PeerCommand::Close { session: sid("a") })));
+    assert!(matches!(
+        &sent(&out)[..],
+        [(
+            _,
+            ToViewer::Error {
+                code: ErrorCode::BadOffer,
+                ..
+            }
+        )]
+    ));
+    assert!(!m.has_session(&sid("a")));
+}
+
+#[test]
+fn bye_frees_the_session_and_repeated_bye_is_silent() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), &offer(1));
+    drain(&mut m);
+    m.handle_message(t0, sid("a"), br#"{"type":"bye"}"#);
+    assert!(drain(&mut m).contains(&Output::Peer(PeerCommand::Close { session: sid("a") })));
+    m.handle_message(t0, sid("a"), br#"{"type":"bye"}"#);
+    assert!(drain(&mut m).is_empty());
+}
+
+#[test]
+fn peer_events_for_ended_sessions_are_ignored() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_peer(t0, sid("gone"), PeerEvent::Answer("v=0".into()));
+    assert!(drain(&mut m).is_empty());
+}
+
+#[test]
+fn status_changes_are_published_at_most_once_per_second() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(
+        Limits {
+            max_viewers: 10,
+            ..Limits::default()
+        },
+        t0,
+    );
+    m.handle_message(t0, sid("a"), &offer(1));
+    let out = drain(&mut m);
+    assert!(out.contains(&Output::Status { viewers: 1 }));
+    let t1 = t0 + Duration::from_millis(100);
+    m.handle_message(t1, sid("b"), &offer(1));
+    m.handle_message(t1, sid("c"), &offer(1));
+    let out = drain(&mut m);
+    assert!(!out.iter().any(|o| matches!(o, Output::Status { .. })));
+    assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+    m.handle_timeout(t0 + Duration::from_secs(1));
+    assert_eq!(drain(&mut m), vec![Output::Status { viewers: 3 }]);
+}
+
+#[test]
+fn shutdown_says_bye_to_everyone_and_refuses_new_offers() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), &offer(1));
+    m.handle_message(t0, sid("b"), &offer(1));
+    drain(&mut m);
+    m.shutdown(t0);
+    let out = sent(&drain(&mut m));
+    assert_eq!(
+        out,
+        vec![
+            (
+                "a".into(),
+                ToViewer::Bye {
+                    reason: ByeReason::Shutdown
+                }
+            ),
+            (
+                "b".into(),
+                ToViewer::Bye {
+                    reason: ByeReason::Shutdown
+                }
+            ),
+        ]
+    );
+    m.handle_message(t0, sid("c"), &offer(1));
+    assert!(matches!(
+        &sent(&drain(&mut m))[..],
+        [(
+            _,
+            ToViewer::Error {
+                code: ErrorCode::Busy,
+                ..
+            }
+        )]
+    ));
+}
+
+#[test]
+fn failure_after_connect_ends_with_bye_failed() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), &offer(1));
+    m.handle_peer(t0, sid("a"), PeerEvent::Connected);
+    drain(&mut m);
+    m.handle_peer(t0, sid("a"), PeerEvent::Failed("ICE".into()));
+    assert_eq!(
+        sent(&drain(&mut m)),
+        vec![(
+            "a".into(),
+            ToViewer::Bye {
+                reason: ByeReason::Failed
+            }
+        )]
+    );
+}
+
+#[test]
+fn aborted_session_gets_internal_error_frees_its_slot_at_once_and_no_bye() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("a"), &offer(1));
+    m.handle_message(t0, sid("b"), &offer(1));
+    m.handle_peer(t0, sid("a"), PeerEvent::Connected);
+    drain(&mut m);
+    assert_eq!(m.viewers(), 2);
+    m.handle_peer(
+        t0,
+        sid("a"),
+        PeerEvent::Aborted("session task panicked: x".into()),
+    );
+    let out = drain(&mut m);
+    assert!(
+        out.contains(&Output::Peer(PeerCommand::Close { session: sid("a") })),
+        "{out:?}"
+    );
+    assert_eq!(
+        sent(&out),
+        vec![(
+            "a".into(),
+            ToViewer::error(ErrorCode::Internal, "camera error, retry")
+        )],
+        "error internal, without the panic text and without a bye"
+    );
+    assert_eq!(m.viewers(), 1, "the slot is free before any timeout");
+    // The camera was full (max 2); the freed slot takes a new viewer at once.
+    m.handle_message(t0, sid("c"), &offer(2));
+    assert!(drain(&mut m).contains(&Output::Peer(PeerCommand::Offer {
+        session: sid("c"),
+        sdp: "v=0 offer 2".into()
+    })));
+    // A later report about the aborted session changes nothing.
+    m.handle_peer(t0, sid("a"), PeerEvent::Aborted("again".into()));
+    assert!(sent(&drain(&mut m)).is_empty());
+    assert_eq!(m.viewers(), 2);
+}
