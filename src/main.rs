@@ -1,6 +1,7 @@
 //! `edgecam` command line: run the camera (default), list devices, check a config.
 
 use clap::{Parser, Subcommand};
+use edgecam::app::reload;
 use edgecam::config::Config;
 use edgecam::media::devices;
 use std::path::PathBuf;
@@ -158,18 +159,11 @@ async fn selftest(
     }
 }
 
-/// Runs the camera until SIGTERM/SIGINT. SIGHUP reloads the configuration file, and a
-/// reload never takes a working camera down:
-/// 1. a file that does not parse or validate is refused (in [`watch_signals`]);
-/// 2. one that does is checked against this machine while the camera keeps running
-///    ([`edgecam::app::preflight`]: capture plan, broker, listen addresses) and refused
-///    when that fails;
-/// 3. otherwise the camera restarts in-process with it (viewers get `bye` and
-///    reconnect); should that start still fail, the previous configuration is started
-///    again, with a log line and `STATUS=` saying so.
+/// Runs the camera until SIGTERM/SIGINT; SIGHUP reloads the configuration file by the
+/// rules of `edgecam::app::reload` (a reload never takes a working camera down).
 async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     let shutdown = CancellationToken::new();
-    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<Config>(1);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<Config>(1);
     let notifier = edgecam::service::Notifier::from_env();
     tokio::spawn(watch_signals(
         shutdown.clone(),
@@ -177,65 +171,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
         path,
         notifier.clone(),
     ));
-    let mut current = config;
-    let mut camera = match edgecam::app::start(current.clone()).await {
-        Ok(camera) => camera,
-        Err(e) => {
-            log::error!("{e:#}");
-            return ExitCode::from(1);
-        }
-    };
-    loop {
-        let run_stop = shutdown.child_token();
-        let running = camera.run(run_stop.clone());
-        tokio::pin!(running);
-        let next = loop {
-            tokio::select! {
-                () = &mut running => return ExitCode::SUCCESS,
-                next = reload_rx.recv() => {
-                    let Some(next) = next else {
-                        running.await;
-                        return ExitCode::SUCCESS;
-                    };
-                    match edgecam::app::preflight(&next, &current) {
-                        Ok(()) => break next,
-                        Err(e) => {
-                            log::error!("SIGHUP: {e:#}; keeping the running configuration");
-                            notifier.status(&format!(
-                                "reload refused ({e}); running the previous configuration"
-                            ));
-                        }
-                    }
-                }
-            }
-        };
-        log::info!("reloading: restarting with the new configuration");
-        notifier.reloading();
-        run_stop.cancel();
-        running.await;
-        if shutdown.is_cancelled() {
-            return ExitCode::SUCCESS;
-        }
-        camera = match edgecam::app::start(next.clone()).await {
-            Ok(camera) => {
-                current = next;
-                camera
-            }
-            Err(e) => {
-                log::error!("reload failed: {e:#}; going back to the previous configuration");
-                let restarted = edgecam::app::start(current.clone()).await;
-                notifier.status(&format!(
-                    "reload failed ({e}); running the previous configuration"
-                ));
-                match restarted {
-                    Ok(camera) => camera,
-                    Err(e) => {
-                        log::error!("the previous configuration does not start either: {e:#}");
-                        return ExitCode::from(1);
-                    }
-                }
-            }
-        };
+    let lifecycle = reload::CameraLifecycle { notifier };
+    match reload::serve(&lifecycle, config, reload_rx, shutdown).await {
+        reload::Served::Stopped => ExitCode::SUCCESS,
+        reload::Served::StartFailed => ExitCode::from(1),
     }
 }
 

@@ -162,7 +162,8 @@ async fn wait_log_count(cam: &Edgecam, needle: &str, n: usize) -> bool {
 async fn sighup_into_a_config_that_cannot_start_keeps_the_camera_streaming() {
     let broker = Mosquitto::start();
     let good = camera_config("cam", broker.port, "");
-    let cam = Edgecam::start(&good);
+    let notify = NotifySocket::new();
+    let cam = Edgecam::start_env(None, Some(&good), &[("NOTIFY_SOCKET", notify.path())]);
     wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
         s["state"] == "online"
     })
@@ -211,4 +212,55 @@ async fn sighup_into_a_config_that_cannot_start_keeps_the_camera_streaming() {
     assert!(ok, "the viewer kept receiving frames: {r:?}");
     assert!(r.ended.is_empty(), "no bye, no error: {:?}", r.ended);
     drop(taken);
+    let refused: Vec<String> = notify
+        .messages()
+        .into_iter()
+        .filter(|m| m.contains("STATUS=reload refused"))
+        .collect();
+    assert_eq!(refused.len(), 2, "systemd is told each time: {refused:?}");
+    assert!(
+        refused[1].contains("http.listen")
+            && refused[1].contains("running the previous configuration"),
+        "{refused:?}"
+    );
+}
+
+/// A systemd notification socket (`NOTIFY_SOCKET`, sd_notify(3)) that collects what
+/// the camera sends, read by a thread of its own so the camera never blocks on it.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("notify socket");
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        // Ends with the test process; reads one datagram at a time.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        Self {
+            path,
+            messages,
+            _dir: dir,
+        }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("utf-8 path")
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
 }

@@ -3,6 +3,7 @@
 //! that knows all the others. Shutdown is passed in.
 
 mod plan;
+pub mod reload;
 mod stats;
 mod status;
 

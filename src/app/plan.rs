@@ -5,6 +5,7 @@ use crate::broker;
 use crate::config::{AudioSource, Config, VideoSource};
 use crate::media::pipeline::{self, AudioPlan, PipelineDesc, Probe, VideoPlan};
 use crate::media::{devices, gst};
+use crate::signaling::mqtt;
 use anyhow::Context as _;
 
 /// Installs rustls's ring provider: rumqttd and rumqttc bring two crypto backends, and
@@ -52,8 +53,9 @@ pub fn plan(config: &Config) -> anyhow::Result<PipelineDesc> {
 
 /// Checks what can be checked of a `next` configuration while the camera still runs
 /// `current`, so that a reload never stops a working camera for a file that cannot
-/// start: the capture plan (explicit sources, formats and encoders present), the
-/// embedded broker's listen addresses when it is not running yet, and the HTTP listen
+/// start: the capture plan (explicit sources, formats and encoders present), the CA
+/// bundle of a TLS broker, the embedded broker's listen addresses when it is not
+/// running yet, and the HTTP listen
 /// address when it changes (the running one is ours and is freed on restart).
 ///
 /// # Errors
@@ -63,8 +65,11 @@ pub fn preflight(next: &Config, current: &Config) -> anyhow::Result<()> {
     log::debug!("reload preflight: capture {desc}");
     // `signaling.broker` was parsed with the file; the embedded broker's listeners
     // matter only when it is not running yet.
-    if next.signaling.broker.is_none() {
-        broker::check(&next.broker).context("broker")?;
+    match &next.signaling.broker {
+        Some(url) => {
+            mqtt::check_tls(url, next.signaling.ca_file.as_ref()).context("signaling.ca_file")?
+        }
+        None => broker::check(&next.broker).context("broker")?,
     }
     let http_kept = current.http.enabled && current.http.listen == next.http.listen;
     if next.http.enabled && !http_kept {

@@ -166,6 +166,8 @@ mod tests {
             ),
             ("[webrtc]\nmax_viewers = 0", "webrtc.max_viewers"),
             ("[camera]\nid = \"has space\"", "camera.id"),
+            ("[http]\nlisten = \"127.0.0.1:9001\"", "http.listen"),
+            ("[broker]\nlisten = \"0.0.0.0:9001\"", "broker.ws_listen"),
             (
                 "[[webrtc.ice_servers]]\nurls = [\"turn:127.0.0.1:3478\"]",
                 "webrtc.ice_servers.username",

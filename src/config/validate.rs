@@ -67,6 +67,22 @@ impl Config {
         if self.broker.password.is_some() != self.broker.username.is_some() {
             return invalid("broker.username", "username and password go together");
         }
+        if self.signaling.broker.is_none() && self.http.enabled {
+            for (key, addr) in [
+                ("broker.listen", self.broker.listen),
+                ("broker.ws_listen", self.broker.ws_listen),
+            ] {
+                if overlap(self.http.listen, addr) {
+                    return Err(ConfigError::Invalid {
+                        key: "http.listen",
+                        problem: format!("{} is also {key}", self.http.listen),
+                    });
+                }
+            }
+        }
+        if overlap(self.broker.listen, self.broker.ws_listen) {
+            return invalid("broker.ws_listen", "must differ from broker.listen");
+        }
         if !(1..=1000).contains(&self.webrtc.max_viewers) {
             return invalid("webrtc.max_viewers", "must be within 1..=1000");
         }
@@ -123,4 +139,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether two listeners would take the same port: same fixed port (0 is ephemeral),
+/// and the same address or either one the wildcard.
+fn overlap(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }

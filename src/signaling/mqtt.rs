@@ -125,6 +125,18 @@ impl MqttHandle {
     }
 }
 
+/// Checks that a TLS link to `url` could be set up with `ca_file` (the PEM bundle reads
+/// and holds a certificate), without connecting: a reload's preflight.
+///
+/// # Errors
+/// [`MqttError::Ca`] naming the file and the problem.
+pub fn check_tls(url: &BrokerUrl, ca_file: Option<&PathBuf>) -> Result<(), MqttError> {
+    match url.scheme {
+        BrokerScheme::Mqtts | BrokerScheme::Wss => tls_config(ca_file).map(drop),
+        BrokerScheme::Mqtt | BrokerScheme::Ws => Ok(()),
+    }
+}
+
 fn tls_config(ca_file: Option<&PathBuf>) -> Result<TlsConfiguration, MqttError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {

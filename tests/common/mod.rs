@@ -158,6 +158,11 @@ impl Edgecam {
     /// Starts edgecam inside network namespace `netns` (if given), with `config` as its
     /// config file, or with no config at all (the built-in standalone defaults).
     pub fn start_in(netns: Option<&str>, config: Option<&str>) -> Self {
+        Self::start_env(netns, config, &[])
+    }
+
+    /// As [`Edgecam::start_in`], with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_env(netns: Option<&str>, config: Option<&str>, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("edgecam.log");
         let log_file = std::fs::File::create(&log).expect("log file");
@@ -174,6 +179,7 @@ impl Edgecam {
             std::fs::write(&path, config).expect("write config");
             cmd.arg("--config").arg(&path);
         }
+        cmd.envs(env.iter().copied());
         let child = cmd
             .env("RUST_LOG", "warn,rumqttd=off,edgecam=debug")
             .stdout(Stdio::null())
