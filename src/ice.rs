@@ -1,7 +1,7 @@
 //! ICE server policy, pure: the servers the camera itself uses, the `config` a viewer
-//! gets in reply to `config-request` (contract, "Messages"), TURN REST credentials,
-//! and the NAT 1:1 rewrite of the camera's candidates. Kept out of `peer` (the
-//! webrtc-rs adapter): nothing here touches a peer connection.
+//! gets in reply to `config-request` (contract, "Messages"), and TURN REST
+//! credentials. Kept out of `peer` (the webrtc-rs adapter): nothing here touches a peer
+//! connection.
 
 use crate::config::{IceTransportPolicy, WebrtcConfig, is_udp_turn_url};
 use crate::signaling::protocol::{IceServer, SessionId, ToViewer};
@@ -195,37 +195,6 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// NAT 1:1 mapping for a camera behind a known public address (webrtc-rs 0.21 stores
-/// its `with_nat_1to1_ips` setting but never applies it, so edgecam rewrites its own
-/// trickled candidates). For a host candidate line (RFC 8839 §5.1) returns the lines
-/// to send instead: with `as_srflx`, the original plus a server-reflexive twin on
-/// `public` (`raddr`/`rport` = the host address, type preference 100, RFC 8445
-/// §5.1.2.2); otherwise the line with its address replaced by `public`. Lines of other
-/// types (and active ICE-TCP ones, which have no listening port) pass unchanged.
-pub fn nat_1to1_candidates(line: &str, public: &str, as_srflx: bool) -> Vec<String> {
-    let f: Vec<&str> = line.split_ascii_whitespace().collect();
-    let is_host = f.len() >= 8 && f[6] == "typ" && f[7] == "host";
-    if !is_host || line.contains("tcptype active") {
-        return vec![line.to_owned()];
-    }
-    let (foundation, component, transport, address, port) = (f[0], f[1], f[2], f[4], f[5]);
-    if !as_srflx {
-        let mut g: Vec<&str> = f.clone();
-        g[4] = public;
-        return vec![g.join(" ")];
-    }
-    let component_id: u32 = component.parse().unwrap_or(1);
-    let priority = (100u32 << 24) | (65_535 << 8) | (256 - component_id.min(256));
-    // A different foundation: the candidate has another type and base (RFC 8445 §5.1.1.3).
-    let foundation = format!("{}n", foundation.trim_start_matches("candidate:"));
-    let tail = f[8..].join(" ");
-    let srflx = format!(
-        "candidate:{foundation} {component} {transport} {priority} {public} {port} typ srflx raddr {address} rport {port}{}{tail}",
-        if tail.is_empty() { "" } else { " " }
-    );
-    vec![line.to_owned(), srflx]
-}
-
 /// A TURN REST credential (draft-uberti-behave-turn-rest-00, coturn `use-auth-secret`):
 /// username `<expiry-unix-time>:<user>`, password `base64(HMAC-SHA1(secret, username))`.
 /// Returns `(username, password)`.
@@ -248,30 +217,6 @@ mod tests {
         let (user, pass) = turn_rest_credential(b"secret", "s1", 1_763_700_000);
         assert_eq!(user, "1763700000:s1");
         assert_eq!(pass, "67w3Qd5c2Qo+RzWbIg7gONKM77Y=");
-    }
-
-    #[test]
-    fn nat_1to1_rewrites_host_candidates_only() {
-        let host = "candidate:1234 1 udp 2130706431 192.168.1.20 50000 typ host";
-        assert_eq!(
-            nat_1to1_candidates(host, "198.51.100.7", false),
-            ["candidate:1234 1 udp 2130706431 198.51.100.7 50000 typ host"]
-        );
-        let both = nat_1to1_candidates(host, "198.51.100.7", true);
-        assert_eq!(both[0], host);
-        assert_eq!(
-            both[1],
-            "candidate:1234n 1 udp 1694498815 198.51.100.7 50000 typ srflx raddr 192.168.1.20 rport 50000"
-        );
-        let passive = "candidate:9 1 tcp 1671430143 192.168.1.20 50000 typ host tcptype passive";
-        assert!(nat_1to1_candidates(passive, "198.51.100.7", true)[1].ends_with("tcptype passive"));
-        for other in [
-            "candidate:9 1 tcp 1671430143 192.168.1.20 9 typ host tcptype active",
-            "candidate:3 1 udp 16777215 10.0.0.1 40000 typ relay raddr 192.168.1.20 rport 50000",
-            "garbage",
-        ] {
-            assert_eq!(nat_1to1_candidates(other, "198.51.100.7", true), [other]);
-        }
     }
 
     #[test]

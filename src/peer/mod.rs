@@ -9,6 +9,7 @@
 //! - [`probe`]: a receive-only viewer that counts what arrives (selftest, benchmark).
 
 mod feedback;
+mod nat;
 
 pub mod probe;
 mod registry;

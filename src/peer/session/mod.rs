@@ -278,7 +278,7 @@ pub(crate) async fn run(
                 Some(Internal::Candidate(init)) => {
                     gathered.count(&init.candidate);
                     let lines = match &ctx.settings.nat_1to1_ip {
-                        Some(public) => crate::ice::nat_1to1_candidates(&init.candidate, public, ctx.settings.nat_1to1_srflx),
+                        Some(public) => crate::peer::nat::nat_1to1_candidates(&init.candidate, public, ctx.settings.nat_1to1_srflx),
                         None => vec![init.candidate.clone()],
                     };
                     for candidate in lines {
