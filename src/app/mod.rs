@@ -77,6 +77,7 @@ pub fn start_capture(
     let has_audio = desc.audio != AudioPlan::None;
     let (format_tx, format) = watch::channel::<Option<VideoFormat>>(None);
     let (state_tx, state) = watch::channel(CaptureState::Starting);
+    let fps = desc.fps(config.video.fps);
     tracker.spawn(supervisor::run(
         desc,
         SupervisorConfig {
@@ -84,7 +85,7 @@ pub fn start_capture(
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             healthy_after: Duration::from_secs(30),
-            fps: config.video.fps,
+            fps,
         },
         video.clone(),
         audio.clone(),
@@ -154,6 +155,8 @@ async fn start_parts(
     let topics = Topics::new(&config.signaling.prefix, camera.clone());
     let desc = plan(&config)?;
     let source = desc.to_string();
+    let fps = desc.fps(config.video.fps);
+    let capture_mode = desc.mode.as_ref().map(|n| n.mode.clone());
     let ice = IcePolicy::from_config(&config.webrtc);
 
     let Capture {
@@ -199,9 +202,13 @@ async fn start_parts(
             .clone()
             .unwrap_or_else(|| camera.to_string()),
         max_viewers: config.webrtc.max_viewers,
-        fps: config.video.fps,
-        width: config.video.width,
-        height: config.video.height,
+        fps,
+        width: capture_mode
+            .as_ref()
+            .map_or(config.video.width, |m| m.width),
+        height: capture_mode
+            .as_ref()
+            .map_or(config.video.height, |m| m.height),
         audio: has_audio.then(|| AudioInfo {
             codec: "opus".into(),
             rate: 48_000,
@@ -275,6 +282,7 @@ async fn start_parts(
                     keyframe_requests_sent: v.keyframe_requests_sent,
                     capture_to_rtp_latency: latency.summary(),
                     start_to_first_frame_ms: first_frame_ms.get().copied(),
+                    capture_mode: capture_mode.clone(),
                     sessions: sessions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
                 };
                 serde_json::to_value(doc).unwrap_or_default()

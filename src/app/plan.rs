@@ -21,7 +21,7 @@ pub fn probe(config: &Config) -> Probe {
     if matches!(config.video.source, VideoSource::Auto | VideoSource::V4l2)
         && let Some(dev) = devices::v4l2_device(&config.video.device)
     {
-        probe.v4l2_formats = dev.formats.into_iter().map(|f| f.fourcc).collect();
+        probe.v4l2 = dev.formats;
     }
     if matches!(config.audio.source, AudioSource::Auto) {
         probe.alsa_capture = devices::alsa_can_capture(&config.audio.device);
@@ -36,6 +36,9 @@ pub fn probe(config: &Config) -> Probe {
 pub fn plan(config: &Config) -> anyhow::Result<PipelineDesc> {
     let probe = probe(config);
     let desc = pipeline::describe(&config.video, &config.audio, &probe)?;
+    if let Some(n) = &desc.mode {
+        log::info!("{}", n.summary);
+    }
     log::info!("capture: {desc}");
     if desc.video == VideoPlan::Test && config.video.source == VideoSource::Auto {
         log::info!(

@@ -1,6 +1,7 @@
 //! The `/api/stats` document: what the camera is doing now, for dashboards, the
 //! benchmark and troubleshooting.
 
+use crate::media::mode::CaptureMode;
 use crate::peer::stats::{LatencySummary, SessionSnapshot};
 use serde::Serialize;
 
@@ -22,6 +23,9 @@ pub struct ApiStats {
     pub capture_to_rtp_latency: LatencySummary,
     /// Start → first encoded frame, ms; `null` until then.
     pub start_to_first_frame_ms: Option<u64>,
+    /// The V4L2 mode negotiated from the camera's offer (`kind`, `fourcc`, `width`,
+    /// `height`, `fps` in Hz); `null` for the test pattern and libcamera.
+    pub capture_mode: Option<CaptureMode>,
     /// One entry per open session, ordered by session id (refreshed once per
     /// housekeeping tick, ≤ 1 s old).
     pub sessions: Vec<SessionSnapshot>,
@@ -45,6 +49,7 @@ mod tests {
                 max_ms: 2.0,
             },
             start_to_first_frame_ms: None,
+            capture_mode: None,
             sessions: vec![],
         })
         .expect("serialises");
@@ -60,6 +65,7 @@ mod tests {
             [
                 "audioPacketsPublished",
                 "capture",
+                "captureMode",
                 "captureToRtpLatency",
                 "keyframeRequestsSent",
                 "sessions",

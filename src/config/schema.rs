@@ -69,12 +69,16 @@ pub struct VideoConfig {
     pub device: PathBuf,
     /// V4L2 format.
     pub format: V4l2Format,
-    /// Pixels.
+    /// Wished width, pixels (a V4L2 camera's mode is negotiated from what it offers:
+    /// `media::mode::negotiate`).
     pub width: u32,
-    /// Pixels.
+    /// Wished height, pixels.
     pub height: u32,
-    /// Frames per second.
+    /// Wished frames per second.
     pub fps: u32,
+    /// Take a V4L2 camera's mode only when it is exactly the wish (size, and the rate or
+    /// faster), and refuse to start otherwise.
+    pub strict_mode: bool,
     /// Encoder target bitrate, kbit/s.
     pub bitrate_kbps: u32,
     /// Periodic IDR interval, ms (viewers get a forced IDR on join regardless).
@@ -100,6 +104,7 @@ impl Default for VideoConfig {
             width: 1280,
             height: 720,
             fps: 30,
+            strict_mode: false,
             bitrate_kbps: 2000,
             keyframe_interval_ms: 2000,
             encoder: EncoderChoice::Auto,

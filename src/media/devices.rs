@@ -2,22 +2,11 @@
 //! the `alsa` crate. Capture itself goes through GStreamer (`v4l2src`, `alsasrc`): see
 //! `docs/architecture.md` for why.
 
+use super::mode::{DeviceFormat, FrameRate, FrameSize};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
 use v4l::video::Capture as _;
-
-/// One V4L2 capture format with its sizes and rates.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct V4l2Format {
-    /// FourCC, e.g. `YUYV`, `MJPG`, `H264`.
-    pub fourcc: String,
-    /// Driver's description.
-    pub description: String,
-    /// Frame sizes: `(width, height, frame rates in Hz)`; stepwise ranges are reported
-    /// by their maximum.
-    pub sizes: Vec<(u32, u32, Vec<f64>)>,
-}
 
 /// One V4L2 video capture device.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -29,7 +18,7 @@ pub struct V4l2Device {
     /// Driver name.
     pub driver: String,
     /// Capture formats.
-    pub formats: Vec<V4l2Format>,
+    pub formats: Vec<DeviceFormat>,
 }
 
 /// One ALSA PCM that can capture.
@@ -67,27 +56,29 @@ pub fn v4l2_device(path: &Path) -> Option<V4l2Device> {
     for desc in dev.enum_formats().unwrap_or_default() {
         let mut sizes = Vec::new();
         for size in dev.enum_framesizes(desc.fourcc).unwrap_or_default() {
-            let (w, h) = match size.size {
+            let (width, height) = match size.size {
                 v4l::framesize::FrameSizeEnum::Discrete(d) => (d.width, d.height),
                 v4l::framesize::FrameSizeEnum::Stepwise(s) => (s.max_width, s.max_height),
             };
-            let rates = dev
-                .enum_frameintervals(desc.fourcc, w, h)
+            // A frame interval of n/d seconds is a rate of d/n Hz.
+            let fps = dev
+                .enum_frameintervals(desc.fourcc, width, height)
                 .unwrap_or_default()
                 .into_iter()
-                .filter_map(|i| match i.interval {
-                    v4l::frameinterval::FrameIntervalEnum::Discrete(f) if f.numerator > 0 => {
-                        Some(f64::from(f.denominator) / f64::from(f.numerator))
-                    }
-                    v4l::frameinterval::FrameIntervalEnum::Stepwise(s) if s.min.numerator > 0 => {
-                        Some(f64::from(s.min.denominator) / f64::from(s.min.numerator))
-                    }
-                    _ => None,
+                .filter_map(|i| {
+                    let f = match i.interval {
+                        v4l::frameinterval::FrameIntervalEnum::Discrete(f) => f,
+                        v4l::frameinterval::FrameIntervalEnum::Stepwise(s) => s.min,
+                    };
+                    (f.numerator > 0 && f.denominator > 0).then_some(FrameRate {
+                        num: f.denominator,
+                        den: f.numerator,
+                    })
                 })
                 .collect();
-            sizes.push((w, h, rates));
+            sizes.push(FrameSize { width, height, fps });
         }
-        formats.push(V4l2Format {
+        formats.push(DeviceFormat {
             fourcc: desc.fourcc.str().unwrap_or("????").to_owned(),
             description: desc.description.clone(),
             sizes,
@@ -149,9 +140,15 @@ pub fn render(v4l2: &[V4l2Device], pcms: &[AlsaPcm]) -> String {
         let _ = writeln!(s, "  {}  {} (driver {})", d.path, d.card, d.driver);
         for f in &d.formats {
             let _ = writeln!(s, "    {}  {}", f.fourcc, f.description);
-            for (w, h, rates) in &f.sizes {
-                let rates: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
-                let _ = writeln!(s, "      {w}x{h} @ {} fps", rates.join("/"));
+            for size in &f.sizes {
+                let rates: Vec<String> = size.fps.iter().map(ToString::to_string).collect();
+                let _ = writeln!(
+                    s,
+                    "      {}x{} @ {} fps",
+                    size.width,
+                    size.height,
+                    rates.join("/")
+                );
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod gst;
 pub mod h264;
 pub mod hub;
+pub mod mode;
 pub mod pipeline;
 pub mod restart;
 pub mod supervisor;

@@ -5,6 +5,7 @@
 //! Annex B byte-stream, one access unit per buffer, SPS/PPS in front of every IDR
 //! (`h264parse config-interval=-1`), so a viewer can start at any keyframe.
 
+use super::mode::{self, CaptureMode, DeviceFormat, FormatKind, ModeError, Negotiated, Wish};
 use crate::config::{
     AudioConfig, AudioSource, EncoderChoice, V4l2Format, VideoConfig, VideoSource,
 };
@@ -17,9 +18,9 @@ pub struct Probe {
     pub libcamerasrc: bool,
     /// `v4l2h264enc` element is registered and its device (`/dev/video11`) exists.
     pub v4l2h264enc: bool,
-    /// Formats the configured V4L2 device captures (FourCC codes such as `H264`,
-    /// `MJPG`, `YUYV`); empty if the device is absent or not a capture device.
-    pub v4l2_formats: Vec<String>,
+    /// Formats, sizes and rates the configured V4L2 device captures; empty if the
+    /// device is absent or not a capture device.
+    pub v4l2: Vec<DeviceFormat>,
     /// The configured ALSA capture device can be opened.
     pub alsa_capture: bool,
     /// `clockoverlay` and `timeoverlay` are registered (the `pango` plugin, Debian's
@@ -69,8 +70,21 @@ pub struct PipelineDesc {
     pub encoder: EncoderPlan,
     /// Audio source.
     pub audio: AudioPlan,
+    /// The negotiated V4L2 mode (`None` for the test pattern and libcamera).
+    pub mode: Option<Negotiated>,
     /// `gst_parse_launch` description.
     pub launch: String,
+}
+
+impl PipelineDesc {
+    /// The frame rate the pipeline runs at: the negotiated mode's, else the
+    /// configured one, Hz (rounded).
+    pub fn fps(&self, configured: u32) -> u32 {
+        self.mode.as_ref().map_or(configured, |n| {
+            // Realistic rates are far below u32::MAX; the cast only rounds.
+            n.mode.fps.hz().round().max(1.0) as u32
+        })
+    }
 }
 
 impl fmt::Display for PipelineDesc {
@@ -78,7 +92,10 @@ impl fmt::Display for PipelineDesc {
         let video = match &self.video {
             VideoPlan::Test => "test pattern".to_owned(),
             VideoPlan::Libcamera => "libcamera".to_owned(),
-            VideoPlan::V4l2(fmt) => format!("v4l2 ({fmt:?})"),
+            VideoPlan::V4l2(fmt) => match &self.mode {
+                Some(n) => format!("v4l2 ({fmt:?}) {}", n.mode),
+                None => format!("v4l2 ({fmt:?})"),
+            },
         };
         let audio = match self.audio {
             AudioPlan::Test => "test tone",
@@ -99,9 +116,9 @@ pub enum PlanError {
     /// The configured source is not available.
     #[error("video source {0} is not available on this machine")]
     SourceMissing(&'static str),
-    /// The configured V4L2 format is not offered by the device.
-    #[error("V4L2 device does not offer {0}")]
-    FormatMissing(&'static str),
+    /// No capture mode fits (see `media::mode::negotiate`).
+    #[error("V4L2 device: {0}")]
+    Mode(#[from] ModeError),
     /// Hardware encoder requested but missing.
     #[error("encoder v4l2h264enc is not available")]
     EncoderMissing,
@@ -116,28 +133,31 @@ pub fn describe(
     audio: &AudioConfig,
     probe: &Probe,
 ) -> Result<PipelineDesc, PlanError> {
-    let has = |f: &str| probe.v4l2_formats.iter().any(|x| x == f);
-    let has_raw = probe.v4l2_formats.iter().any(|f| {
-        matches!(
-            f.as_str(),
-            "YUYV" | "UYVY" | "NV12" | "YU12" | "I420" | "RGB3" | "BGR3" | "YV12"
-        )
-    });
+    let mut negotiated = None;
     let video_plan = match video.source {
         VideoSource::Test => VideoPlan::Test,
         VideoSource::Libcamera if probe.libcamerasrc => VideoPlan::Libcamera,
         VideoSource::Libcamera => return Err(PlanError::SourceMissing("libcamera")),
-        VideoSource::V4l2 | VideoSource::Auto if !probe.v4l2_formats.is_empty() => {
-            let fmt = match video.format {
-                V4l2Format::Auto if has("H264") => V4l2Format::H264,
-                V4l2Format::Auto if has("MJPG") => V4l2Format::Mjpeg,
-                V4l2Format::Auto => V4l2Format::Raw,
-                V4l2Format::H264 if !has("H264") => return Err(PlanError::FormatMissing("H264")),
-                V4l2Format::Mjpeg if !has("MJPG") => return Err(PlanError::FormatMissing("MJPG")),
-                V4l2Format::Raw if !has_raw => return Err(PlanError::FormatMissing("raw")),
-                f => f,
+        VideoSource::V4l2 | VideoSource::Auto if !probe.v4l2.is_empty() => {
+            let wish = Wish {
+                width: video.width,
+                height: video.height,
+                fps: video.fps,
             };
-            VideoPlan::V4l2(fmt)
+            let n = mode::negotiate(
+                wish,
+                &probe.v4l2,
+                video.format,
+                probe.v4l2h264enc,
+                video.strict_mode,
+            )?;
+            let format = match n.mode.kind {
+                FormatKind::H264 => V4l2Format::H264,
+                FormatKind::Mjpeg => V4l2Format::Mjpeg,
+                FormatKind::Raw => V4l2Format::Raw,
+            };
+            negotiated = Some(n);
+            VideoPlan::V4l2(format)
         }
         VideoSource::V4l2 => return Err(PlanError::SourceMissing("v4l2")),
         VideoSource::Auto if probe.libcamerasrc => VideoPlan::Libcamera,
@@ -163,6 +183,7 @@ pub fn describe(
         video,
         audio,
         &video_plan,
+        negotiated.as_ref().map(|n| &n.mode),
         encoder,
         audio_plan,
         probe.text_overlay,
@@ -171,6 +192,7 @@ pub fn describe(
         video: video_plan,
         encoder,
         audio: audio_plan,
+        mode: negotiated,
         launch,
     })
 }
@@ -184,12 +206,25 @@ fn launch_line(
     v: &VideoConfig,
     a: &AudioConfig,
     video: &VideoPlan,
+    mode: Option<&CaptureMode>,
     encoder: EncoderPlan,
     audio: AudioPlan,
     text_overlay: bool,
 ) -> String {
     let (w, h, fps) = (v.width, v.height, v.fps);
     let size = format!("width={w},height={h},framerate={fps}/1");
+    // A V4L2 source is asked for exactly the negotiated mode.
+    let (mode_size, fps) = match mode {
+        Some(m) => (
+            format!(
+                "width={},height={},framerate={}/{}",
+                m.width, m.height, m.fps.num, m.fps.den
+            ),
+            // Keyframe spacing counts frames at the rate the camera delivers.
+            (m.fps.hz().ceil().max(1.0)) as u32,
+        ),
+        None => (size.clone(), fps),
+    };
     let device = quoted(&v.device.display().to_string());
     let source = match video {
         VideoPlan::Test => {
@@ -209,12 +244,15 @@ fn launch_line(
         }
         VideoPlan::Libcamera => format!("libcamerasrc ! video/x-raw,{size},format=NV12"),
         VideoPlan::V4l2(V4l2Format::H264) => {
-            format!("v4l2src device={device} ! video/x-h264,{size}")
+            format!("v4l2src device={device} ! video/x-h264,{mode_size}")
         }
         VideoPlan::V4l2(V4l2Format::Mjpeg) => {
-            format!("v4l2src device={device} ! image/jpeg,{size} ! jpegdec")
+            format!("v4l2src device={device} ! image/jpeg,{mode_size} ! jpegdec")
         }
-        VideoPlan::V4l2(_) => format!("v4l2src device={device} ! video/x-raw,{size}"),
+        VideoPlan::V4l2(_) => match mode.and_then(|m| mode::raw_gst_format(&m.fourcc)) {
+            Some(f) => format!("v4l2src device={device} ! video/x-raw,format={f},{mode_size}"),
+            None => format!("v4l2src device={device} ! video/x-raw,{mode_size}"),
+        },
     };
     // A short leaky queue between capture and encoder: if the encoder falls behind, drop
     // raw frames rather than stall the camera.
@@ -294,17 +332,35 @@ mod tests {
         assert!(d.launch.contains("appsink name=audio"));
     }
 
+    fn device(formats: &[&str]) -> Vec<mode::DeviceFormat> {
+        formats
+            .iter()
+            .map(|f| mode::DeviceFormat {
+                fourcc: (*f).into(),
+                description: String::new(),
+                sizes: vec![mode::FrameSize {
+                    width: 1280,
+                    height: 720,
+                    fps: vec![mode::FrameRate::whole(30)],
+                }],
+            })
+            .collect()
+    }
+
     #[test]
     fn uvc_h264_is_passed_through_and_mjpeg_is_decoded() {
         let mut p = probe();
-        p.v4l2_formats = vec!["MJPG".into(), "H264".into(), "YUYV".into()];
+        p.v4l2 = device(&["MJPG", "H264", "YUYV"]);
         let d = describe(&VideoConfig::default(), &AudioConfig::default(), &p).unwrap();
         assert_eq!(d.video, VideoPlan::V4l2(V4l2Format::H264));
         assert_eq!(d.encoder, EncoderPlan::Passthrough);
         assert!(!d.launch.contains("x264enc"));
-        assert!(
-            d.launch
-                .contains("v4l2src device=\"/dev/video0\" ! video/x-h264")
+        assert!(d.launch.contains(
+            "v4l2src device=\"/dev/video0\" ! video/x-h264,width=1280,height=720,framerate=30/1"
+        ));
+        assert_eq!(
+            d.to_string(),
+            "video v4l2 (H264) H264 1280x720@30, encoder Passthrough, audio none"
         );
         let v = VideoConfig {
             format: V4l2Format::Mjpeg,
@@ -316,6 +372,44 @@ mod tests {
                 .contains("image/jpeg,width=1280,height=720,framerate=30/1 ! jpegdec")
         );
         assert_eq!(d.encoder, EncoderPlan::X264);
+    }
+
+    #[test]
+    fn raw_capture_asks_for_the_negotiated_format_size_and_rate() {
+        let mut p = probe();
+        p.v4l2 = vec![mode::DeviceFormat {
+            fourcc: "YUYV".into(),
+            description: String::new(),
+            sizes: vec![
+                mode::FrameSize {
+                    width: 640,
+                    height: 360,
+                    fps: vec![mode::FrameRate::whole(30)],
+                },
+                mode::FrameSize {
+                    width: 1280,
+                    height: 720,
+                    fps: vec![mode::FrameRate { num: 25, den: 2 }],
+                },
+            ],
+        }];
+        let d = describe(&VideoConfig::default(), &AudioConfig::default(), &p).unwrap();
+        assert!(
+            d.launch.contains(
+                "v4l2src device=\"/dev/video0\" ! video/x-raw,format=YUY2,width=640,height=360,framerate=30/1"
+            ),
+            "{}",
+            d.launch
+        );
+        assert_eq!(d.fps(30), 30);
+        let strict = VideoConfig {
+            strict_mode: true,
+            ..VideoConfig::default()
+        };
+        assert!(matches!(
+            describe(&strict, &AudioConfig::default(), &p),
+            Err(PlanError::Mode(mode::ModeError::NotExact { .. }))
+        ));
     }
 
     #[test]
