@@ -212,6 +212,13 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
         own.iter()
             .any(|e| Journal::field(e, "SESSION_ID").is_some())
     );
+    // The mode was negotiated from what vivid lists: 640x480 at 15 fps is offered.
+    let mode = own
+        .iter()
+        .map(|e| Journal::message(e))
+        .find(|m| m.starts_with("video mode: wished 640x480@15"))
+        .expect("a 'video mode' line");
+    assert!(mode.ends_with("640x480@15 (the wish)"), "{mode}");
     let flowing = own
         .iter()
         .find(|e| Journal::message(e).starts_with("media flowing over"))
