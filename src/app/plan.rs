@@ -18,10 +18,11 @@ pub fn install_crypto_provider() {
 pub fn probe(config: &Config) -> Probe {
     let mut probe = Probe::default();
     gst::probe_elements(&mut probe);
-    if matches!(config.video.source, VideoSource::Auto | VideoSource::V4l2)
-        && let Some(dev) = devices::v4l2_device(&config.video.device)
-    {
-        probe.v4l2 = dev.formats;
+    if matches!(config.video.source, VideoSource::Auto | VideoSource::V4l2) {
+        match devices::probe_v4l2(&config.video.device) {
+            Ok(dev) => probe.v4l2 = dev.formats,
+            Err(why) => probe.v4l2_problem = Some(why),
+        }
     }
     if matches!(config.audio.source, AudioSource::Auto) {
         probe.alsa_capture = devices::alsa_can_capture(&config.audio.device);

@@ -44,13 +44,35 @@ pub fn v4l2_devices() -> Vec<V4l2Device> {
 
 /// Probes one device node; `None` if it is absent or cannot capture video.
 pub fn v4l2_device(path: &Path) -> Option<V4l2Device> {
-    let dev = v4l::Device::with_path(path).ok()?;
-    let caps = dev.query_caps().ok()?;
+    probe_v4l2(path).ok()
+}
+
+/// Probes one device node, saying why it cannot be used.
+///
+/// # Errors
+/// The node is missing, not accessible, not a video capture device, or failed to
+/// answer `VIDIOC_QUERYCAP`; the text names the path and the cause.
+pub fn probe_v4l2(path: &Path) -> Result<V4l2Device, String> {
+    let dev = v4l::Device::with_path(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{} does not exist", path.display()),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{}: permission denied (is the user in the `video` group?)",
+            path.display()
+        ),
+        _ => format!("{}: {e}", path.display()),
+    })?;
+    let caps = dev
+        .query_caps()
+        .map_err(|e| format!("{}: not a V4L2 device ({e})", path.display()))?;
     if !caps
         .capabilities
         .contains(v4l::capability::Flags::VIDEO_CAPTURE)
     {
-        return None;
+        return Err(format!(
+            "{} ({}) cannot capture video",
+            path.display(),
+            caps.card
+        ));
     }
     let mut formats = Vec::new();
     for desc in dev.enum_formats().unwrap_or_default() {
@@ -84,7 +106,7 @@ pub fn v4l2_device(path: &Path) -> Option<V4l2Device> {
             sizes,
         });
     }
-    Some(V4l2Device {
+    Ok(V4l2Device {
         path: path.display().to_string(),
         card: caps.card,
         driver: caps.driver,

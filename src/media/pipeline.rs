@@ -21,6 +21,9 @@ pub struct Probe {
     /// Formats, sizes and rates the configured V4L2 device captures; empty if the
     /// device is absent or not a capture device.
     pub v4l2: Vec<DeviceFormat>,
+    /// Why the configured V4L2 device could not be probed (missing, permissions, not
+    /// a capture device), when it could not.
+    pub v4l2_problem: Option<String>,
     /// The configured ALSA capture device can be opened.
     pub alsa_capture: bool,
     /// `clockoverlay` and `timeoverlay` are registered (the `pango` plugin, Debian's
@@ -116,6 +119,9 @@ pub enum PlanError {
     /// The configured source is not available.
     #[error("video source {0} is not available on this machine")]
     SourceMissing(&'static str),
+    /// The configured V4L2 device cannot be used; the text says why.
+    #[error("video source v4l2: {0}")]
+    DeviceUnusable(String),
     /// No capture mode fits (see `media::mode::negotiate`).
     #[error("V4L2 device: {0}")]
     Mode(#[from] ModeError),
@@ -159,7 +165,12 @@ pub fn describe(
             negotiated = Some(n);
             VideoPlan::V4l2(format)
         }
-        VideoSource::V4l2 => return Err(PlanError::SourceMissing("v4l2")),
+        VideoSource::V4l2 => {
+            return Err(match &probe.v4l2_problem {
+                Some(why) => PlanError::DeviceUnusable(why.clone()),
+                None => PlanError::SourceMissing("v4l2"),
+            });
+        }
         VideoSource::Auto if probe.libcamerasrc => VideoPlan::Libcamera,
         VideoSource::Auto => VideoPlan::Test,
     };
@@ -445,6 +456,16 @@ mod tests {
         assert_eq!(
             describe(&v, &AudioConfig::default(), &probe()),
             Err(PlanError::SourceMissing("v4l2"))
+        );
+        let missing = Probe {
+            v4l2_problem: Some("/dev/video0 does not exist".into()),
+            ..probe()
+        };
+        assert_eq!(
+            describe(&v, &AudioConfig::default(), &missing)
+                .unwrap_err()
+                .to_string(),
+            "video source v4l2: /dev/video0 does not exist"
         );
         let v = VideoConfig {
             encoder: EncoderChoice::V4l2h264enc,
