@@ -13,5 +13,23 @@ cargo clippy --workspace --all-targets -- -D warnings
 cross/package.sh aarch64-unknown-linux-gnu >/dev/null
 cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null
 cross/arm64-root.sh >/dev/null
+# The programs the suite starts (brokers, coturn, edgecam, browsers, the lab VM): none
+# may outlive it.
+suite_procs() {
+  ps -eo pid=,comm= | awk '$2 ~ /^(turnserver|mosquitto|edgecam|edgecam-bench|chromium|faketime|qemu-system-x86)$/ {print $1}' | sort
+}
+before="$(suite_procs)"
 # Integration tests start real processes and WebRTC stacks; two at a time suits 2 cores.
 cargo test --workspace --all-targets -- --test-threads=2
+# Left over: started during the suite and still running 10 s after it ended.
+for _ in $(seq 50); do
+  left="$(comm -13 <(echo "$before") <(suite_procs))"
+  [[ -z "$left" ]] && break
+  sleep 0.2
+done
+if [[ -n "$left" ]]; then
+  echo "test.sh: processes the suite started are still running:" >&2
+  ps -o pid,ppid,args -p "$(echo "$left" | paste -sd,)" >&2 || true
+  kill -KILL $left 2>/dev/null || true
+  exit 1
+fi

@@ -12,6 +12,7 @@
 
 use super::netns::{fresh_netns, ip, run, veth};
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -254,7 +255,10 @@ impl Coturn {
                 cmd.arg("--no-tls");
             }
         }
+        // A process group of its own: `faketime` runs turnserver as its child, so
+        // killing the direct child alone left turnserver running (orphaned).
         let child = cmd
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -286,6 +290,10 @@ impl Coturn {
 
 impl Drop for Coturn {
     fn drop(&mut self) {
+        // The whole group: `ip netns exec`, `faketime` and turnserver.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
