@@ -12,6 +12,8 @@ use bytes::Bytes;
 use rumqttc::{
     AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -146,7 +148,7 @@ fn tls_config(ca_file: Option<&PathBuf>) -> Result<TlsConfiguration, MqttError> 
                 problem,
             };
             let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| ca_err(e.to_string()))?;
                 roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
             }
