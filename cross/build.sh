@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cross-builds edgecam for a Raspberry Pi target without Docker, on a Debian 12 host:
 # installs the Debian cross toolchain and the Rust target when missing, prepares the
-# bookworm sysroot (cross/sysroot.sh), then runs `cargo build --target <target>` with the
+# bookworm sysroot (cross/sysroot.sh), then runs `cargo build --locked --target <target>` with the
 # rest of the arguments. Prints the path of the built binary last.
 #
 #   cross/build.sh aarch64-unknown-linux-gnu --release
@@ -30,7 +30,7 @@ source cross/env.sh "$target" "$sysroot"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cross}"
 started=$SECONDS
 # Only the camera: the benchmark (edgecam-bench) runs on the build host, not on the Pi.
-cargo build --target "$target" --bin edgecam "$@" >&2
+cargo build --locked --target "$target" --bin edgecam "$@" >&2
 profile=debug
 for a in "$@"; do [[ "$a" == --release ]] && profile=release; done
 bin="$CARGO_TARGET_DIR/$target/$profile/edgecam"

@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release
+cargo build --release --locked
 echo "edgecam: open http://127.0.0.1:8080 (Ctrl-C to stop)"
 exec target/release/edgecam --config examples/demo-loopback.toml "$@"
