@@ -229,3 +229,37 @@ async fn a_session_that_never_connects_times_out_with_bye() {
         "{no_pairs} 'no candidate pairs' lines for one candidate-less viewer"
     );
 }
+
+/// A retained message on a `to-camera` topic is replayed by the broker to every new
+/// subscriber: the camera ignores it (with a log line) instead of answering a planted
+/// or stale offer on each (re)connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_on_to_camera_are_ignored() {
+    let broker = Mosquitto::start();
+    let mut spy = Signal::connect(broker.port, "cam", "planted", &[]).await;
+    spy.publish_retained_to(
+        "edgecam/cam/session/planted/to-camera",
+        serde_json::to_vec(&json!({"type": "offer", "sdp": VP8_ONLY})).unwrap(),
+    )
+    .await;
+    let cam = Edgecam::start(&camera_config("cam", broker.port, ""));
+    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    // Answered, the VP8-only offer would get `bad-offer`; ignored, nothing comes.
+    spy.expect_silence(Duration::from_millis(1500)).await;
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !cam.log_text().contains("ignoring a retained message") && std::time::Instant::now() < end
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cam.log_text().contains("ignoring a retained message"),
+        "{}",
+        cam.log_text()
+    );
+    // A live (not retained) message on the same session is still answered.
+    spy.send(&json!({"type": "offer", "sdp": VP8_ONLY})).await;
+    spy.expect_error("bad-offer").await;
+}

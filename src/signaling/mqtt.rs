@@ -268,6 +268,18 @@ pub fn start(
                     }
                     let _ = inbound.try_send(Inbound::Connected);
                 }
+                // A retained message on `to-camera` is delivered to every new subscriber
+                // (MQTT 3.1.1 §3.3.1.3): an old or planted offer would be replayed at the
+                // camera on each (re)connect. Live viewer messages are never retained.
+                Ok(Event::Incoming(Packet::Publish(p))) if p.retain => {
+                    if let Some(more) = flood_log.check(Instant::now()) {
+                        log::warn!(
+                            "ignoring a retained message on {:?}{}",
+                            truncate(&p.topic),
+                            suppressed(more)
+                        );
+                    }
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => match topics.parse_to_camera(&p.topic) {
                     Some(Ok(session)) => {
                         if inbound

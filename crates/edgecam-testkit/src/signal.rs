@@ -148,6 +148,17 @@ impl Signal {
             .expect("publish");
     }
 
+    /// Publishes raw bytes on any topic with the retain flag set.
+    ///
+    /// # Panics
+    /// When the client's request queue is gone (its event loop ended).
+    pub async fn publish_retained_to(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.into())
+            .await
+            .expect("publish");
+    }
+
     /// Publishes a JSON message on `to-camera`.
     pub async fn send(&self, msg: &Value) {
         self.publish_raw(msg.to_string()).await;

@@ -33,6 +33,10 @@ pub struct Limits {
     pub session_message_burst: u32,
     /// Messages of one session: refill per second.
     pub session_messages_per_sec: f64,
+    /// Remote ICE candidates a session may add per offer (an ICE restart starts the
+    /// count again); more are skipped with a log line, as unusable candidates are
+    /// (contract, "Rules"). A browser sends a handful.
+    pub max_remote_candidates: u32,
     /// Status republish interval floor (contract: at most once per second).
     pub status_interval: Duration,
     /// When a live session that received minted TURN credentials gets a fresh `config`,
@@ -52,6 +56,7 @@ impl Default for Limits {
             messages_per_sec: 200.0,
             session_message_burst: 60,
             session_messages_per_sec: 20.0,
+            max_remote_candidates: 50,
             status_interval: Duration::from_secs(1),
             config_refresh_after: None,
         }
@@ -138,6 +143,8 @@ struct Session {
     connect_deadline: Option<Instant>,
     /// When this session's TURN credentials need a fresh `config`.
     refresh_at: Option<Instant>,
+    /// Remote candidates taken since the latest offer.
+    remote_candidates: u32,
 }
 
 /// Token bucket over simulated time.
@@ -286,7 +293,18 @@ impl Machine {
             }
             ToCamera::Offer { sdp } => self.handle_offer(now, session, sdp),
             ToCamera::Candidate(candidate) => {
-                if self.sessions.contains_key(&session) {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    // End-of-candidates is not a candidate and always passes.
+                    if candidate.is_some() {
+                        if s.remote_candidates >= self.limits.max_remote_candidates {
+                            if s.remote_candidates == self.limits.max_remote_candidates {
+                                log::info!(session_id = session.as_str(); "session {session}: more than {} remote candidates; skipping the rest until the next offer", self.limits.max_remote_candidates);
+                            }
+                            s.remote_candidates = s.remote_candidates.saturating_add(1);
+                            return;
+                        }
+                        s.remote_candidates += 1;
+                    }
                     self.out.push_back(Output::Peer(PeerCommand::AddCandidate {
                         session,
                         candidate,
@@ -352,6 +370,7 @@ impl Machine {
                 last_offer: sdp.clone(),
                 connect_deadline: deadline,
                 refresh_at,
+                remote_candidates: 0,
             },
         );
         if renegotiation {

@@ -509,3 +509,46 @@ fn aborted_session_gets_internal_error_frees_its_slot_at_once_and_no_bye() {
     assert!(sent(&drain(&mut m)).is_empty());
     assert_eq!(m.viewers(), 2);
 }
+
+#[test]
+fn remote_candidates_are_capped_per_offer_and_skipped_silently() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(
+        Limits {
+            max_remote_candidates: 3,
+            session_message_burst: 1_000,
+            ..Limits::default()
+        },
+        t0,
+    );
+    m.handle_message(t0, sid("a"), &offer(1));
+    drain(&mut m);
+    let candidate = |n: u32| {
+        format!(
+            r#"{{"type":"candidate","candidate":{{"candidate":"candidate:{n} 1 udp 1 127.0.0.1 {} typ host","sdpMid":"0"}}}}"#,
+            5000 + n
+        )
+        .into_bytes()
+    };
+    let added = |out: &[Output]| {
+        out.iter()
+            .filter(|o| matches!(o, Output::Peer(PeerCommand::AddCandidate { .. })))
+            .count()
+    };
+    for n in 0..10 {
+        m.handle_message(t0, sid("a"), &candidate(n));
+    }
+    let out = drain(&mut m);
+    assert_eq!(added(&out), 3, "{out:?}");
+    assert!(sent(&out).is_empty(), "skipped, not answered: {out:?}");
+    // End-of-candidates still passes.
+    m.handle_message(t0, sid("a"), br#"{"type":"candidate","candidate":null}"#);
+    assert_eq!(added(&drain(&mut m)), 1);
+    // An ICE restart (a new offer) starts the count again.
+    m.handle_message(t0, sid("a"), &offer(2));
+    drain(&mut m);
+    for n in 10..15 {
+        m.handle_message(t0, sid("a"), &candidate(n));
+    }
+    assert_eq!(added(&drain(&mut m)), 3);
+}
