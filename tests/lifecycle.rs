@@ -15,6 +15,13 @@ async fn sigterm_says_bye_to_viewers_and_goes_offline() {
         .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
         .await;
     assert!(ok);
+    // A healthy start reports the first frame as such: READY=1 and the status line
+    // follow it at once, never a "stall" in between.
+    assert!(
+        !cam.log_text().contains("capture stalled"),
+        "{}",
+        cam.log_text()
+    );
     let t = Instant::now();
     let status = cam
         .stop(Duration::from_secs(8))

@@ -336,10 +336,9 @@ fn install(
                     let mut end = shared.last_end.lock().unwrap_or_else(|p| p.into_inner());
                     *end = (*end).max(pts + duration);
                 }
+                let first_video =
+                    is_video && shared.video_frames.fetch_add(1, Ordering::Relaxed) == 0;
                 if is_video {
-                    if shared.video_frames.fetch_add(1, Ordering::Relaxed) == 0 {
-                        shared.first_video.notify_one();
-                    }
                     let ms = u64::try_from(shared.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
                     shared.last_video_ms.store(ms, Ordering::Relaxed);
                 }
@@ -350,6 +349,11 @@ fn install(
                     keyframe,
                     captured_at,
                 });
+                // After the publish: whoever wakes on it (the supervisor marking capture
+                // running, then the health check) finds the frame counted in the hub.
+                if first_video {
+                    shared.first_video.notify_one();
+                }
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),
