@@ -125,7 +125,7 @@ pub async fn start(config: Config) -> anyhow::Result<Camera> {
 }
 
 /// The stop signals of each part, cancelled in the shutdown order.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Stops {
     mqtt: CancellationToken,
     peers: CancellationToken,
@@ -332,12 +332,7 @@ async fn start_parts(
         notifier,
         topics,
         tracker: tracker.clone(),
-        stops: Stops {
-            mqtt: stops.mqtt.clone(),
-            peers: stops.peers.clone(),
-            capture: stops.capture.clone(),
-            http: stops.http.clone(),
-        },
+        stops: stops.clone(),
         video_hub,
         format_rx,
         state_rx,

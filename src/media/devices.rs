@@ -34,17 +34,12 @@ pub struct AlsaPcm {
 pub fn v4l2_devices() -> Vec<V4l2Device> {
     let mut out = Vec::new();
     for node in v4l::context::enum_devices() {
-        if let Some(dev) = v4l2_device(node.path()) {
+        if let Ok(dev) = probe_v4l2(node.path()) {
             out.push(dev);
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
-}
-
-/// Probes one device node; `None` if it is absent or cannot capture video.
-pub fn v4l2_device(path: &Path) -> Option<V4l2Device> {
-    probe_v4l2(path).ok()
 }
 
 /// Probes one device node, saying why it cannot be used.
