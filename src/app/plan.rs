@@ -59,8 +59,8 @@ pub fn plan(config: &Config) -> anyhow::Result<PipelineDesc> {
 /// `current`, so that a reload never stops a working camera for a file that cannot
 /// start: the capture plan (explicit sources, formats and encoders present), the CA
 /// bundle of a TLS broker, the embedded broker's listen addresses when it is not
-/// running yet, and the HTTP listen
-/// address when it changes (the running one is ours and is freed on restart).
+/// running yet, and the HTTP listen address when it changes (the running one is ours
+/// and is freed on restart).
 ///
 /// # Errors
 /// The first check that fails, naming the configuration key.
