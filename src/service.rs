@@ -105,7 +105,7 @@ impl Health {
         self.ready |= ready;
         let capture_ok = match obs.capture {
             CaptureState::Starting => true,
-            CaptureState::Running => flowing,
+            CaptureState::Running | CaptureState::DeviceLost { .. } => flowing,
             CaptureState::Restarting { failures, .. } => *failures < self.policy.restart_limit,
             CaptureState::Stopped => false,
         };
@@ -133,6 +133,9 @@ impl Health {
             CaptureState::Restarting { failures, reason } => {
                 format!("capture restarting after failure {failures} ({reason})")
             }
+            CaptureState::DeviceLost { device, reason } => format!(
+                "camera {device} unplugged ({reason}): streaming the test pattern until it returns"
+            ),
             CaptureState::Stopped => "capture stopped".to_owned(),
         };
         let viewers = match obs.viewers {
@@ -326,6 +329,28 @@ mod tests {
             h.observe(t2, &obs(&running, 11, &LinkState::Connected))
                 .alive
         );
+    }
+
+    #[test]
+    fn an_unplugged_camera_on_the_test_pattern_is_alive_and_says_so() {
+        let t0 = Instant::now();
+        let mut h = Health::new(policy());
+        let lost = CaptureState::DeviceLost {
+            device: "/dev/video0".into(),
+            reason: "v4l2src0: Could not read from resource.".into(),
+        };
+        let v = h.observe(t0, &obs(&lost, 1, &LinkState::Connected));
+        assert!(v.alive && v.ready);
+        assert!(v.status.unwrap().starts_with(
+            "camera /dev/video0 unplugged (v4l2src0: Could not read from resource.): \
+                 streaming the test pattern until it returns;"
+        ));
+        // The stand-in stalling is a stall like any other.
+        let v = h.observe(
+            t0 + Duration::from_secs(4),
+            &obs(&lost, 1, &LinkState::Connected),
+        );
+        assert!(!v.alive);
     }
 
     #[test]

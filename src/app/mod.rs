@@ -78,8 +78,13 @@ pub fn start_capture(
     let (format_tx, format) = watch::channel::<Option<VideoFormat>>(None);
     let (state_tx, state) = watch::channel(CaptureState::Starting);
     let fps = desc.fps(config.video.fps);
+    let fallback = desc.fallback.clone().map(|fb| supervisor::Fallback {
+        device: config.video.device.clone(),
+        desc: *fb,
+    });
     tracker.spawn(supervisor::run(
         desc,
+        fallback,
         SupervisorConfig {
             stall_timeout: Duration::from_millis(config.video.stall_timeout_ms.into()),
             min_backoff: Duration::from_millis(500),

@@ -265,6 +265,7 @@ fn install(
     video: Option<(watch::Sender<Option<VideoFormat>>, u32)>,
 ) {
     let is_video = video.is_some();
+    let mut format_known = false;
     let mut last_pts: Option<Duration> = None;
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -308,7 +309,7 @@ fn install(
                 };
                 if let Some((format, fps)) = video.as_ref()
                     && keyframe
-                    && format.borrow().is_none()
+                    && !format_known
                     && let Some(profile_level_id) = h264::profile_level_id(&data)
                 {
                     let (width, height) = sample
@@ -321,15 +322,21 @@ fn install(
                             )
                         })
                         .unwrap_or((0, 0));
-                    log::info!(
-                        "encoder emits H.264 profile-level-id {profile_level_id}, {width}x{height}"
-                    );
-                    format.send_replace(Some(VideoFormat {
+                    format_known = true;
+                    // Per run: a restart or a switch to the fallback may change it.
+                    let now = Some(VideoFormat {
                         profile_level_id,
                         width,
                         height,
                         fps: *fps,
-                    }));
+                    });
+                    if *format.borrow() != now {
+                        log::info!(
+                            "encoder emits H.264 profile-level-id {}, {width}x{height}",
+                            now.as_ref().map_or("", |f| f.profile_level_id.as_str())
+                        );
+                        format.send_replace(now);
+                    }
                 }
                 let pts = pts + shared.pts_offset;
                 {

@@ -249,6 +249,20 @@ impl Hub {
         }
     }
 
+    /// A new run of the source begins (capture restarted, or switched between the
+    /// camera and the test pattern): its first frames may depend on pictures no viewer
+    /// has, so every viewer of a gated hub keeps what it has queued but takes nothing
+    /// new until a keyframe, which is requested once for all of them.
+    pub fn new_run(&self) {
+        if !self.inner.gated {
+            return;
+        }
+        for slot in lock(&self.inner.slots).iter() {
+            slot.lock().needs_keyframe = true;
+        }
+        self.request_keyframe();
+    }
+
     /// Current counters.
     pub fn stats(&self) -> HubStats {
         HubStats {
@@ -400,6 +414,31 @@ mod tests {
         hub.publish(frame(7, true));
         assert_eq!(n(&slow.try_recv().unwrap()), 7);
         assert_eq!(n(&fast.try_recv().unwrap()), 7);
+    }
+
+    #[test]
+    fn a_new_run_gates_every_viewer_until_its_first_keyframe() {
+        let (hub, requests) = counting_hub(8);
+        let a = hub.subscribe();
+        let b = hub.subscribe();
+        hub.publish(frame(0, true));
+        hub.publish(frame(1, false));
+        hub.new_run();
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "one request for all");
+        // A passthrough camera may resume mid-GOP: those frames reach nobody.
+        hub.publish(frame(2, false));
+        hub.publish(frame(3, true));
+        for sub in [&a, &b] {
+            let got: Vec<u64> = std::iter::from_fn(|| sub.try_recv())
+                .map(|f| n(&f))
+                .collect();
+            assert_eq!(got, vec![0, 1, 3]);
+        }
+        let audio = Hub::new("audio", 8, false, Duration::from_millis(200));
+        let s = audio.subscribe();
+        audio.new_run();
+        audio.publish(frame(9, false));
+        assert_eq!(n(&s.try_recv().unwrap()), 9, "audio is never gated");
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct PipelineDesc {
     pub mode: Option<Negotiated>,
     /// `gst_parse_launch` description.
     pub launch: String,
+    /// For a V4L2 camera: the test pattern streamed while it is unplugged, at the
+    /// negotiated size and rate, with the same audio and an encoder of its own (a
+    /// passthrough camera's stand-in must be encoded). `None` for other sources.
+    pub fallback: Option<Box<PipelineDesc>>,
 }
 
 impl PipelineDesc {
@@ -190,6 +194,28 @@ pub fn describe(
         AudioSource::Auto if video_plan == VideoPlan::Test => AudioPlan::Test,
         AudioSource::Auto => AudioPlan::None,
     };
+    let fallback = match (&video_plan, &negotiated) {
+        (VideoPlan::V4l2(_), Some(n)) => {
+            let test = VideoConfig {
+                source: VideoSource::Test,
+                width: n.mode.width,
+                height: n.mode.height,
+                // Realistic rates are far below u32::MAX; the cast only rounds.
+                fps: n.mode.fps.hz().round().max(1.0) as u32,
+                ..video.clone()
+            };
+            let same_audio = AudioConfig {
+                source: match audio_plan {
+                    AudioPlan::Test => AudioSource::Test,
+                    AudioPlan::Alsa => AudioSource::Alsa,
+                    AudioPlan::None => AudioSource::None,
+                },
+                ..audio.clone()
+            };
+            Some(Box::new(describe(&test, &same_audio, probe)?))
+        }
+        _ => None,
+    };
     let launch = launch_line(
         video,
         audio,
@@ -205,6 +231,7 @@ pub fn describe(
         audio: audio_plan,
         mode: negotiated,
         launch,
+        fallback,
     })
 }
 
@@ -421,6 +448,36 @@ mod tests {
             describe(&strict, &AudioConfig::default(), &p),
             Err(PlanError::Mode(mode::ModeError::NotExact { .. }))
         ));
+    }
+
+    #[test]
+    fn an_unplugged_camera_is_replaced_by_the_test_pattern_at_its_mode() {
+        let mut p = probe();
+        p.v4l2 = vec![mode::DeviceFormat {
+            fourcc: "H264".into(),
+            description: String::new(),
+            sizes: vec![mode::FrameSize {
+                width: 1920,
+                height: 1080,
+                fps: vec![mode::FrameRate::whole(25)],
+            }],
+        }];
+        p.alsa_capture = true;
+        let d = describe(&VideoConfig::default(), &AudioConfig::default(), &p).unwrap();
+        assert_eq!(d.encoder, EncoderPlan::Passthrough);
+        let fb = d.fallback.as_deref().expect("a fallback for a V4L2 camera");
+        assert_eq!(fb.video, VideoPlan::Test);
+        assert_eq!(fb.encoder, EncoderPlan::X264, "the stand-in is encoded");
+        assert_eq!(fb.audio, AudioPlan::Alsa, "the microphone stays");
+        assert!(
+            fb.launch
+                .contains("video/x-raw,width=1920,height=1080,framerate=25/1"),
+            "{}",
+            fb.launch
+        );
+        assert!(fb.fallback.is_none());
+        let test = describe(&VideoConfig::default(), &AudioConfig::default(), &probe()).unwrap();
+        assert!(test.fallback.is_none());
     }
 
     #[test]

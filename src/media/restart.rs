@@ -66,6 +66,15 @@ impl RestartPolicy {
         self.pts_offset
     }
 
+    /// A run ended on purpose (a switch between the camera and the test pattern), its
+    /// last frame ending at `end_pts`: the next run continues the timestamps without
+    /// counting a failure.
+    pub fn switched(&mut self, end_pts: Option<Duration>) {
+        if let Some(end) = end_pts {
+            self.pts_offset = self.pts_offset.max(end + RESTART_PTS_GAP);
+        }
+    }
+
     /// A run that started at `started` ended in failure at `now`, its last frame ending
     /// at `end_pts` (offset included; `None` when it never started). Returns the failure
     /// count and the delay before the next start.
@@ -158,6 +167,11 @@ mod tests {
         assert_eq!(p.pts_offset(), S(5) + RESTART_PTS_GAP);
         p.failed(t0 + S(7), t0 + S(7), Some(S(5) + RESTART_PTS_GAP));
         assert_eq!(p.pts_offset(), S(5) + RESTART_PTS_GAP * 2);
+        // A switch carries the timestamps on and is no failure.
+        let before = p.failed(t0 + S(8), t0 + S(8), None).failures;
+        p.switched(Some(S(20)));
+        assert_eq!(p.pts_offset(), S(20) + RESTART_PTS_GAP);
+        assert_eq!(p.failed(t0 + S(9), t0 + S(9), None).failures, before + 1);
     }
 
     #[test]

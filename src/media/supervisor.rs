@@ -1,15 +1,30 @@
 //! Capture supervision: runs the pipeline, and on a bus error, EOS or stall restarts it
-//! when `media::restart` says (capped exponential backoff with jitter). Viewers stay subscribed to the hubs
-//! throughout and resume at the next IDR; PTS stays continuous across restarts.
+//! when `media::restart` says (capped exponential backoff with jitter). Viewers stay
+//! subscribed to the hubs throughout and resume at the next IDR; PTS stays continuous
+//! across restarts.
+//!
+//! Hot-plug: when a V4L2 camera's run fails and its device node is gone (unplugged,
+//! driver unbound), the supervisor streams the [`Fallback`] test pattern at the
+//! camera's size and rate instead of backing off, so viewers stay connected and the
+//! watchdog stays fed; it watches for the node and switches back when it returns. A
+//! camera that comes back unable to run the negotiated mode fails like any capture and,
+//! past `video.restart_limit`, hands over to systemd, whose restart plans afresh.
 
 use super::VideoFormat;
 use super::gst::{Capture, CaptureEnd};
 use super::hub::Hub;
 use super::pipeline::PipelineDesc;
 use super::restart::{Restart, RestartConfig, RestartPolicy};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// How often a lost camera's device node is looked for.
+const DEVICE_POLL: Duration = Duration::from_millis(500);
+/// How long a returned device node must stay before capture reopens it: udev applies
+/// the node's group and mode just after it appears.
+const DEVICE_SETTLE: Duration = Duration::from_secs(1);
 
 /// Capture state for status reporting and the watchdog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +40,25 @@ pub enum CaptureState {
         /// The failure.
         reason: String,
     },
+    /// The camera's device node is gone; the test pattern streams in its place until
+    /// the node returns.
+    DeviceLost {
+        /// The device node, e.g. `/dev/video0`.
+        device: String,
+        /// How the camera's last run ended.
+        reason: String,
+    },
     /// Stopped for shutdown.
     Stopped,
+}
+
+/// What to stream while the camera is unplugged.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// The camera's device node; its absence after a failed run means unplugged.
+    pub device: PathBuf,
+    /// The test pattern at the camera's size and rate, with the same audio.
+    pub desc: PipelineDesc,
 }
 
 /// Supervisor settings.
@@ -44,10 +76,24 @@ pub struct SupervisorConfig {
     pub fps: u32,
 }
 
+/// How one run ended.
+enum RunEnd {
+    Failed {
+        reason: String,
+        end_pts: Option<Duration>,
+    },
+    DeviceBack {
+        end_pts: Duration,
+    },
+    Shutdown,
+}
+
 /// Runs capture until `shutdown` is cancelled, restarting it as [`RestartPolicy`]
-/// decides.
+/// decides and streaming `fallback` while the camera is unplugged.
+#[allow(clippy::too_many_arguments)] // the supervisor's inputs and its two outputs
 pub async fn run(
     desc: PipelineDesc,
+    fallback: Option<Fallback>,
     cfg: SupervisorConfig,
     video_hub: Hub,
     audio_hub: Hub,
@@ -61,44 +107,77 @@ pub async fn run(
         healthy_after: cfg.healthy_after,
         jitter: true,
     });
+    // Some(reason) while the fallback streams.
+    let mut lost: Option<String> = None;
     while !shutdown.is_cancelled() {
-        let started = Instant::now();
-        let (reason, end_pts) = match Capture::start(
-            &desc,
-            &video_hub,
-            &audio_hub,
-            policy.pts_offset(),
-            cfg.fps,
-            format.clone(),
-        ) {
-            Ok(capture) => {
-                let end = tokio::select! {
-                    end = capture.wait(cfg.stall_timeout) => Some(end),
-                    () = mark_running(&capture, &state) => None,
-                    () = shutdown.cancelled() => None,
-                };
-                capture.stop();
-                let reason = match end {
-                    None => break,
-                    Some(CaptureEnd::Eos) => "end of stream".to_owned(),
-                    Some(CaptureEnd::Error(e)) => e,
-                    Some(CaptureEnd::Stalled(d)) => {
-                        format!("no video frame for {} ms", d.as_millis())
-                    }
-                };
-                (reason, Some(capture.end_pts()))
-            }
-            Err(e) => (e.to_string(), None),
+        let (current, fallback_device) = match (&lost, &fallback) {
+            (Some(_), Some(fb)) => (&fb.desc, Some(fb.device.as_path())),
+            _ => (&desc, None),
         };
-        let Restart { failures, delay } = policy.failed(started, Instant::now(), end_pts);
-        log::error!(
-            "capture failed ({reason}); restart {failures} in {} ms",
-            delay.as_millis()
-        );
-        state.send_replace(CaptureState::Restarting { failures, reason });
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = shutdown.cancelled() => break,
+        let running = match (&lost, &fallback) {
+            (Some(reason), Some(fb)) => CaptureState::DeviceLost {
+                device: fb.device.display().to_string(),
+                reason: reason.clone(),
+            },
+            _ => CaptureState::Running,
+        };
+        let started = Instant::now();
+        let end = run_once(
+            current,
+            &cfg,
+            &policy,
+            (&video_hub, &audio_hub),
+            &format,
+            (&state, running),
+            fallback_device,
+            &shutdown,
+        )
+        .await;
+        match end {
+            RunEnd::Shutdown => break,
+            RunEnd::DeviceBack { end_pts } => {
+                policy.switched(Some(end_pts));
+                lost = None;
+                if let Some(fb) = &fallback {
+                    log::info!(
+                        "camera {} is back: capturing from it again",
+                        fb.device.display()
+                    );
+                }
+                continue;
+            }
+            RunEnd::Failed { reason, end_pts } => {
+                if let Some(fb) = &fallback {
+                    let present = fb.device.exists();
+                    if lost.is_none() && !present {
+                        log::warn!(
+                            "camera {} is gone ({reason}): streaming the test pattern until it returns",
+                            fb.device.display()
+                        );
+                        policy.switched(end_pts);
+                        state.send_replace(CaptureState::DeviceLost {
+                            device: fb.device.display().to_string(),
+                            reason: reason.clone(),
+                        });
+                        lost = Some(reason);
+                        continue;
+                    }
+                    if lost.is_some() && present {
+                        // The fallback failed, and the camera is back meanwhile.
+                        lost = None;
+                    }
+                }
+                let Restart { failures, delay } = policy.failed(started, Instant::now(), end_pts);
+                log::error!(
+                    "capture failed ({reason}); restart {failures} in {} ms",
+                    delay.as_millis()
+                );
+                state.send_replace(CaptureState::Restarting { failures, reason });
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
         }
     }
     state.send_replace(CaptureState::Stopped);
@@ -106,10 +185,188 @@ pub async fn run(
     audio_hub.close();
 }
 
-/// Publishes [`CaptureState::Running`] once the capture has delivered its first video
-/// frame (woken by the appsink callback, not polled); never resolves.
-async fn mark_running(capture: &Capture, state: &watch::Sender<CaptureState>) {
+/// One run of `desc`, until it fails, the watched device returns, or shutdown.
+#[allow(clippy::too_many_arguments)]
+async fn run_once(
+    desc: &PipelineDesc,
+    cfg: &SupervisorConfig,
+    policy: &RestartPolicy,
+    (video_hub, audio_hub): (&Hub, &Hub),
+    format: &watch::Sender<Option<VideoFormat>>,
+    (state, running): (&watch::Sender<CaptureState>, CaptureState),
+    watch_device: Option<&Path>,
+    shutdown: &CancellationToken,
+) -> RunEnd {
+    let capture = match Capture::start(
+        desc,
+        video_hub,
+        audio_hub,
+        policy.pts_offset(),
+        cfg.fps,
+        format.clone(),
+    ) {
+        Ok(capture) => capture,
+        Err(e) => {
+            return RunEnd::Failed {
+                reason: e.to_string(),
+                end_pts: None,
+            };
+        }
+    };
+    // Its first frames may reference pictures of the previous run (a passthrough camera
+    // resumes mid-GOP): viewers wait for this run's first keyframe.
+    video_hub.new_run();
+    let end = tokio::select! {
+        end = capture.wait(cfg.stall_timeout) => Some(end),
+        () = mark_running(&capture, state, running) => None,
+        () = device_returns(watch_device) => {
+            capture.stop();
+            return RunEnd::DeviceBack { end_pts: capture.end_pts() };
+        }
+        () = shutdown.cancelled() => None,
+    };
+    capture.stop();
+    let reason = match end {
+        None => return RunEnd::Shutdown,
+        Some(CaptureEnd::Eos) => "end of stream".to_owned(),
+        Some(CaptureEnd::Error(e)) => e,
+        Some(CaptureEnd::Stalled(d)) => format!("no video frame for {} ms", d.as_millis()),
+    };
+    RunEnd::Failed {
+        reason,
+        end_pts: Some(capture.end_pts()),
+    }
+}
+
+/// Resolves once `device` exists and is still there [`DEVICE_SETTLE`] later; never
+/// resolves for `None`.
+async fn device_returns(device: Option<&Path>) {
+    let Some(device) = device else {
+        return std::future::pending().await;
+    };
+    let mut poll = tokio::time::interval(DEVICE_POLL);
+    let mut seen: Option<Instant> = None;
+    loop {
+        poll.tick().await;
+        match (device.exists(), seen) {
+            (false, _) => seen = None,
+            (true, None) => seen = Some(Instant::now()),
+            (true, Some(at)) if at.elapsed() >= DEVICE_SETTLE => return,
+            (true, Some(_)) => {}
+        }
+    }
+}
+
+/// Publishes `running` once the capture has delivered its first video frame (woken by
+/// the appsink callback, not polled); never resolves.
+async fn mark_running(
+    capture: &Capture,
+    state: &watch::Sender<CaptureState>,
+    running: CaptureState,
+) {
     capture.first_video_frame().await;
-    state.send_replace(CaptureState::Running);
+    state.send_replace(running);
     std::future::pending::<()>().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Frame;
+    use crate::media::pipeline::{AudioPlan, EncoderPlan, VideoPlan};
+
+    /// A real GStreamer H.264 pipeline at `width`x120; `frames` ends it with EOS.
+    fn desc(width: u32, frames: Option<u32>) -> PipelineDesc {
+        let limit = frames.map_or(String::new(), |n| format!(" num-buffers={n}"));
+        PipelineDesc {
+            video: VideoPlan::Test,
+            encoder: EncoderPlan::X264,
+            audio: AudioPlan::None,
+            mode: None,
+            launch: format!(
+                "videotestsrc is-live=true{limit} ! video/x-raw,width={width},height=120,framerate=30/1 \
+                 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=300 \
+                 ! video/x-h264,profile=constrained-baseline ! h264parse config-interval=-1 \
+                 ! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=video sync=false"
+            ),
+            fallback: None,
+        }
+    }
+
+    async fn until<T>(what: &str, rx: &mut watch::Receiver<T>, f: impl Fn(&T) -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|v| f(v)))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("supervisor alive");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unplugged_camera_is_replaced_by_the_fallback_until_it_returns() {
+        crate::media::gst::init().expect("gstreamer");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let device = dir.path().join("video0");
+        // The "camera" ends after 15 frames with its node already gone: unplugged.
+        let video = Hub::new("video", 64, true, Duration::from_millis(200));
+        let audio = Hub::new("audio", 8, false, Duration::from_millis(200));
+        let viewer = video.subscribe();
+        let (format_tx, mut format) = watch::channel(None);
+        let (state_tx, mut state) = watch::channel(CaptureState::Starting);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            desc(160, Some(15)),
+            Some(Fallback {
+                device: device.clone(),
+                desc: desc(320, None),
+            }),
+            SupervisorConfig {
+                stall_timeout: Duration::from_secs(5),
+                min_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(500),
+                healthy_after: Duration::from_secs(30),
+                fps: 30,
+            },
+            video.clone(),
+            audio,
+            format_tx,
+            state_tx,
+            stop.clone(),
+        ));
+        until("the camera's frames", &mut format, |f| {
+            f.as_ref().is_some_and(|f| f.width == 160)
+        })
+        .await;
+        until(
+            "the fallback",
+            &mut state,
+            |s| matches!(s, CaptureState::DeviceLost { reason, .. } if reason == "end of stream"),
+        )
+        .await;
+        until("the test pattern's frames", &mut format, |f| {
+            f.as_ref().is_some_and(|f| f.width == 320)
+        })
+        .await;
+        let during = video.stats().published;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(video.stats().published > during + 5, "the fallback streams");
+        // Drain, then plug the camera back in.
+        while viewer.try_recv().is_some() {}
+        std::fs::write(&device, b"").expect("plug in");
+        until("the camera again", &mut format, |f| {
+            f.as_ref().is_some_and(|f| f.width == 160)
+        })
+        .await;
+        until("running", &mut state, |s| *s == CaptureState::Running).await;
+        // What the viewer got since: the fallback's last frames, then the camera from
+        // an IDR on, with PTS still increasing.
+        let got: Vec<Frame> = std::iter::from_fn(|| viewer.try_recv()).collect();
+        let first_camera = got.iter().rposition(|f| f.keyframe).expect("a keyframe");
+        assert!(got.windows(2).all(|w| w[1].pts > w[0].pts), "PTS goes on");
+        assert!(first_camera < got.len());
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("supervisor stops")
+            .expect("no panic");
+        assert_eq!(*state.borrow(), CaptureState::Stopped);
+    }
 }

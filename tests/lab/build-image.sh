@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds (once) the device-lab VM image: Debian bookworm with systemd, journald, udev,
-# the kernel's vivid/snd-aloop test drivers and the GStreamer runtime edgecam links
-# against. Prints the directory holding vmlinuz, initrd.img and disk.img.
+# the kernel's vivid/snd-aloop test drivers, v4l2loopback (built here by DKMS for the
+# image's kernel, on the host, not under TCG) and the GStreamer runtime edgecam links
+# against, plus what edgecam's .deb depends on (adduser), so `dpkg -i` works in a VM
+# that has no network. Prints the directory holding vmlinuz, initrd.img and disk.img.
 #
 # The image is cached under $EDGECAM_LAB_CACHE (default /var/cache/edgecam-lab), keyed
 # by the hash of this script, so changing the package list rebuilds it. Needs root,
@@ -13,7 +15,8 @@ PACKAGES=(systemd systemd-sysv udev kmod dbus procps iproute2
   linux-image-amd64 initramfs-tools zstd
   alsa-utils v4l-utils libasound2
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-alsa)
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-alsa
+  adduser linux-headers-amd64 v4l2loopback-dkms)
 MIRROR="${EDGECAM_LAB_MIRROR:-http://deb.debian.org/debian}"
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -57,6 +60,7 @@ mmdebstrap --variant=minbase --include="$(IFS=,; echo "${PACKAGES[*]}")" \
   --customize-hook='chroot "$1" passwd -d root' \
   --customize-hook="printf '%s\n' \"$LAB_UNIT\" > \"\$1/etc/systemd/system/lab.service\"" \
   --customize-hook='chroot "$1" systemctl enable lab.service' \
+  --customize-hook='k="$(ls "$1/lib/modules" | head -1)"; chroot "$1" dkms autoinstall -k "$k" >&2; ls "$1/lib/modules/$k/updates/dkms/" | grep -q "^v4l2loopback\.ko"' \
   --customize-hook='chroot "$1" systemctl mask getty@tty1.service serial-getty@ttyS0.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer' \
   bookworm "$root" "$MIRROR" >&2
 
