@@ -6,14 +6,10 @@
 #   cross/package.sh aarch64-unknown-linux-gnu      # edgecam_<version>-1_arm64.deb
 #   cross/package.sh armv7-unknown-linux-gnueabihf  # edgecam_<version>-1_armhf.deb
 #
-# Installs cargo-deb (pinned) when it is missing.
+# scripts/cargo-deb.sh installs cargo-deb (pinned) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${1:?usage: cross/package.sh <rust target>}"
-CARGO_DEB_VERSION=3.8.0
-if ! cargo deb --version >/dev/null 2>&1; then
-  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION" >&2
-fi
 bin="$(cross/build.sh "$target" --release)"
 # cargo-deb must look where build.sh built: take the target directory from its output
 # rather than repeating build.sh's default here.
@@ -21,6 +17,6 @@ export CARGO_TARGET_DIR="${bin%/"$target"/release/edgecam}"
 out="$CARGO_TARGET_DIR/debian"
 mkdir -p "$out"
 # The binary is already stripped (profile.release.strip); cargo-deb only packs it.
-deb="$(cargo deb --target "$target" --no-build --no-strip --no-dbgsym --output "$out" | tail -1)"
+deb="$(scripts/cargo-deb.sh --target "$target" --no-build --no-strip --no-dbgsym --output "$out" | tail -1)"
 echo "$bin"
 echo "$deb"

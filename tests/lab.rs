@@ -114,8 +114,101 @@ fn ms(from_us: u64, to_us: u64) -> i64 {
     (to_us as i64 - from_us as i64) / 1000
 }
 
+/// The amd64 `.deb` of the binary under test, built by cargo-deb from the package
+/// metadata in Cargo.toml (the test profile's binary: the lab tests the package, its
+/// unit, config and maintainer scripts, not the release optimisations).
+fn build_deb(dir: &Path) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/cargo-deb.sh"))
+        .args([
+            "--no-build",
+            "--profile",
+            "dev",
+            "--no-dbgsym",
+            "--fast",
+            "--output",
+        ])
+        .arg(dir)
+        .current_dir(repo())
+        .output()
+        .expect("run cargo-deb.sh");
+    assert!(
+        out.status.success(),
+        "cargo deb failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(path.lines().last().expect("deb path").trim())
+}
+
+/// The marks guest.sh left: name → realtime µs.
+fn marks(out: &Path) -> HashMap<String, u64> {
+    read(out, "marks.txt")
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(0)))
+        .collect()
+}
+
+/// CPU use of the service per phase, as a share of one core: name → percent.
+fn cpu(out: &Path) -> HashMap<String, f64> {
+    read(out, "cpu.txt")
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?.to_owned();
+            let cpu: f64 = f.next()?.parse().ok()?;
+            let wall: f64 = f.next()?.parse().ok()?;
+            Some((name, 100.0 * cpu / wall.max(1.0)))
+        })
+        .collect()
+}
+
+/// One capture path's run on the installed service: started on `phase`'s config, a
+/// viewer decoded video and audio. Returns (the mode line, start → READY ms, viewer).
+fn assert_path(
+    out: &Path,
+    journal: &Journal,
+    phase: &str,
+    status_prefix: &str,
+    context: &dyn Fn() -> String,
+) -> (String, i64, Value) {
+    let m = marks(out);
+    let (start, started) = (m[&format!("start_{phase}")], m[&format!("started_{phase}")]);
+    assert_eq!(
+        read(out, &format!("start-{phase}.rc")).trim(),
+        "0",
+        "{phase}: systemctl start failed; {}",
+        context()
+    );
+    let show = show(out, &format!("show-{phase}.txt"));
+    assert_eq!(show["ActiveState"], "active", "{phase}");
+    assert!(
+        show["StatusText"].starts_with(status_prefix),
+        "{phase}: STATUS= {:?}",
+        show["StatusText"]
+    );
+    let viewer: Value = serde_json::from_str(&read(out, &format!("viewer-{phase}.json")))
+        .unwrap_or_else(|e| panic!("{phase} viewer: {e}"));
+    assert_eq!(viewer["firstFrameIdrWithSpsPps"], true, "{phase}: {viewer}");
+    assert!(
+        viewer["decodedVideo"].as_u64() >= Some(30),
+        "{phase}: {viewer}"
+    );
+    assert!(
+        viewer["decodedAudio"].as_u64() >= Some(20),
+        "{phase}: {viewer}"
+    );
+    let mode = journal
+        .first("video mode: wished", start)
+        .filter(|e| Journal::time_us(e) <= started)
+        .map(|e| Journal::message(e).to_owned())
+        .unwrap_or_else(|| panic!("{phase}: no 'video mode' line; {}", context()));
+    (mode, ms(start, started), viewer)
+}
+
 #[test]
-fn device_lab_service_with_vivid_and_snd_aloop() {
+fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
     let t0 = Instant::now();
     let built = Command::new("bash")
         .arg(repo().join("tests/lab/build-image.sh"))
@@ -137,10 +230,10 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
     let copy = |from: &Path, to: &str| {
         std::fs::copy(from, dir.join(to)).unwrap_or_else(|e| panic!("copy {to}: {e}"));
     };
-    copy(Path::new(env!("CARGO_BIN_EXE_edgecam")), "edgecam");
+    let debs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-deb");
+    copy(&build_deb(&debs), "edgecam.deb");
     copy(&std::env::current_exe().expect("own path"), "lab-viewer");
     copy(&repo().join("tests/lab/guest.sh"), "guest.sh");
-    copy(&repo().join("systemd/edgecam.service"), "edgecam.service");
     std::fs::write(dir.join("edgecam.toml"), lab_config()).expect("config");
 
     let boot = Instant::now();
@@ -148,7 +241,7 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
         .arg(repo().join("tests/lab/boot.sh"))
         .arg(&image)
         .arg(dir)
-        .arg("600")
+        .arg("900")
         .status()
         .expect("run boot.sh");
     let vm_run = boot.elapsed();
@@ -163,6 +256,16 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
         )
     );
     let context = || format!("guest log:\n{}", tail(&guest_log, 60));
+    let journal = Journal::load(&out.join("journal.json"));
+    let marks = marks(&out);
+
+    // The package installed offline, with its user, unit and config.
+    assert_eq!(
+        read(&out, "dpkg.rc").trim(),
+        "0",
+        "{}",
+        read(&out, "dpkg.log")
+    );
 
     // `edgecam devices` found both kernel devices through the v4l and alsa crates.
     let devices: Value = serde_json::from_str(&read(&out, "devices.json")).expect("devices");
@@ -179,32 +282,52 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
         "no ALSA loopback capture PCM in {devices}"
     );
 
-    // The service reached active (running) through READY=1.
-    assert_eq!(read(&out, "start.rc").trim(), "0", "{}", context());
-    let started = show(&out, "show-started.txt");
-    assert_eq!(started["Type"], "notify");
-    assert_eq!(started["ActiveState"], "active");
-    assert_eq!(started["SubState"], "running");
+    // Shipped config, nothing edited, on vivid (raw 1280x720 only at 12.5 fps):
+    // --check-config names the chosen mode, and the service streams it.
+    let check = read(&out, "check-defaults.txt");
     assert!(
-        started["StatusText"].starts_with("streaming video v4l2"),
-        "STATUS= {:?}",
-        started["StatusText"]
+        check.contains("configuration OK: camera edgecam-lab; video v4l2 (Raw) ")
+            && check.contains(" 640x360@30, ")
+            && check.trim_end().ends_with('0'),
+        "--check-config on the shipped config: {check}"
     );
+    let defaults = assert_path(
+        &out,
+        &journal,
+        "defaults",
+        "streaming video v4l2 (Raw)",
+        &context,
+    );
+    assert!(
+        defaults
+            .0
+            .ends_with("640x360@30 (largest size at the wished rate)")
+            && defaults.0.starts_with("video mode: wished 1280x720@30"),
+        "{}",
+        defaults.0
+    );
+
+    // The lab config: 640x480@15 is offered, so it is taken as wished.
+    let lab = assert_path(&out, &journal, "lab", "streaming video v4l2", &context);
+    assert!(lab.0.ends_with("640x480@15 (the wish)"), "{}", lab.0);
+    let started = show(&out, "show-lab.txt");
+    assert_eq!(started["Type"], "notify");
+    assert_eq!(started["SubState"], "running");
     assert!(started["StatusText"].contains("broker mqtt://127.0.0.1:1883 connected"));
     assert_eq!(started["WatchdogUSec"], "10s");
 
-    // A viewer decoded video from /dev/video0 and audio from the loopback.
-    let watch: Value = serde_json::from_str(&read(&out, "viewer-watch.json")).expect("viewer");
-    assert_eq!(watch["firstFrameIdrWithSpsPps"], true, "{watch}");
-    assert!(watch["decodedVideo"].as_u64() >= Some(30), "{watch}");
-    assert!(watch["decodedAudio"].as_u64() >= Some(20), "{watch}");
-
     // journald: edgecam's own lines carry the structured fields.
-    let journal = Journal::load(&out.join("journal.json"));
     let own: Vec<_> = journal.edgecam().collect();
     assert!(own.len() > 10, "few edgecam journal lines: {}", own.len());
+    let lab_lines: Vec<_> = own
+        .iter()
+        .filter(|e| {
+            Journal::time_us(e) >= marks["start_lab"] && Journal::time_us(e) < marks["stopped"]
+        })
+        .collect();
     assert!(
-        own.iter()
+        lab_lines
+            .iter()
             .all(|e| Journal::field(e, "CAMERA_ID") == Some("lab")),
         "a line without CAMERA_ID=lab"
     );
@@ -212,13 +335,6 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
         own.iter()
             .any(|e| Journal::field(e, "SESSION_ID").is_some())
     );
-    // The mode was negotiated from what vivid lists: 640x480 at 15 fps is offered.
-    let mode = own
-        .iter()
-        .map(|e| Journal::message(e))
-        .find(|m| m.starts_with("video mode: wished 640x480@15"))
-        .expect("a 'video mode' line");
-    assert!(mode.ends_with("640x480@15 (the wish)"), "{mode}");
     let flowing = own
         .iter()
         .find(|e| Journal::message(e).starts_with("media flowing over"))
@@ -228,11 +344,6 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
     assert!(Journal::field(flowing, "SESSION_ID").is_some());
 
     // Stall → supervised restarts → watchdog → systemd restart → READY again.
-    let marks: HashMap<String, u64> = read(&out, "marks.txt")
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(0)))
-        .collect();
     let stall = marks["stall"];
     let first_restart = journal
         .first("capture failed (no video frame", stall)
@@ -281,6 +392,71 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
         "reload restarted the process"
     );
 
+    // Hot-plug: vivid unbound → the test pattern stands in, the viewer keeps decoding;
+    // bound again → the camera, from a keyframe; no systemd restart, no bye.
+    let gone = journal
+        .first("is gone", marks["unplug"])
+        .unwrap_or_else(|| panic!("no 'camera is gone' after the unplug; {}", context()));
+    let back = journal
+        .first("is back", marks["replug"])
+        .unwrap_or_else(|| panic!("no 'camera is back' after the replug; {}", context()));
+    let (gone_us, back_us) = (Journal::time_us(gone), Journal::time_us(back));
+    let unplugged = show(&out, "show-unplugged.txt");
+    assert_eq!(unplugged["ActiveState"], "active");
+    assert!(
+        unplugged["StatusText"].starts_with("camera /dev/video0 unplugged ("),
+        "STATUS= {:?}",
+        unplugged["StatusText"]
+    );
+    let replugged = show(&out, "show-replugged.txt");
+    assert_eq!(
+        replugged["NRestarts"], recovered["NRestarts"],
+        "systemd restarted it"
+    );
+    assert!(
+        replugged["StatusText"].starts_with("streaming video v4l2"),
+        "STATUS= {:?}",
+        replugged["StatusText"]
+    );
+    let timeline: Vec<[u64; 4]> = read(&out, "viewer-hotplug.timeline")
+        .lines()
+        .filter_map(|l| {
+            let v: Vec<u64> = l.split(' ').filter_map(|x| x.parse().ok()).collect();
+            v.try_into().ok()
+        })
+        .collect();
+    let at = |t: u64| {
+        timeline
+            .iter()
+            .rev()
+            .find(|s| s[0] <= t)
+            .copied()
+            .unwrap_or_else(|| panic!("no viewer sample before {t}"))
+    };
+    let last = *timeline.last().expect("a timeline");
+    let (on_gone, on_replug, on_back) = (at(gone_us + 500_000), at(marks["replug"]), at(back_us));
+    assert!(
+        on_replug[1] >= on_gone[1] + 10,
+        "the viewer decoded {} frames of the stand-in",
+        on_replug[1] - on_gone[1]
+    );
+    assert!(
+        last[2] > on_back[2],
+        "no keyframe after the camera came back"
+    );
+    assert!(
+        last[1] >= on_back[1] + 10,
+        "no camera frames decoded after the return"
+    );
+    assert_eq!(
+        last[3], 0,
+        "the viewer got bye or error during the hot-plug"
+    );
+    // The stand-in drew its clock overlay under the hardened unit: Fontconfig found a
+    // cache directory it may write.
+    let all = read(&out, "journal-all.txt");
+    assert!(!all.contains("Fontconfig error"), "Fontconfig complained");
+
     // Graceful stop with a viewer watching.
     assert_eq!(read(&out, "stop.rc").trim(), "0");
     let stopped = show(&out, "show-stopped.txt");
@@ -292,8 +468,16 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
             .first("Deactivated successfully", marks["stop"])
             .is_some()
     );
-    assert!(journal.first("timed out", marks["stop"]).is_none());
-    assert!(journal.first("Killing", marks["stop"]).is_none());
+    assert!(
+        journal
+            .first("timed out", marks["stop"])
+            .is_none_or(|e| Journal::time_us(e) > marks["stopped"])
+    );
+    assert!(
+        journal
+            .first("Killing", marks["stop"])
+            .is_none_or(|e| Journal::time_us(e) > marks["stopped"])
+    );
     let bye: Value = serde_json::from_str(&read(&out, "viewer-shutdown.json")).expect("viewer");
     assert!(
         bye["ended"].as_array().is_some_and(|m| m
@@ -315,24 +499,59 @@ fn device_lab_service_with_vivid_and_snd_aloop() {
             .is_some()
     );
 
-    let ready_line = journal.first("ready: first encoded frame", marks["start"]);
+    // v4l2loopback, shipped config: MJPEG is decoded and encoded, H.264 passed through.
+    let mjpeg = assert_path(
+        &out,
+        &journal,
+        "mjpeg",
+        "streaming video v4l2 (Mjpeg)",
+        &context,
+    );
+    assert!(mjpeg.0.contains("chose MJPG 640x480@15"), "{}", mjpeg.0);
+    let h264 = assert_path(
+        &out,
+        &journal,
+        "h264",
+        "streaming video v4l2 (H264)",
+        &context,
+    );
+    assert!(h264.0.contains("chose H264 640x480@15"), "{}", h264.0);
+    assert!(
+        show(&out, "show-h264.txt")["StatusText"].contains("encoder Passthrough"),
+        "H.264 is not passed through"
+    );
+
+    let cpu = cpu(&out);
+    let path = |name: &str, (mode, ready, viewer): &(String, i64, Value)| {
+        format!(
+            "{name}: {} | start → READY {ready} ms | CPU {:.0} % of a core (TCG) | viewer {} video / {} audio decoded, first frame {} ms after offer",
+            mode.rsplit("chose ").next().unwrap_or(mode),
+            cpu.get(name).copied().unwrap_or(f64::NAN),
+            viewer["decodedVideo"],
+            viewer["decodedAudio"],
+            viewer["firstFrameMs"],
+        )
+    };
     println!(
-        "device lab: image ready in {} ms, VM run {} ms; start → READY (systemctl start) {} ms ({}); \
-         stall → first supervised restart {} ms, → watchdog {} ms ({restarts} restarts), \
-         watchdog → READY again {} ms; reload → READY {} ms; systemctl stop {} ms; viewer: {} video / {} audio decoded, \
-         first frame {} ms after offer",
+        "device lab: image ready in {} ms, VM run {} ms",
         image_ready.as_millis(),
-        vm_run.as_millis(),
-        ms(marks["start"], marks["started"]),
-        ready_line.map(Journal::message).unwrap_or("?"),
+        vm_run.as_millis()
+    );
+    println!("  {}", path("defaults", &defaults));
+    println!("  {}", path("lab", &lab));
+    println!("  {}", path("mjpeg", &mjpeg));
+    println!("  {}", path("h264", &h264));
+    println!(
+        "  stall → first supervised restart {} ms, → watchdog {} ms ({restarts} restarts), \
+         watchdog → READY again {} ms; reload → READY {} ms; unplug → test pattern {} ms, \
+         replug → camera {} ms; systemctl stop {} ms",
         ms(stall, Journal::time_us(first_restart)),
         ms(stall, Journal::time_us(watchdog)),
         ms(Journal::time_us(watchdog), Journal::time_us(ready_again)),
         ms(marks["reload"], Journal::time_us(ready_reloaded)),
+        ms(marks["unplug"], gone_us),
+        ms(marks["replug"], back_us),
         ms(marks["stop"], marks["stopped"]),
-        watch["decodedVideo"],
-        watch["decodedAudio"],
-        watch["firstFrameMs"],
     );
 }
 
@@ -343,8 +562,9 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// The viewer half, run by `guest.sh` inside the VM (never on the host): connects to
 /// the camera through the VM's embedded broker and writes what it saw as JSON.
-/// `EDGECAM_LAB_PHASE=watch` waits for decoded video and audio, then says bye;
-/// `shutdown` signals that it is playing and waits for the camera's `bye`.
+/// `EDGECAM_LAB_PHASE=shutdown` signals that it is playing and waits for the camera's
+/// `bye`; `hotplug` records what it decoded over time until guest.sh says the camera is
+/// back; any other phase waits for decoded video and audio, then says bye.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs inside the device-lab VM, started by guest.sh"]
 async fn in_guest_viewer() {
@@ -354,23 +574,54 @@ async fn in_guest_viewer() {
     let port: u16 = var("EDGECAM_LAB_BROKER_PORT").parse().expect("port");
     let camera = var("EDGECAM_LAB_CAMERA");
     let viewer = common::viewer::Viewer::connect(port, &camera, &format!("lab-{phase}")).await;
-    let report = if phase == "watch" {
-        let (_, r) = viewer
-            .wait_until(Duration::from_secs(90), |r| {
-                r.decoded_video >= 30 && r.decoded_audio >= 20
-            })
-            .await;
-        viewer.bye().await;
-        r
-    } else {
-        let (_, _) = viewer
-            .wait_until(Duration::from_secs(90), |r| r.decoded_video >= 5)
-            .await;
-        std::fs::write(out.with_extension("json.playing"), b"").expect("marker");
-        let (_, r) = viewer
-            .wait_until(Duration::from_secs(60), |r| !r.ended.is_empty())
-            .await;
-        r
+    let report = match phase.as_str() {
+        "shutdown" => {
+            let (_, _) = viewer
+                .wait_until(Duration::from_secs(90), |r| r.decoded_video >= 5)
+                .await;
+            std::fs::write(out.with_extension("json.playing"), b"").expect("marker");
+            let (_, r) = viewer
+                .wait_until(Duration::from_secs(60), |r| !r.ended.is_empty())
+                .await;
+            r
+        }
+        "hotplug" => {
+            // A timeline of what was decoded, until guest.sh says the camera is back.
+            let (_, _) = viewer
+                .wait_until(Duration::from_secs(90), |r| r.decoded_video >= 5)
+                .await;
+            std::fs::write(out.with_extension("json.playing"), b"").expect("marker");
+            let done = out.with_file_name("hotplug.done");
+            let mut timeline = String::new();
+            let limit = Instant::now() + Duration::from_secs(120);
+            while !done.exists() && Instant::now() < limit {
+                let r = viewer.report();
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros());
+                timeline.push_str(&format!(
+                    "{now_us} {} {} {}\n",
+                    r.decoded_video,
+                    r.keyframes,
+                    r.ended.len()
+                ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            std::fs::write(out.with_extension("timeline"), timeline).expect("timeline");
+            let r = viewer.report();
+            viewer.bye().await;
+            r
+        }
+        // defaults, watch, mjpeg, h264: decoded video and Opus audio.
+        _ => {
+            let (_, r) = viewer
+                .wait_until(Duration::from_secs(90), |r| {
+                    r.decoded_video >= 30 && r.decoded_audio >= 20
+                })
+                .await;
+            viewer.bye().await;
+            r
+        }
     };
     let doc = serde_json::json!({
         "videoFrames": report.video_frames,

@@ -91,6 +91,9 @@ pub fn start_capture(
             max_backoff: Duration::from_secs(30),
             healthy_after: Duration::from_secs(30),
             fps,
+            passthrough_patience: crate::media::pipeline::passthrough_patience(
+                config.video.keyframe_interval_ms,
+            ),
         },
         video.clone(),
         audio.clone(),

@@ -60,6 +60,18 @@ pub fn probe_elements(probe: &mut Probe) {
         .all(|e| gst::ElementFactory::find(e).is_some());
     probe.v4l2h264enc = gst::ElementFactory::find("v4l2h264enc").is_some()
         && std::path::Path::new("/dev/video11").exists();
+    // The Pi's hardware decoder first, then FFmpeg's, then Cisco's (plugins-bad).
+    probe.h264_decoder = [
+        ("v4l2h264dec", Some("/dev/video10")),
+        ("avdec_h264", None),
+        ("openh264dec", None),
+    ]
+    .iter()
+    .find(|(element, node)| {
+        gst::ElementFactory::find(element).is_some()
+            && node.is_none_or(|n| std::path::Path::new(n).exists())
+    })
+    .map(|(element, _)| (*element).to_owned());
 }
 
 /// How a capture run ended.

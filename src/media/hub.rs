@@ -24,6 +24,7 @@ pub struct KeyframeGate {
     min_interval: Duration,
     last_sent: Option<Instant>,
     pending_since: Option<Instant>,
+    unanswered_since: Option<Instant>,
 }
 
 impl KeyframeGate {
@@ -33,6 +34,7 @@ impl KeyframeGate {
             min_interval,
             last_sent: None,
             pending_since: None,
+            unanswered_since: None,
         }
     }
 
@@ -46,6 +48,7 @@ impl KeyframeGate {
             _ => {
                 self.last_sent = Some(now);
                 self.pending_since = None;
+                self.unanswered_since.get_or_insert(now);
                 true
             }
         }
@@ -54,6 +57,7 @@ impl KeyframeGate {
     /// A keyframe left the encoder at `now`: it satisfies requests made before the one
     /// that triggered it was sent.
     pub fn on_keyframe(&mut self, _now: Instant) {
+        self.unanswered_since = None;
         if let (Some(pending), Some(sent)) = (self.pending_since, self.last_sent)
             && pending <= sent
         {
@@ -65,6 +69,14 @@ impl KeyframeGate {
         }
     }
 
+    /// How long the oldest request sent upstream has gone without a keyframe, at
+    /// `now`; `None` when every request sent was answered. A source that ignores
+    /// requests (a camera's own H.264) shows here.
+    pub fn unanswered_for(&self, now: Instant) -> Option<Duration> {
+        self.unanswered_since
+            .map(|at| now.saturating_duration_since(at))
+    }
+
     /// Returns whether a remembered request is due to be sent at `now`.
     pub fn poll(&mut self, now: Instant) -> bool {
         if self.pending_since.is_some()
@@ -74,6 +86,7 @@ impl KeyframeGate {
         {
             self.last_sent = Some(now);
             self.pending_since = None;
+            self.unanswered_since.get_or_insert(now);
             true
         } else {
             false
@@ -263,6 +276,12 @@ impl Hub {
         self.request_keyframe();
     }
 
+    /// How long the oldest keyframe request sent upstream has gone unanswered; `None`
+    /// when none waits (see [`KeyframeGate::unanswered_for`]).
+    pub fn keyframe_wait(&self) -> Option<Duration> {
+        lock(&self.inner.gate).unanswered_for(Instant::now())
+    }
+
     /// Current counters.
     pub fn stats(&self) -> HubStats {
         HubStats {
@@ -450,6 +469,23 @@ mod tests {
         }
         assert_eq!(requests.load(Ordering::SeqCst), 1, "ten joins, one request");
         assert_eq!(hub.stats().keyframe_requests_sent, 1);
+    }
+
+    #[test]
+    fn a_request_is_unanswered_until_a_keyframe_arrives() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut gate = KeyframeGate::new(ms(200));
+        assert_eq!(gate.unanswered_for(t0), None);
+        assert!(gate.request(t0));
+        // Later requests, sent or not, do not make the wait look shorter.
+        assert!(!gate.request(t0 + ms(100)));
+        assert!(gate.poll(t0 + ms(300)));
+        assert_eq!(gate.unanswered_for(t0 + ms(4000)), Some(ms(4000)));
+        gate.on_keyframe(t0 + ms(4100));
+        assert_eq!(gate.unanswered_for(t0 + ms(4200)), None);
+        assert!(gate.request(t0 + ms(5000)));
+        assert_eq!(gate.unanswered_for(t0 + ms(5500)), Some(ms(500)));
     }
 
     #[test]

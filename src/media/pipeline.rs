@@ -26,6 +26,9 @@ pub struct Probe {
     pub v4l2_problem: Option<String>,
     /// The configured ALSA capture device can be opened.
     pub alsa_capture: bool,
+    /// The H.264 decoder element to re-encode a camera's H.264 with, when one is
+    /// registered (`v4l2h264dec` with its device, `avdec_h264`, `openh264dec`).
+    pub h264_decoder: Option<String>,
     /// `clockoverlay` and `timeoverlay` are registered (the `pango` plugin, Debian's
     /// `gstreamer1.0-x`): the test pattern then shows wall-clock and running time.
     pub text_overlay: bool,
@@ -51,6 +54,13 @@ pub enum EncoderPlan {
     V4l2h264enc,
     /// The camera already delivers H.264: parse only.
     Passthrough,
+}
+
+/// How long a viewer's keyframe request may go unanswered by a passed-through camera
+/// before edgecam re-encodes its H.264 instead: twice the configured keyframe
+/// interval, so a camera keeping that GOP of its own is never re-encoded.
+pub fn passthrough_patience(keyframe_interval_ms: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(2 * u64::from(keyframe_interval_ms))
 }
 
 /// The resolved audio source.
@@ -81,6 +91,10 @@ pub struct PipelineDesc {
     /// negotiated size and rate, with the same audio and an encoder of its own (a
     /// passthrough camera's stand-in must be encoded). `None` for other sources.
     pub fallback: Option<Box<PipelineDesc>>,
+    /// For H.264 passthrough: the same camera mode decoded (`Probe::h264_decoder`) and
+    /// encoded again, for a camera that ignores keyframe requests (see
+    /// [`passthrough_patience`]). `None` otherwise, or without a decoder.
+    pub reencode: Option<Box<PipelineDesc>>,
 }
 
 impl PipelineDesc {
@@ -109,9 +123,15 @@ impl fmt::Display for PipelineDesc {
             AudioPlan::Alsa => "alsa",
             AudioPlan::None => "none",
         };
+        let decoded = match (&self.video, self.encoder) {
+            (VideoPlan::V4l2(V4l2Format::H264), e) if e != EncoderPlan::Passthrough => {
+                " (re-encoding the camera's H.264)"
+            }
+            _ => "",
+        };
         write!(
             f,
-            "video {video}, encoder {:?}, audio {audio}",
+            "video {video}, encoder {:?}{decoded}, audio {audio}",
             self.encoder
         )
     }
@@ -142,6 +162,16 @@ pub fn describe(
     video: &VideoConfig,
     audio: &AudioConfig,
     probe: &Probe,
+) -> Result<PipelineDesc, PlanError> {
+    describe_with(video, audio, probe, true)
+}
+
+/// [`describe`], with H.264 from the camera passed through or re-encoded.
+fn describe_with(
+    video: &VideoConfig,
+    audio: &AudioConfig,
+    probe: &Probe,
+    passthrough: bool,
 ) -> Result<PipelineDesc, PlanError> {
     let mut negotiated = None;
     let video_plan = match video.source {
@@ -179,7 +209,7 @@ pub fn describe(
         VideoSource::Auto => VideoPlan::Test,
     };
     let encoder = match (&video_plan, video.encoder) {
-        (VideoPlan::V4l2(V4l2Format::H264), _) => EncoderPlan::Passthrough,
+        (VideoPlan::V4l2(V4l2Format::H264), _) if passthrough => EncoderPlan::Passthrough,
         (_, EncoderChoice::X264) => EncoderPlan::X264,
         (_, EncoderChoice::V4l2h264enc) if probe.v4l2h264enc => EncoderPlan::V4l2h264enc,
         (_, EncoderChoice::V4l2h264enc) => return Err(PlanError::EncoderMissing),
@@ -216,6 +246,12 @@ pub fn describe(
         }
         _ => None,
     };
+    let reencode = match (encoder, &probe.h264_decoder) {
+        (EncoderPlan::Passthrough, Some(_)) => {
+            Some(Box::new(describe_with(video, audio, probe, false)?))
+        }
+        _ => None,
+    };
     let launch = launch_line(
         video,
         audio,
@@ -223,7 +259,7 @@ pub fn describe(
         negotiated.as_ref().map(|n| &n.mode),
         encoder,
         audio_plan,
-        probe.text_overlay,
+        probe,
     );
     Ok(PipelineDesc {
         video: video_plan,
@@ -232,6 +268,7 @@ pub fn describe(
         mode: negotiated,
         launch,
         fallback,
+        reencode,
     })
 }
 
@@ -247,7 +284,7 @@ fn launch_line(
     mode: Option<&CaptureMode>,
     encoder: EncoderPlan,
     audio: AudioPlan,
-    text_overlay: bool,
+    probe: &Probe,
 ) -> String {
     let (w, h, fps) = (v.width, v.height, v.fps);
     let size = format!("width={w},height={h},framerate={fps}/1");
@@ -271,7 +308,7 @@ fn launch_line(
             );
             // The clocks make latency visible by eye; without the plugin the pattern
             // still moves, which is all a stream test needs.
-            if text_overlay {
+            if probe.text_overlay {
                 format!(
                     "{pattern} ! clockoverlay time-format=\"%H:%M:%S\" halignment=right valignment=top font-desc=\"Sans 20\" \
                      ! timeoverlay halignment=left valignment=bottom font-desc=\"Sans 16\""
@@ -281,9 +318,14 @@ fn launch_line(
             }
         }
         VideoPlan::Libcamera => format!("libcamerasrc ! video/x-raw,{size},format=NV12"),
-        VideoPlan::V4l2(V4l2Format::H264) => {
-            format!("v4l2src device={device} ! video/x-h264,{mode_size}")
-        }
+        VideoPlan::V4l2(V4l2Format::H264) => match (encoder, &probe.h264_decoder) {
+            (EncoderPlan::Passthrough, _) | (_, None) => {
+                format!("v4l2src device={device} ! video/x-h264,{mode_size}")
+            }
+            (_, Some(decoder)) => format!(
+                "v4l2src device={device} ! video/x-h264,{mode_size} ! h264parse ! {decoder}"
+            ),
+        },
         VideoPlan::V4l2(V4l2Format::Mjpeg) => {
             format!("v4l2src device={device} ! image/jpeg,{mode_size} ! jpegdec")
         }
@@ -478,6 +520,36 @@ mod tests {
         assert!(fb.fallback.is_none());
         let test = describe(&VideoConfig::default(), &AudioConfig::default(), &probe()).unwrap();
         assert!(test.fallback.is_none());
+    }
+
+    #[test]
+    fn passthrough_can_fall_back_to_decoding_and_encoding_the_same_mode() {
+        let mut p = probe();
+        p.v4l2 = device(&["H264"]);
+        let d = describe(&VideoConfig::default(), &AudioConfig::default(), &p).unwrap();
+        assert_eq!(d.encoder, EncoderPlan::Passthrough);
+        assert!(d.reencode.is_none(), "no decoder, no re-encode");
+        p.h264_decoder = Some("avdec_h264".into());
+        let d = describe(&VideoConfig::default(), &AudioConfig::default(), &p).unwrap();
+        let re = d.reencode.as_deref().expect("a re-encode plan");
+        assert_eq!(re.encoder, EncoderPlan::X264);
+        assert!(
+            re.launch.contains(
+                "v4l2src device=\"/dev/video0\" ! video/x-h264,width=1280,height=720,framerate=30/1 \
+                 ! h264parse ! avdec_h264 ! queue"
+            ),
+            "{}",
+            re.launch
+        );
+        assert_eq!(
+            re.to_string(),
+            "video v4l2 (H264) H264 1280x720@30, encoder X264 (re-encoding the camera's H.264), audio none"
+        );
+        assert!(re.reencode.is_none());
+        assert_eq!(
+            passthrough_patience(2000),
+            std::time::Duration::from_secs(4)
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use super::VideoFormat;
 use super::gst::{Capture, CaptureEnd};
 use super::hub::Hub;
-use super::pipeline::PipelineDesc;
+use super::pipeline::{EncoderPlan, PipelineDesc};
 use super::restart::{Restart, RestartConfig, RestartPolicy};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -74,6 +74,9 @@ pub struct SupervisorConfig {
     pub healthy_after: Duration,
     /// Nominal frame rate (reported in the video format).
     pub fps: u32,
+    /// How long a keyframe request may go unanswered by a passed-through camera
+    /// before its H.264 is re-encoded (`pipeline::passthrough_patience`).
+    pub passthrough_patience: Duration,
 }
 
 /// How one run ended.
@@ -85,6 +88,10 @@ enum RunEnd {
     DeviceBack {
         end_pts: Duration,
     },
+    KeyframesIgnored {
+        end_pts: Duration,
+        waited: Duration,
+    },
     Shutdown,
 }
 
@@ -92,7 +99,7 @@ enum RunEnd {
 /// decides and streaming `fallback` while the camera is unplugged.
 #[allow(clippy::too_many_arguments)] // the supervisor's inputs and its two outputs
 pub async fn run(
-    desc: PipelineDesc,
+    mut desc: PipelineDesc,
     fallback: Option<Fallback>,
     cfg: SupervisorConfig,
     video_hub: Hub,
@@ -135,6 +142,18 @@ pub async fn run(
         .await;
         match end {
             RunEnd::Shutdown => break,
+            RunEnd::KeyframesIgnored { end_pts, waited } => {
+                policy.switched(Some(end_pts));
+                if let Some(reencode) = desc.reencode.take() {
+                    log::warn!(
+                        "the camera ignores keyframe requests (none for {} ms after asking): \
+                         re-encoding its H.264 from now on; capture: {reencode}",
+                        waited.as_millis()
+                    );
+                    desc = *reencode;
+                }
+                continue;
+            }
             RunEnd::DeviceBack { end_pts } => {
                 policy.switched(Some(end_pts));
                 lost = None;
@@ -223,6 +242,10 @@ async fn run_once(
             capture.stop();
             return RunEnd::DeviceBack { end_pts: capture.end_pts() };
         }
+        waited = keyframes_ignored(desc, video_hub, cfg.passthrough_patience) => {
+            capture.stop();
+            return RunEnd::KeyframesIgnored { end_pts: capture.end_pts(), waited };
+        }
         () = shutdown.cancelled() => None,
     };
     capture.stop();
@@ -257,6 +280,21 @@ async fn device_returns(device: Option<&Path>) {
     }
 }
 
+/// For a passed-through camera that has a re-encode plan: resolves with the wait once
+/// a keyframe request has gone unanswered for `patience`. Never resolves otherwise.
+async fn keyframes_ignored(desc: &PipelineDesc, video_hub: &Hub, patience: Duration) -> Duration {
+    if desc.encoder != EncoderPlan::Passthrough || desc.reencode.is_none() {
+        return std::future::pending().await;
+    }
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        poll.tick().await;
+        if let Some(waited) = video_hub.keyframe_wait().filter(|w| *w >= patience) {
+            return waited;
+        }
+    }
+}
+
 /// Publishes `running` once the capture has delivered its first video frame (woken by
 /// the appsink callback, not polled); never resolves.
 async fn mark_running(
@@ -274,6 +312,7 @@ mod tests {
     use super::*;
     use crate::media::Frame;
     use crate::media::pipeline::{AudioPlan, EncoderPlan, VideoPlan};
+    use std::sync::Arc;
 
     /// A real GStreamer H.264 pipeline at `width`x120; `frames` ends it with EOS.
     fn desc(width: u32, frames: Option<u32>) -> PipelineDesc {
@@ -290,6 +329,7 @@ mod tests {
                  ! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=video sync=false"
             ),
             fallback: None,
+            reencode: None,
         }
     }
 
@@ -324,6 +364,7 @@ mod tests {
                 max_backoff: Duration::from_millis(500),
                 healthy_after: Duration::from_secs(30),
                 fps: 30,
+                passthrough_patience: Duration::from_secs(4),
             },
             video.clone(),
             audio,
@@ -368,5 +409,103 @@ mod tests {
             .expect("supervisor stops")
             .expect("no panic");
         assert_eq!(*state.borrow(), CaptureState::Stopped);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_camera_ignoring_keyframe_requests_is_re_encoded() {
+        crate::media::gst::init().expect("gstreamer");
+        if gstreamer::ElementFactory::find("openh264dec").is_none() {
+            panic!("openh264dec (gstreamer1.0-plugins-bad) is needed");
+        }
+        // The camera: a 10 s GOP. The re-encode plan decodes it and encodes again.
+        let camera = desc(160, None).launch;
+        let reencode = PipelineDesc {
+            encoder: EncoderPlan::X264,
+            launch: camera.replacen(
+                "! h264parse config-interval=-1",
+                "! h264parse ! openh264dec ! videoconvert ! x264enc tune=zerolatency \
+                 speed-preset=ultrafast key-int-max=300 ! h264parse config-interval=-1",
+                1,
+            ),
+            ..desc(160, None)
+        };
+        let passthrough = PipelineDesc {
+            encoder: EncoderPlan::Passthrough,
+            launch: camera,
+            reencode: Some(Box::new(reencode)),
+            ..desc(160, None)
+        };
+        let video = Hub::new("video", 64, true, Duration::from_millis(200));
+        let audio = Hub::new("audio", 8, false, Duration::from_millis(200));
+        let (format_tx, _format) = watch::channel(None);
+        let (state_tx, mut state) = watch::channel(CaptureState::Starting);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            passthrough,
+            None,
+            SupervisorConfig {
+                stall_timeout: Duration::from_secs(5),
+                min_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(500),
+                healthy_after: Duration::from_secs(30),
+                fps: 30,
+                passthrough_patience: Duration::from_millis(1500),
+            },
+            video.clone(),
+            audio,
+            format_tx,
+            state_tx,
+            stop.clone(),
+        ));
+        until("running", &mut state, |s| *s == CaptureState::Running).await;
+        // Well past the camera's first IDR, a viewer joins and asks for a keyframe: the
+        // camera's next one is 10 s away, so edgecam re-encodes after 1.5 s.
+        let limit = Instant::now() + Duration::from_secs(5);
+        while video.stats().published < 15 && Instant::now() < limit {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A camera's encoder is out of GStreamer's reach: force-key-unit events stop
+        // at v4l2src. Here they stop at the hub, for this run only.
+        video.set_keyframe_requester(Some(Arc::new(|| {})));
+        let viewer = video.subscribe();
+        viewer.request_keyframe();
+        let asked = Instant::now();
+        let first = next_keyframe(&viewer, Duration::from_secs(8)).await;
+        let waited = asked.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1500),
+            "answered in {waited:?}: the camera was not ignoring requests"
+        );
+        assert!(first.keyframe);
+        // Re-encoding now: a request is answered within a few frames.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        while viewer.try_recv().is_some() {}
+        viewer.resync();
+        let asked = Instant::now();
+        next_keyframe(&viewer, Duration::from_secs(3)).await;
+        let answered = asked.elapsed();
+        assert!(
+            answered < Duration::from_secs(1),
+            "answered in {answered:?}"
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("supervisor stops")
+            .expect("no panic");
+    }
+
+    async fn next_keyframe(viewer: &crate::media::hub::Subscription, limit: Duration) -> Frame {
+        tokio::time::timeout(limit, async {
+            loop {
+                match viewer.recv().await {
+                    Some(f) if f.keyframe => return f,
+                    Some(_) => {}
+                    None => panic!("hub closed"),
+                }
+            }
+        })
+        .await
+        .expect("a keyframe in time")
     }
 }

@@ -3,12 +3,14 @@
 # the kernel's vivid/snd-aloop test drivers, v4l2loopback (built here by DKMS for the
 # image's kernel, on the host, not under TCG) and the GStreamer runtime edgecam links
 # against, plus what edgecam's .deb depends on (adduser), so `dpkg -i` works in a VM
-# that has no network. Prints the directory holding vmlinuz, initrd.img and disk.img.
+# that has no network, and what it recommends (gstreamer1.0-x: the test pattern's clock
+# overlay, and with it Fontconfig under the hardened unit). Prints the directory holding
+# vmlinuz, initrd.img and disk.img.
 #
 # The image is cached under $EDGECAM_LAB_CACHE (default /var/cache/edgecam-lab), keyed
 # by the hash of this script, so changing the package list rebuilds it. Needs root,
 # mmdebstrap and e2fsprogs (scripts/setup.sh --test installs them). Nothing of the
-# project goes into the image: binaries and the unit come in over 9p at boot.
+# project goes into the image: the .deb and the viewer come in over 9p at boot.
 set -euo pipefail
 
 PACKAGES=(systemd systemd-sysv udev kmod dbus procps iproute2
@@ -16,7 +18,7 @@ PACKAGES=(systemd systemd-sysv udev kmod dbus procps iproute2
   alsa-utils v4l-utils libasound2
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-alsa
-  adduser linux-headers-amd64 v4l2loopback-dkms)
+  adduser linux-headers-amd64 v4l2loopback-dkms gstreamer1.0-x)
 MIRROR="${EDGECAM_LAB_MIRROR:-http://deb.debian.org/debian}"
 
 here="$(cd "$(dirname "$0")" && pwd)"

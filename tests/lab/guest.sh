@@ -1,8 +1,16 @@
 #!/bin/sh
 # Runs inside the device-lab VM as root under systemd (lab.service), with the 9p share
-# at /lab: loads the kernel's test drivers, installs edgecam as the hardened service and
-# exercises it. Writes evidence to /lab/out; the host test (tests/lab.rs) asserts on it.
-# Every wait is bounded.
+# at /lab: loads the kernel's test drivers, installs edgecam's .deb and exercises the
+# service on each capture path. Writes evidence to /lab/out; the host test
+# (tests/lab.rs) asserts on it. Every wait is bounded.
+#
+# Phases, each with a viewer decoding what it gets:
+#   defaults  vivid (raw; 1280x720 only at 12.5 fps), the shipped config untouched
+#   lab       vivid at 640x480@15 (lab config), then stall → watchdog, reload,
+#   hotplug   vivid unbound and bound again while a viewer watches,
+#   shutdown  a viewer gets bye on systemctl stop
+#   mjpeg     v4l2loopback fed MJPEG by a GStreamer producer, shipped config
+#   h264      v4l2loopback fed H.264 byte-stream, shipped config (passthrough)
 set -u
 out=/lab/out
 mkdir -p "$out"
@@ -16,37 +24,57 @@ wait_for() {                          # wait_for SECONDS COMMAND...: poll every 
   return 1
 }
 viewer() {                            # viewer PHASE: the webrtc-rs test viewer
-  EDGECAM_LAB_PHASE="$1" EDGECAM_LAB_OUT="$out/viewer-$1.json" EDGECAM_LAB_CAMERA=lab \
+  EDGECAM_LAB_PHASE="$1" EDGECAM_LAB_OUT="$out/viewer-$1.json" EDGECAM_LAB_CAMERA="$2" \
     EDGECAM_LAB_BROKER_PORT=1883 \
     /lab/lab-viewer --ignored --exact in_guest_viewer --nocapture --test-threads=1 \
     > "$out/viewer-$1.log" 2>&1
 }
+cpu() {                               # cpu NAME: the service's CPU time over 10 s
+  c0=$(systemctl show -p CPUUsageNSec --value edgecam); t0=$(now)
+  sleep 10
+  c1=$(systemctl show -p CPUUsageNSec --value edgecam); t1=$(now)
+  echo "$1 $(( (c1 - c0) / 1000 )) $(( t1 - t0 ))" >> "$out/cpu.txt"   # name cpu_us wall_us
+}
+journal_has() { journalctl -u edgecam -o cat --since "@$(( $1 / 1000000 ))" | grep -q "$2"; }
+started() {                           # started NAME: systemctl start, timed, then state
+  mark "start_$1"
+  systemctl start edgecam; echo "$?" > "$out/start-$1.rc"
+  mark "started_$1"
+  systemctl show edgecam > "$out/show-$1.txt"
+}
+stop_quietly() { systemctl stop edgecam; systemctl reset-failed edgecam 2>/dev/null; true; }
 
 # Real kernel devices: a vivid webcam and an ALSA loopback card.
 modprobe vivid n_devs=1 node_types=0x1 num_inputs=1 input_types=0x0
 modprobe snd-aloop
 udevadm settle -t 10
 v4l2-ctl -d /dev/video0 --all > "$out/v4l2-ctl.txt" 2>&1
-/lab/edgecam devices --json > "$out/devices.json" 2> "$out/devices.err"
 
-# A tone played into the loopback's playback side is what edgecam captures.
-gst-launch-1.0 -q audiotestsrc is-live=true freq=440 ! audio/x-raw,rate=48000,channels=2 \
-  ! alsasink device=hw:Loopback,0,0 > "$out/tone.log" 2>&1 &
+# A tone played into both playback sides of the loopback: what edgecam captures on
+# hw:Loopback,1,0 (lab config) and on ALSA's default device (shipped config).
+for side in 0 1; do
+  gst-launch-1.0 -q audiotestsrc is-live=true freq=440 ! audio/x-raw,rate=48000,channels=2 \
+    ! alsasink device=hw:Loopback,$side,0 > "$out/tone-$side.log" 2>&1 &
+done
 
-# Install as a package would.
-install -m 0755 /lab/edgecam /usr/bin/edgecam
-install -m 0644 /lab/edgecam.service /etc/systemd/system/edgecam.service
-install -d /etc/edgecam && install -m 0644 /lab/edgecam.toml /etc/edgecam/edgecam.toml
-systemctl daemon-reload
+# Install the package as a user would; nothing of it edited.
+dpkg -i /lab/edgecam.deb > "$out/dpkg.log" 2>&1; echo "$?" > "$out/dpkg.rc"
+cp /etc/edgecam/edgecam.toml /tmp/shipped.toml
+/usr/bin/edgecam devices --json > "$out/devices.json" 2> "$out/devices.err"
+edgecam --config /etc/edgecam/edgecam.toml --check-config > "$out/check-defaults.txt" 2>&1
+echo "$?" >> "$out/check-defaults.txt"
 
-# Start: systemctl returns once edgecam sent READY=1 (Type=notify).
-mark start
-systemctl start edgecam; echo "$?" > "$out/start.rc"
-mark started
-systemctl show edgecam > "$out/show-started.txt"
+# --- defaults: the shipped config on vivid, whose raw modes lack 720p30 ------------
+started defaults
+viewer defaults edgecam-lab
+cpu defaults
+stop_quietly
 
-# A viewer decodes video from /dev/video0 and audio from the loopback.
-viewer watch
+# --- watch / stall / reload / hotplug / shutdown on the lab config -------------------
+install -m 0644 /lab/edgecam.toml /etc/edgecam/edgecam.toml
+started lab
+viewer lab lab
+cpu lab
 
 # Stall: vivid drops every buffer, so no frame arrives although the stream is on.
 # The supervisor restarts capture; after video.restart_limit failures edgecam stops
@@ -76,8 +104,26 @@ wait_for 60 sh -c "[ \$(journalctl -u edgecam -o cat | grep -c 'ready: first enc
 mark reloaded
 [ "$(systemctl show -p MainPID --value edgecam)" = "$pid_before" ] && echo same > "$out/reload-pid.txt" || echo changed > "$out/reload-pid.txt"
 
+# Hot-plug: the camera's driver unbound (its node disappears) while a viewer watches,
+# then bound again.
+viewer hotplug lab &
+vpid=$!
+wait_for 60 test -e "$out/viewer-hotplug.json.playing"
+mark unplug
+echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind
+wait_for 30 journal_has "$(sed -n 's/^unplug //p' "$out/marks.txt")" "is gone"
+sleep 4
+systemctl show edgecam > "$out/show-unplugged.txt"
+mark replug
+echo vivid.0 > /sys/bus/platform/drivers/vivid/bind
+wait_for 30 journal_has "$(sed -n 's/^replug //p' "$out/marks.txt")" "is back"
+sleep 5
+touch "$out/hotplug.done"
+wait "$vpid"
+systemctl show edgecam > "$out/show-replugged.txt"
+
 # Graceful stop with a viewer watching: it must get bye "shutdown".
-viewer shutdown &
+viewer shutdown lab &
 vpid=$!
 wait_for 60 test -e "$out/viewer-shutdown.json.playing"
 mark stop
@@ -87,6 +133,43 @@ wait "$vpid"
 systemctl show edgecam > "$out/show-stopped.txt"
 # The pipeline released the camera: nothing holds /dev/video0.
 ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c '/dev/video0' > "$out/video0-holders.txt"
+
+# --- v4l2loopback: MJPEG, then H.264, each from a GStreamer producer ----------------
+# exclusive_caps: the node is a capture device once a producer writes, as a UVC camera
+# is; edgecam runs on the shipped config (source and format "auto").
+modprobe -r vivid
+cp /tmp/shipped.toml /etc/edgecam/edgecam.toml
+producer() {                          # producer NAME ENCODE...: feed /dev/video0
+  name=$1; shift
+  modprobe v4l2loopback devices=1 video_nr=0 exclusive_caps=1 card_label="lab loopback"
+  udevadm settle -t 10
+  gst-launch-1.0 -q videotestsrc is-live=true pattern=ball \
+    ! video/x-raw,width=640,height=480,framerate=15/1 ! "$@" \
+    ! v4l2sink device=/dev/video0 sync=false > "$out/producer-$name.log" 2>&1 &
+  ppid=$!
+  wait_for 30 sh -c "v4l2-ctl -d /dev/video0 --list-formats-ext | grep -q Interval"
+  v4l2-ctl -d /dev/video0 --all --list-formats-ext > "$out/v4l2-ctl-$name.txt" 2>&1
+}
+producer_stop() {
+  kill "$ppid"; wait "$ppid"
+  modprobe -r v4l2loopback
+}
+
+producer mjpeg jpegenc quality=85 ! image/jpeg,width=640,height=480,framerate=15/1
+started mjpeg
+viewer mjpeg edgecam-lab
+cpu mjpeg
+stop_quietly
+producer_stop
+
+producer h264 x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=800 \
+  ! video/x-h264,profile=constrained-baseline ! h264parse \
+  ! video/x-h264,stream-format=byte-stream,alignment=au
+started h264
+viewer h264 edgecam-lab
+cpu h264
+stop_quietly
+producer_stop
 
 journalctl -u edgecam -o json --no-pager > "$out/journal.json"
 journalctl -b --no-pager > "$out/journal-all.txt"
