@@ -104,7 +104,11 @@ impl Config {
         {
             return id;
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        // uname(2), not /proc/sys/kernel/hostname: the unit's ProcSubset=pid hides
+        // /proc/sys, and the service would then name itself differently from
+        // `--check-config` run by hand.
+        let host = rustix::system::uname();
+        let host = host.nodename().to_string_lossy();
         Id::parse(&sanitize_id(host.trim()))
             .unwrap_or_else(|_| Id::parse("edgecam").expect("literal id is valid"))
     }

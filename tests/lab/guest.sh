@@ -48,7 +48,10 @@ stop_quietly() { systemctl stop edgecam; systemctl reset-failed edgecam 2>/dev/n
 modprobe vivid n_devs=1 node_types=0x1 num_inputs=1 input_types=0x0
 modprobe snd-aloop
 udevadm settle -t 10
-v4l2-ctl -d /dev/video0 --all > "$out/v4l2-ctl.txt" 2>&1
+# The lab config names the camera by its udev path: a re-bound vivid may come back
+# under another /dev/video number, as a replugged USB camera may.
+cam=/dev/v4l/by-path/platform-vivid.0-video-index0
+v4l2-ctl -d "$cam" --all > "$out/v4l2-ctl.txt" 2>&1
 
 # A tone played into both playback sides of the loopback: what edgecam captures on
 # hw:Loopback,1,0 (lab config) and on ALSA's default device (shipped config).
@@ -80,10 +83,10 @@ cpu lab
 # The supervisor restarts capture; after video.restart_limit failures edgecam stops
 # petting the watchdog and systemd restarts it.
 mark stall
-v4l2-ctl -d /dev/video0 -c percentage_of_dropped_buffers=100
+v4l2-ctl -d "$cam" -c percentage_of_dropped_buffers=100
 wait_for 90 sh -c '[ "$(systemctl show -p NRestarts --value edgecam)" -ge 1 ]'
 mark restarted_by_systemd
-v4l2-ctl -d /dev/video0 -c percentage_of_dropped_buffers=0
+v4l2-ctl -d "$cam" -c percentage_of_dropped_buffers=0
 mark unstalled
 wait_for 60 systemctl is-active -q edgecam
 mark active_again
@@ -131,8 +134,8 @@ systemctl stop edgecam; echo "$?" > "$out/stop.rc"
 mark stopped
 wait "$vpid"
 systemctl show edgecam > "$out/show-stopped.txt"
-# The pipeline released the camera: nothing holds /dev/video0.
-ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c '/dev/video0' > "$out/video0-holders.txt"
+# The pipeline released the camera: nothing holds a /dev/video* node.
+ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c '/dev/video' > "$out/video0-holders.txt"
 
 # --- v4l2loopback: MJPEG, then H.264, each from a GStreamer producer ----------------
 # exclusive_caps: the node is a capture device once a producer writes, as a UVC camera
@@ -155,7 +158,9 @@ producer_stop() {
   modprobe -r v4l2loopback
 }
 
-producer mjpeg jpegenc quality=85 ! image/jpeg,width=640,height=480,framerate=15/1
+# v4l2sink takes parsed JPEG in the colorimetry v4l2loopback announces (sRGB-ish
+# 2:4:7:1); jpegenc's bt601 alone is refused as not-negotiated.
+producer mjpeg jpegenc quality=85 ! jpegparse ! "image/jpeg,colorimetry=(string)2:4:7:1"
 started mjpeg
 viewer mjpeg edgecam-lab
 cpu mjpeg
