@@ -96,6 +96,13 @@ fn main() -> ExitCode {
         }
         return match edgecam::app::plan(&config) {
             Ok(desc) => {
+                let busy = matches!(desc.video, edgecam::media::pipeline::VideoPlan::V4l2(_))
+                    .then(|| edgecam::media::devices::v4l2_busy(&config.video.device))
+                    .flatten();
+                if let Some(busy) = busy {
+                    eprintln!("edgecam: video source v4l2: {busy}");
+                    return ExitCode::from(2);
+                }
                 println!("configuration OK: camera {}; {desc}", config.camera_id());
                 ExitCode::SUCCESS
             }

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 pub struct Observation<'a> {
     /// The capture supervisor's state.
     pub capture: &'a CaptureState,
+    /// The pipeline running now in words, e.g. `video v4l2 (Raw) YUYV 640x360@30,
+    /// encoder X264, audio alsa`.
+    pub source: &'a str,
     /// Video frames published by the hub since start (monotonic counter).
     pub video_frames: u64,
     /// The MQTT link's state.
@@ -38,8 +41,6 @@ pub struct HealthPolicy {
     pub stall_allowance: Duration,
     /// Consecutive capture failures after which edgecam stops petting the watchdog.
     pub restart_limit: u32,
-    /// The capture plan in words, e.g. `video v4l2 (YUYV), encoder X264, audio alsa`.
-    pub source: String,
     /// The broker URL (no credentials).
     pub broker: String,
 }
@@ -124,8 +125,8 @@ impl Health {
 
     fn status_text(&self, obs: &Observation<'_>, flowing: bool, alive: bool) -> String {
         let capture = match obs.capture {
-            CaptureState::Starting => format!("starting capture: {}", self.policy.source),
-            CaptureState::Running if flowing => format!("streaming {}", self.policy.source),
+            CaptureState::Starting => format!("starting capture: {}", obs.source),
+            CaptureState::Running if flowing => format!("streaming {}", obs.source),
             CaptureState::Running => "capture stalled: no video frame".to_owned(),
             CaptureState::Restarting { failures, reason } if !alive => format!(
                 "capture failed {failures} times in a row ({reason}): handing over to systemd"
@@ -241,7 +242,6 @@ mod tests {
         HealthPolicy {
             stall_allowance: Duration::from_secs(3),
             restart_limit: 3,
-            source: "video test pattern, encoder X264, audio test tone".into(),
             broker: "mqtt://127.0.0.1:1883".into(),
         }
     }
@@ -249,6 +249,7 @@ mod tests {
     fn obs<'a>(capture: &'a CaptureState, frames: u64, broker: &'a LinkState) -> Observation<'a> {
         Observation {
             capture,
+            source: "video test pattern, encoder X264, audio test tone",
             video_frames: frames,
             broker,
             signaling_alive: true,

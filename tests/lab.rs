@@ -310,6 +310,15 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
 
     // The lab config: 640x480@15 is offered, so it is taken as wished.
     let lab = assert_path(&out, &journal, "lab", "streaming video v4l2", &context);
+    // While the service captures, --check-config finds the camera busy and says who
+    // holds it.
+    let busy = read(&out, "check-busy.txt");
+    assert!(
+        busy.contains("platform-vivid.0-video-index0 is busy: in use by pid ")
+            && busy.contains(" (edgecam)")
+            && busy.trim_end().ends_with('2'),
+        "--check-config on a busy camera: {busy}"
+    );
     assert!(lab.0.ends_with("640x480@15 (the wish)"), "{}", lab.0);
     let started = show(&out, "show-lab.txt");
     assert_eq!(started["Type"], "notify");
@@ -510,7 +519,9 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
         "streaming video v4l2 (Mjpeg)",
         &context,
     );
-    assert!(mjpeg.0.contains("chose MJPG 640x480@15"), "{}", mjpeg.0);
+    // v4l2loopback names Motion-JPEG 'JPEG', and v4l2sink sets no output rate, so it
+    // announces its default 30 fps.
+    assert!(mjpeg.0.contains("chose JPEG 640x480@"), "{}", mjpeg.0);
     let h264 = assert_path(
         &out,
         &journal,
@@ -523,6 +534,31 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
     assert!(
         show(&out, "show-h264.txt")["StatusText"].contains("encoder Passthrough"),
         "H.264 is not passed through"
+    );
+    let reencoding = "the camera ignores keyframe requests";
+    assert!(
+        journal
+            .first(reencoding, marks["start_h264"])
+            .is_none_or(|e| Journal::time_us(e) > marks["start_h264long"]),
+        "a camera with a 5-frame GOP was re-encoded"
+    );
+    // A GOP longer than twice the keyframe interval: passthrough ends, re-encoding
+    // takes over, the status says so and the viewer decodes.
+    let h264long = assert_path(
+        &out,
+        &journal,
+        "h264long",
+        "streaming video v4l2 (H264)",
+        &context,
+    );
+    let switched = journal
+        .first(reencoding, marks["start_h264long"])
+        .unwrap_or_else(|| panic!("the long-GOP camera was not re-encoded; {}", context()));
+    let after = show(&out, "show-h264long-after.txt");
+    assert!(
+        after["StatusText"].contains("encoder X264 (re-encoding the camera's H.264)"),
+        "STATUS= {:?}",
+        after["StatusText"]
     );
 
     let cpu = cpu(&out);
@@ -545,6 +581,11 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
     println!("  {}", path("lab", &lab));
     println!("  {}", path("mjpeg", &mjpeg));
     println!("  {}", path("h264", &h264));
+    println!(
+        "  {} | re-encoding after {} ms",
+        path("h264long", &h264long),
+        ms(marks["started_h264long"], Journal::time_us(switched))
+    );
     println!(
         "  stall → first supervised restart {} ms, → watchdog {} ms ({restarts} restarts), \
          watchdog → READY again {} ms; reload → READY {} ms; unplug → test pattern {} ms, \

@@ -58,6 +58,8 @@ pub struct Capture {
     pub format: watch::Receiver<Option<VideoFormat>>,
     /// The supervisor's state.
     pub state: watch::Receiver<CaptureState>,
+    /// The pipeline running now, in words (changes on fallback or re-encode).
+    pub source: watch::Receiver<String>,
 }
 
 /// Starts the capture supervisor for `desc` on `tracker`; it runs until `stop`.
@@ -77,6 +79,7 @@ pub fn start_capture(
     let has_audio = desc.audio != AudioPlan::None;
     let (format_tx, format) = watch::channel::<Option<VideoFormat>>(None);
     let (state_tx, state) = watch::channel(CaptureState::Starting);
+    let (source_tx, source) = watch::channel(desc.to_string());
     let fps = desc.fps(config.video.fps);
     let fallback = desc.fallback.clone().map(|fb| supervisor::Fallback {
         device: config.video.device.clone(),
@@ -97,8 +100,11 @@ pub fn start_capture(
         },
         video.clone(),
         audio.clone(),
-        format_tx,
-        state_tx,
+        supervisor::SupervisorOutputs {
+            format: format_tx,
+            state: state_tx,
+            source: source_tx,
+        },
         stop,
     ));
     Capture {
@@ -107,6 +113,7 @@ pub fn start_capture(
         has_audio,
         format,
         state,
+        source,
     }
 }
 
@@ -162,7 +169,6 @@ async fn start_parts(
     let camera = config.camera_id();
     let topics = Topics::new(&config.signaling.prefix, camera.clone());
     let desc = plan(&config)?;
-    let source = desc.to_string();
     let fps = desc.fps(config.video.fps);
     let capture_mode = desc.mode.as_ref().map(|n| n.mode.clone());
     let ice = IcePolicy::from_config(&config.webrtc);
@@ -173,6 +179,7 @@ async fn start_parts(
         has_audio,
         format: format_rx,
         state: state_rx,
+        source: source_rx,
     } = start_capture(&config, desc, tracker, stops.capture.clone());
 
     // Broker: configured, or the embedded one.
@@ -329,7 +336,6 @@ async fn start_parts(
         stall_allowance: Duration::from_millis(config.video.stall_timeout_ms.into())
             + Duration::from_secs(2),
         restart_limit: config.video.restart_limit,
-        source,
         broker: broker_display,
     });
     if let Some(w) = notifier.watchdog_timeout() {
@@ -344,6 +350,7 @@ async fn start_parts(
         video_hub,
         format_rx,
         state_rx,
+        source_rx,
         status,
         inbound_rx,
         link,
@@ -368,6 +375,7 @@ pub struct Camera {
     video_hub: Hub,
     format_rx: watch::Receiver<Option<VideoFormat>>,
     state_rx: watch::Receiver<CaptureState>,
+    source_rx: watch::Receiver<String>,
     status: StatusBuilder,
     inbound_rx: mpsc::Receiver<Inbound>,
     link: MqttHandle,
@@ -397,6 +405,7 @@ impl Camera {
             video_hub,
             format_rx,
             state_rx,
+            source_rx,
             status,
             mut inbound_rx,
             link,
@@ -417,6 +426,7 @@ impl Camera {
                     Instant::now(),
                     &Observation {
                         capture: &state_rx.borrow(),
+                        source: &source_rx.borrow(),
                         video_frames: video_hub.stats().published,
                         broker: &link.state(),
                         signaling_alive: !mqtt_task.is_finished(),

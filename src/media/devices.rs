@@ -42,6 +42,67 @@ pub fn v4l2_devices() -> Vec<V4l2Device> {
     out
 }
 
+/// Whether another program is capturing from the V4L2 device at `path`: a device
+/// that streams refuses a format change (`VIDIOC_S_FMT` fails with `EBUSY`), so its
+/// current format is set again, which changes nothing on an idle device. Returns what
+/// to tell the user, naming the holders this user may see in `/proc`; `None` when the
+/// device is free or cannot be opened (the probe reports that).
+pub fn v4l2_busy(path: &Path) -> Option<String> {
+    use v4l::video::Capture as _;
+    let dev = v4l::Device::with_path(path).ok()?;
+    let format = dev.format().ok()?;
+    match dev.set_format(&format) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+            let holders = holders(path);
+            Some(if holders.is_empty() {
+                format!(
+                    "{} is busy: another program is capturing from it",
+                    path.display()
+                )
+            } else {
+                format!(
+                    "{} is busy: in use by {}",
+                    path.display(),
+                    holders.join(", ")
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `pid (command)` of each process with `path` open, as far as `/proc` shows them.
+fn holders(path: &Path) -> Vec<String> {
+    let Ok(target) = std::fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for proc_dir in procs.flatten().take(100_000) {
+        let name = proc_dir.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .take(65_536)
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == target))
+        {
+            let comm = std::fs::read_to_string(proc_dir.path().join("comm")).unwrap_or_default();
+            out.push(format!("pid {pid} ({})", comm.trim()));
+        }
+    }
+    out
+}
+
 /// Probes one device node, saying why it cannot be used.
 ///
 /// # Errors

@@ -115,7 +115,8 @@ pub fn raw_gst_format(fourcc: &str) -> Option<&'static str> {
 pub fn kind(fourcc: &str) -> Option<FormatKind> {
     match fourcc {
         "H264" => Some(FormatKind::H264),
-        "MJPG" => Some(FormatKind::Mjpeg),
+        // Some drivers (v4l2loopback, a few UVC bridges) name Motion-JPEG "JPEG".
+        "MJPG" | "JPEG" => Some(FormatKind::Mjpeg),
         f if raw_gst_format(f).is_some() => Some(FormatKind::Raw),
         _ => None,
     }
@@ -484,6 +485,14 @@ mod tests {
         let w = Wish { fps: 12, ..WISH };
         let n = negotiate(w, &uvc(true), FormatChoice::Auto, false, false).unwrap();
         assert_eq!(n.mode.to_string(), "H264 1280x720@15");
+    }
+
+    #[test]
+    fn jpeg_named_motion_jpeg_is_captured_as_mjpeg() {
+        // v4l2loopback fed by a GStreamer jpegenc lists 'JPEG' (seen in the lab).
+        let n = auto(&[fmt("JPEG", &[(640, 480, &[(30, 1)])])]);
+        assert_eq!(n.mode.kind, FormatKind::Mjpeg);
+        assert_eq!(n.mode.to_string(), "JPEG 640x480@30");
     }
 
     #[test]

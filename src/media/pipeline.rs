@@ -146,12 +146,19 @@ pub enum PlanError {
     /// The configured V4L2 device cannot be used; the text says why.
     #[error("video source v4l2: {0}")]
     DeviceUnusable(String),
-    /// No capture mode fits (see `media::mode::negotiate`).
+    /// No capture mode fits (see `media::mode::negotiate`). Not a `#[source]`: the
+    /// text already carries it, and error chains would print it twice.
     #[error("V4L2 device: {0}")]
-    Mode(#[from] ModeError),
+    Mode(ModeError),
     /// Hardware encoder requested but missing.
     #[error("encoder v4l2h264enc is not available")]
     EncoderMissing,
+}
+
+impl From<ModeError> for PlanError {
+    fn from(e: ModeError) -> Self {
+        Self::Mode(e)
+    }
 }
 
 /// Resolves `auto` choices against `probe` and builds the description.

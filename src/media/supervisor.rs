@@ -79,6 +79,18 @@ pub struct SupervisorConfig {
     pub passthrough_patience: Duration,
 }
 
+/// What the supervisor reports while it runs.
+#[derive(Debug)]
+pub struct SupervisorOutputs {
+    /// What the encoder emits, learnt per run from its first keyframe.
+    pub format: watch::Sender<Option<VideoFormat>>,
+    /// The capture state, for health and status.
+    pub state: watch::Sender<CaptureState>,
+    /// The pipeline running now in words (`PipelineDesc`'s `Display`): changes when
+    /// the fallback or the re-encode plan takes over.
+    pub source: watch::Sender<String>,
+}
+
 /// How one run ended.
 enum RunEnd {
     Failed {
@@ -97,17 +109,20 @@ enum RunEnd {
 
 /// Runs capture until `shutdown` is cancelled, restarting it as [`RestartPolicy`]
 /// decides and streaming `fallback` while the camera is unplugged.
-#[allow(clippy::too_many_arguments)] // the supervisor's inputs and its two outputs
 pub async fn run(
     mut desc: PipelineDesc,
     fallback: Option<Fallback>,
     cfg: SupervisorConfig,
     video_hub: Hub,
     audio_hub: Hub,
-    format: watch::Sender<Option<VideoFormat>>,
-    state: watch::Sender<CaptureState>,
+    outputs: SupervisorOutputs,
     shutdown: CancellationToken,
 ) {
+    let SupervisorOutputs {
+        format,
+        state,
+        source,
+    } = outputs;
     let mut policy = RestartPolicy::new(RestartConfig {
         min_backoff: cfg.min_backoff,
         max_backoff: cfg.max_backoff,
@@ -128,6 +143,14 @@ pub async fn run(
             },
             _ => CaptureState::Running,
         };
+        let text = current.to_string();
+        source.send_if_modified(|s| {
+            let changed = *s != text;
+            if changed {
+                s.clone_from(&text);
+            }
+            changed
+        });
         let started = Instant::now();
         let end = run_once(
             current,
@@ -351,6 +374,7 @@ mod tests {
         let viewer = video.subscribe();
         let (format_tx, mut format) = watch::channel(None);
         let (state_tx, mut state) = watch::channel(CaptureState::Starting);
+        let (source_tx, _source) = watch::channel(String::new());
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             desc(160, Some(15)),
@@ -368,8 +392,11 @@ mod tests {
             },
             video.clone(),
             audio,
-            format_tx,
-            state_tx,
+            SupervisorOutputs {
+                format: format_tx,
+                state: state_tx,
+                source: source_tx,
+            },
             stop.clone(),
         ));
         until("the camera's frames", &mut format, |f| {
@@ -439,6 +466,7 @@ mod tests {
         let audio = Hub::new("audio", 8, false, Duration::from_millis(200));
         let (format_tx, _format) = watch::channel(None);
         let (state_tx, mut state) = watch::channel(CaptureState::Starting);
+        let (source_tx, source) = watch::channel(String::new());
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             passthrough,
@@ -453,8 +481,11 @@ mod tests {
             },
             video.clone(),
             audio,
-            format_tx,
-            state_tx,
+            SupervisorOutputs {
+                format: format_tx,
+                state: state_tx,
+                source: source_tx,
+            },
             stop.clone(),
         ));
         until("running", &mut state, |s| *s == CaptureState::Running).await;
@@ -477,6 +508,11 @@ mod tests {
             "answered in {waited:?}: the camera was not ignoring requests"
         );
         assert!(first.keyframe);
+        assert_eq!(
+            *source.borrow(),
+            "video test pattern, encoder X264, audio none",
+            "the status follows the switch"
+        );
         // Re-encoding now: a request is answered within a few frames.
         tokio::time::sleep(Duration::from_millis(500)).await;
         while viewer.try_recv().is_some() {}

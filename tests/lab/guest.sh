@@ -11,6 +11,7 @@
 #   shutdown  a viewer gets bye on systemctl stop
 #   mjpeg     v4l2loopback fed MJPEG by a GStreamer producer, shipped config
 #   h264      v4l2loopback fed H.264 byte-stream, shipped config (passthrough)
+#   h264long  the same with a GOP too long for viewers: re-encoded
 set -u
 out=/lab/out
 mkdir -p "$out"
@@ -76,6 +77,9 @@ stop_quietly
 # --- watch / stall / reload / hotplug / shutdown on the lab config -------------------
 install -m 0644 /lab/edgecam.toml /etc/edgecam/edgecam.toml
 started lab
+# The camera is streaming for the service: --check-config says who holds it.
+edgecam --config /etc/edgecam/edgecam.toml --check-config > "$out/check-busy.txt" 2>&1
+echo "$?" >> "$out/check-busy.txt"
 viewer lab lab
 cpu lab
 
@@ -167,12 +171,28 @@ cpu mjpeg
 stop_quietly
 producer_stop
 
-producer h264 x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=800 \
-  ! video/x-h264,profile=constrained-baseline ! h264parse \
-  ! video/x-h264,stream-format=byte-stream,alignment=au
+# A short GOP (5 frames: the producer's x264 makes 4-15 fps under TCG) keeps
+# passthrough; a long one (60 frames, over 4 s here) leaves a viewer's keyframe request
+# unanswered, and edgecam re-encodes.
+gop() {
+  echo x264enc tune=zerolatency speed-preset=ultrafast key-int-max="$1" bitrate=800 \
+    ! video/x-h264,profile=constrained-baseline ! h264parse \
+    ! video/x-h264,stream-format=byte-stream,alignment=au
+}
+# shellcheck disable=SC2046 # the pipeline is meant to split into words
+producer h264 $(gop 5)
 started h264
 viewer h264 edgecam-lab
 cpu h264
+stop_quietly
+producer_stop
+
+# shellcheck disable=SC2046
+producer h264long $(gop 60)
+started h264long
+viewer h264long edgecam-lab
+systemctl show edgecam > "$out/show-h264long-after.txt"
+cpu h264long
 stop_quietly
 producer_stop
 
