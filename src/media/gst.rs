@@ -171,8 +171,8 @@ impl Capture {
     }
 
     /// Waits until the run ends: a bus error, EOS, or no video frame for `stall_after`
-    /// (counted from start for the first frame).
-    pub async fn wait(&self, stall_after: Duration) -> CaptureEnd {
+    /// (for the first frame: `first_within`, counted from start).
+    pub async fn wait(&self, stall_after: Duration, first_within: Duration) -> CaptureEnd {
         let Some(bus) = self.pipeline.bus() else {
             return CaptureEnd::Error("pipeline has no bus".into());
         };
@@ -208,7 +208,8 @@ impl Capture {
                 _ = tick.tick() => {
                     let last_ms = self.shared.last_video_ms.load(Ordering::Relaxed);
                     let since = started.elapsed().saturating_sub(Duration::from_millis(last_ms));
-                    if since >= stall_after {
+                    let limit = if self.video_frames() == 0 { first_within } else { stall_after };
+                    if since >= limit {
                         return CaptureEnd::Stalled(since);
                     }
                 }

@@ -270,10 +270,18 @@ impl Hub {
         if !self.inner.gated {
             return;
         }
-        for slot in lock(&self.inner.slots).iter() {
-            slot.lock().needs_keyframe = true;
+        let viewers = {
+            let slots = lock(&self.inner.slots);
+            for slot in slots.iter() {
+                slot.lock().needs_keyframe = true;
+            }
+            slots.len()
+        };
+        // Nobody waits: no request, which a camera's own H.264 would leave unanswered
+        // and have counted against it (see `KeyframeGate::unanswered_for`).
+        if viewers > 0 {
+            self.request_keyframe();
         }
-        self.request_keyframe();
     }
 
     /// How long the oldest keyframe request sent upstream has gone unanswered; `None`
@@ -453,6 +461,9 @@ mod tests {
                 .collect();
             assert_eq!(got, vec![0, 1, 3]);
         }
+        drop((a, b));
+        hub.new_run();
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "no viewer, no request");
         let audio = Hub::new("audio", 8, false, Duration::from_millis(200));
         let s = audio.subscribe();
         audio.new_run();

@@ -98,6 +98,12 @@ pub struct PipelineDesc {
 }
 
 impl PipelineDesc {
+    /// Whether this pipeline decodes a camera's H.264 to encode it again (the
+    /// `reencode` plan of a passthrough camera).
+    pub fn reencodes_camera_h264(&self) -> bool {
+        self.video == VideoPlan::V4l2(V4l2Format::H264) && self.encoder != EncoderPlan::Passthrough
+    }
+
     /// The frame rate the pipeline runs at: the negotiated mode's, else the
     /// configured one, Hz (rounded).
     pub fn fps(&self, configured: u32) -> u32 {
@@ -123,11 +129,10 @@ impl fmt::Display for PipelineDesc {
             AudioPlan::Alsa => "alsa",
             AudioPlan::None => "none",
         };
-        let decoded = match (&self.video, self.encoder) {
-            (VideoPlan::V4l2(V4l2Format::H264), e) if e != EncoderPlan::Passthrough => {
-                " (re-encoding the camera's H.264)"
-            }
-            _ => "",
+        let decoded = if self.reencodes_camera_h264() {
+            " (re-encoding the camera's H.264)"
+        } else {
+            ""
         };
         write!(
             f,

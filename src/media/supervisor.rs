@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often a lost camera's device node is looked for.
 const DEVICE_POLL: Duration = Duration::from_millis(500);
+/// How long a re-encoding run may wait for its first frame: its decoder needs the
+/// camera's next IDR, and the camera was re-encoded for sending them rarely.
+const REENCODE_FIRST_FRAME: Duration = Duration::from_secs(30);
 /// How long a returned device node must stay before capture reopens it: udev applies
 /// the node's group and mode just after it appears.
 const DEVICE_SETTLE: Duration = Duration::from_secs(1);
@@ -175,6 +178,9 @@ pub async fn run(
                     );
                     desc = *reencode;
                 }
+                // Until the decoder has the camera's next IDR no frame comes; the
+                // watchdog must not count that wait as a stall.
+                state.send_replace(CaptureState::Starting);
                 continue;
             }
             RunEnd::DeviceBack { end_pts } => {
@@ -255,11 +261,16 @@ async fn run_once(
             };
         }
     };
+    let first_within = if desc.reencodes_camera_h264() {
+        cfg.stall_timeout.max(REENCODE_FIRST_FRAME)
+    } else {
+        cfg.stall_timeout
+    };
     // Its first frames may reference pictures of the previous run (a passthrough camera
     // resumes mid-GOP): viewers wait for this run's first keyframe.
     video_hub.new_run();
     let end = tokio::select! {
-        end = capture.wait(cfg.stall_timeout) => Some(end),
+        end = capture.wait(cfg.stall_timeout, first_within) => Some(end),
         () = mark_running(&capture, state, running) => None,
         () = device_returns(watch_device) => {
             capture.stop();
