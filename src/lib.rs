@@ -2,6 +2,7 @@
 //! MQTT. Data flows one way: capture → encode → hub → sessions → network, with
 //! signaling on the side. See `docs/architecture.md`.
 
+pub mod access;
 pub mod app;
 pub mod broker;
 pub mod config;

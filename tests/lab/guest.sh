@@ -11,7 +11,6 @@
 #   shutdown  a viewer gets bye on systemctl stop
 #   mjpeg     v4l2loopback fed MJPEG by a GStreamer producer, shipped config
 #   h264      v4l2loopback fed H.264 byte-stream, shipped config (passthrough)
-#   h264long  the same with a GOP too long for viewers: re-encoded
 set -u
 out=/lab/out
 mkdir -p "$out"
@@ -172,8 +171,9 @@ stop_quietly
 producer_stop
 
 # A short GOP (5 frames: the producer's x264 makes 4-15 fps under TCG) keeps
-# passthrough; a long one (60 frames, over 4 s here) leaves a viewer's keyframe request
-# unanswered, and edgecam re-encodes.
+# passthrough. (The switch to re-encoding for a camera with a long GOP is tested on
+# the host, deterministically: here whether a request waits 4 s would depend on where
+# in the producer's GOP the viewer happens to join.)
 gop() {
   echo x264enc tune=zerolatency speed-preset=ultrafast key-int-max="$1" bitrate=800 \
     ! video/x-h264,profile=constrained-baseline ! h264parse \
@@ -184,15 +184,6 @@ producer h264 $(gop 5)
 started h264
 viewer h264 edgecam-lab
 cpu h264
-stop_quietly
-producer_stop
-
-# shellcheck disable=SC2046
-producer h264long $(gop 60)
-started h264long
-viewer h264long edgecam-lab
-systemctl show edgecam > "$out/show-h264long-after.txt"
-cpu h264long
 stop_quietly
 producer_stop
 

@@ -1,0 +1,7 @@
+//! Invite mode (`shared/design/access-v1.md`): only viewers holding an invitation from
+//! the camera may start or change a session, and the camera's messages to them are
+//! authenticated, whoever runs the broker.
+//!
+//! - [`keys`]: the access secret, viewer keys and tokens (pure).
+
+pub mod keys;
