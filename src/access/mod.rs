@@ -3,5 +3,7 @@
 //! authenticated, whoever runs the broker.
 //!
 //! - [`keys`]: the access secret, viewer keys and tokens (pure).
+//! - [`gate`]: admits signed requests, drops replays, seals replies (sans-IO).
 
+pub mod gate;
 pub mod keys;
