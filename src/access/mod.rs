@@ -4,6 +4,8 @@
 //!
 //! - [`keys`]: the access secret, viewer keys and tokens (pure).
 //! - [`gate`]: admits signed requests, drops replays, seals replies (sans-IO).
+//! - [`store`]: the secret's file (configured, or generated in the state directory).
 
 pub mod gate;
 pub mod keys;
+pub mod store;

@@ -2,11 +2,13 @@
 //! driven by the MQTT link, the embedded broker and the viewer page. The only module
 //! that knows all the others. Shutdown is passed in.
 
+mod admission;
 mod plan;
 pub mod reload;
 mod stats;
 mod status;
 
+use admission::Admission;
 pub use plan::{install_crypto_provider, plan, preflight, probe};
 pub use stats::ApiStats;
 use status::StatusBuilder;
@@ -168,6 +170,7 @@ async fn start_parts(
     gst::init()?;
     let camera = config.camera_id();
     let topics = Topics::new(&config.signaling.prefix, camera.clone());
+    let admission = Admission::from_config(&config, camera.as_str())?;
     let desc = plan(&config)?;
     let fps = desc.fps(config.video.fps);
     let capture_mode = desc.mode.as_ref().map(|n| n.mode.clone());
@@ -230,6 +233,7 @@ async fn start_parts(
             channels: config.audio.channels,
         }),
         turn: ice.has_turn(),
+        signed: admission.signed(),
     };
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(1024);
     let (link, mqtt_task) = mqtt::start(
@@ -351,6 +355,7 @@ async fn start_parts(
         format_rx,
         state_rx,
         source_rx,
+        admission,
         status,
         inbound_rx,
         link,
@@ -376,6 +381,7 @@ pub struct Camera {
     format_rx: watch::Receiver<Option<VideoFormat>>,
     state_rx: watch::Receiver<CaptureState>,
     source_rx: watch::Receiver<String>,
+    admission: Admission,
     status: StatusBuilder,
     inbound_rx: mpsc::Receiver<Inbound>,
     link: MqttHandle,
@@ -406,6 +412,7 @@ impl Camera {
             format_rx,
             state_rx,
             source_rx,
+            mut admission,
             status,
             mut inbound_rx,
             link,
@@ -445,7 +452,7 @@ impl Camera {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 msg = inbound_rx.recv() => match msg {
-                    Some(Inbound::Message { session, payload }) => machine.handle_message(Instant::now(), session, &payload),
+                    Some(Inbound::Message { session, payload }) => admission.inbound(&mut machine, &link, session, &payload),
                     Some(Inbound::Connected) => log::info!("signaling online as {}", topics.status()),
                     Some(Inbound::Disconnected(why)) => log::warn!("signaling offline ({why}); live sessions keep playing"),
                     None => break,
@@ -482,7 +489,15 @@ impl Camera {
                     observe_health!();
                 }
             }
-            drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
+            drain(
+                &mut machine,
+                &mut peers,
+                &link,
+                &admission,
+                &ice,
+                &status,
+                &format_rx,
+            );
         }
 
         log::info!("shutting down: {} viewer(s)", machine.viewers());
@@ -492,7 +507,15 @@ impl Camera {
         ));
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
         machine.shutdown(Instant::now());
-        drain(&mut machine, &mut peers, &link, &ice, &status, &format_rx);
+        drain(
+            &mut machine,
+            &mut peers,
+            &link,
+            &admission,
+            &ice,
+            &status,
+            &format_rx,
+        );
         // Byes are queued in order ahead of the offline status and the disconnect.
         stops.cancel_all();
         tracker.close();
@@ -536,15 +559,19 @@ fn drain(
     machine: &mut Machine,
     peers: &mut Peers,
     link: &MqttHandle,
+    admission: &Admission,
     ice: &IcePolicy,
     status: &StatusBuilder,
     format: &watch::Receiver<Option<VideoFormat>>,
 ) {
     while let Some(out) = machine.poll_output() {
         match out {
-            Output::Send { session, msg } => link.send(&session, &msg),
+            Output::Send { session, msg } => {
+                link.send_payload(&session, admission.seal(&session, &msg));
+            }
             Output::SendConfig { session } => {
-                link.send(&session, &ice.viewer_config(&session, unix_now()));
+                let config = ice.viewer_config(&session, unix_now());
+                link.send_payload(&session, admission.seal(&session, &config));
             }
             Output::Peer(cmd) => peers.command(cmd),
             Output::Status { viewers } => {

@@ -14,6 +14,8 @@ pub(super) struct StatusBuilder {
     pub height: u32,
     pub audio: Option<AudioInfo>,
     pub turn: bool,
+    /// Invite mode: the status advertises `auth: ["signed-v1"]`.
+    pub signed: bool,
 }
 
 impl StatusBuilder {
@@ -37,6 +39,7 @@ impl StatusBuilder {
             viewers: Some(viewers),
             max_viewers: Some(self.max_viewers),
             turn: self.turn.then_some(true),
+            auth: self.signed.then(|| vec!["signed-v1".to_owned()]),
         }
     }
 }

@@ -68,6 +68,8 @@ pub struct Config {
     pub webrtc: WebrtcConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[access]`
+    pub access: AccessConfig,
 }
 
 impl Config {

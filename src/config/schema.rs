@@ -16,6 +16,30 @@ pub struct CameraConfig {
     pub name: Option<String>,
 }
 
+/// `[access] mode`: who may watch (`shared/design/access-v1.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessMode {
+    /// Anyone who reaches the broker (protocol 1 as it is); warned about at start.
+    #[default]
+    Open,
+    /// Only viewers holding an invitation: signed requests, signed replies.
+    Invite,
+}
+
+/// `[access]`: invite mode.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// `open` or `invite`.
+    pub mode: AccessMode,
+    /// File holding the 32-byte access secret (raw, or as base64url text); default:
+    /// `access-secret` in the state directory, generated at first start (mode 0600).
+    pub secret_file: Option<PathBuf>,
+    /// Viewer names whose invitations no longer count (applied on reload).
+    pub revoked: Vec<String>,
+}
+
 /// Video source kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -21,6 +21,14 @@ impl Config {
         {
             return invalid("camera.id", "must match [A-Za-z0-9_-]{1,64}");
         }
+        if self
+            .access
+            .revoked
+            .iter()
+            .any(|n| crate::access::keys::check_name(n).is_err())
+        {
+            return invalid("access.revoked", "names must match [A-Za-z0-9_.-]{1,64}");
+        }
         let v = &self.video;
         if !(16..=7680).contains(&v.width) || !v.width.is_multiple_of(2) {
             return invalid("video.width", "must be even and within 16..=7680");

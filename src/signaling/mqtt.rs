@@ -105,10 +105,16 @@ impl MqttHandle {
     /// Publishes `msg` on `session`'s `to-viewer` topic (QoS 1). Never blocks: while the
     /// broker is away the request queue fills and messages are dropped with a log line.
     pub fn send(&self, session: &SessionId, msg: &ToViewer) {
+        self.send_payload(session, msg.to_json());
+    }
+
+    /// Publishes a prepared payload (a sealed message in invite mode) on `session`'s
+    /// `to-viewer` topic (QoS 1, not retained).
+    pub fn send_payload(&self, session: &SessionId, payload: Vec<u8>) {
         let topic = self.topics.to_viewer(session);
         if let Err(e) = self
             .client
-            .try_publish(topic, QoS::AtLeastOnce, false, msg.to_json())
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
         {
             log::warn!(session_id = session.as_str(); "cannot queue message for viewer: {e}");
         }

@@ -54,6 +54,7 @@ impl LoadViewer {
             prefix: args.prefix.clone(),
             camera: args.camera.clone(),
             session: session.to_owned(),
+            invitation: None,
         };
         let options = ProbeOptions {
             udp_addrs: vec!["127.0.0.1:0".to_owned()],

@@ -8,6 +8,7 @@
 //! and the camera's candidates, and records `error`/`bye`.
 
 use bytes::Bytes;
+use edgecam::access::keys::{Direction, Secret, ViewerKey};
 use edgecam::peer::probe::{ProbeOptions, ProbeViewer};
 use edgecam::signaling::protocol::CandidateInit;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -18,6 +19,59 @@ use tokio::sync::mpsc;
 
 /// How long a client waits for the broker to acknowledge its subscriptions.
 const SUBACK_LIMIT: Duration = Duration::from_secs(10);
+
+/// A viewer's invitation (`shared/design/access-v1.md`): its name, expiry (unix s)
+/// and key. With one, a viewer signs what it sends and accepts only signed replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    /// Viewer name.
+    pub name: String,
+    /// Expiry, unix seconds.
+    pub exp: u64,
+    /// The viewer key `K`.
+    pub key: ViewerKey,
+}
+
+impl Invitation {
+    /// The invitation the camera with `secret` gives `name` for `camera`, valid until
+    /// `exp` (what `edgecam invite` and a fleet backend mint).
+    pub fn mint(secret: &Secret, camera: &str, name: &str, exp: u64) -> Self {
+        Self {
+            name: name.to_owned(),
+            exp,
+            key: ViewerKey::derive(secret, camera, name, exp),
+        }
+    }
+
+    /// `msg` in a signed envelope for `session`; `offer`, `config-request` and `bye`
+    /// get the viewer's clock as `ts` first (access-v1, "Freshness").
+    pub fn seal(&self, camera: &str, session: &str, msg: &Value) -> Value {
+        let mut msg = msg.clone();
+        if matches!(
+            msg["type"].as_str(),
+            Some("offer" | "config-request" | "bye")
+        ) {
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            msg["ts"] = json!(ts);
+        }
+        let text = msg.to_string();
+        let mac = self
+            .key
+            .message_mac(Direction::ViewerToCamera, camera, session, &text);
+        json!({"type": "signed", "v": 1, "name": self.name, "exp": self.exp, "msg": text, "mac": mac})
+    }
+
+    /// The inner message of a camera → viewer envelope, if its MAC is right.
+    pub fn open(&self, camera: &str, session: &str, envelope: &Value) -> Option<Value> {
+        let (msg, mac) = (envelope["msg"].as_str()?, envelope["mac"].as_str()?);
+        self.key
+            .verify_message(Direction::CameraToViewer, camera, session, msg, mac)
+            .then(|| serde_json::from_str(msg).ok())
+            .flatten()
+    }
+}
 
 /// Where a viewer signals: a broker on 127.0.0.1 and one session's topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +84,8 @@ pub struct Endpoint {
     pub camera: String,
     /// Session id, also the MQTT client id (contract, "Topics").
     pub session: String,
+    /// The invitation to sign with, for a camera in invite mode.
+    pub invitation: Option<Invitation>,
 }
 
 impl Endpoint {
@@ -41,6 +97,35 @@ impl Endpoint {
             prefix: "edgecam".to_owned(),
             camera: camera.to_owned(),
             session: session.to_owned(),
+            invitation: None,
+        }
+    }
+
+    /// This endpoint, signing with `invitation`.
+    pub fn invited(mut self, invitation: Invitation) -> Self {
+        self.invitation = Some(invitation);
+        self
+    }
+
+    /// `msg` as this endpoint sends it: signed with its invitation, if any.
+    pub fn wrap(&self, msg: &Value) -> Value {
+        match &self.invitation {
+            Some(inv) => inv.seal(&self.camera, &self.session, msg),
+            None => msg.clone(),
+        }
+    }
+
+    /// A camera → viewer payload as this endpoint accepts it: without an invitation as
+    /// it is; with one, a signed envelope opened, a plain `error` or `candidate` as it
+    /// is (access-v1 lets both go unsigned to strangers), and anything else `None`.
+    pub fn unwrap_reply(&self, msg: Value) -> Option<Value> {
+        let Some(inv) = &self.invitation else {
+            return Some(msg);
+        };
+        match msg["type"].as_str() {
+            Some("signed") => inv.open(&self.camera, &self.session, &msg),
+            Some("error" | "candidate") => Some(msg),
+            _ => None,
         }
     }
 
@@ -58,6 +143,7 @@ pub struct Signal {
     rx: mpsc::UnboundedReceiver<(String, Bytes)>,
     /// `…/to-camera` topic of this session.
     pub to_camera: String,
+    endpoint: Endpoint,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -117,6 +203,7 @@ impl Signal {
             client,
             rx,
             to_camera: ep.topic("to-camera"),
+            endpoint: ep.clone(),
             task,
         })
     }
@@ -126,6 +213,7 @@ impl Signal {
         Sender {
             client: self.client.clone(),
             to_camera: self.to_camera.clone(),
+            endpoint: self.endpoint.clone(),
         }
     }
 
@@ -159,9 +247,10 @@ impl Signal {
             .expect("publish");
     }
 
-    /// Publishes a JSON message on `to-camera`.
+    /// Publishes a JSON message on `to-camera`, signed when the endpoint has an
+    /// invitation.
     pub async fn send(&self, msg: &Value) {
-        self.publish_raw(msg.to_string()).await;
+        self.publish_raw(self.endpoint.wrap(msg).to_string()).await;
     }
 
     /// The next message (topic, JSON; `null` when not JSON) within `limit`.
@@ -223,6 +312,7 @@ impl Drop for Signal {
 pub struct Sender {
     client: AsyncClient,
     to_camera: String,
+    endpoint: Endpoint,
 }
 
 impl Sender {
@@ -231,7 +321,12 @@ impl Sender {
     pub async fn send(&self, msg: &Value) {
         if let Err(e) = self
             .client
-            .publish(&self.to_camera, QoS::AtLeastOnce, false, msg.to_string())
+            .publish(
+                &self.to_camera,
+                QoS::AtLeastOnce,
+                false,
+                self.endpoint.wrap(msg).to_string(),
+            )
             .await
         {
             eprintln!("publish on {}: {e}", self.to_camera);
@@ -255,6 +350,8 @@ pub struct SignalingLog {
     pub ended: Vec<Value>,
     /// Answers or candidates the probe could not apply.
     pub failures: Vec<String>,
+    /// Camera messages dropped for a missing or wrong signature (invite mode).
+    pub rejected: Vec<Value>,
 }
 
 /// A probe viewer running one session over MQTT signaling.
@@ -297,12 +394,19 @@ impl ProbeSession {
             }));
         }
         {
-            let (probe, log) = (probe.clone(), log.clone());
+            let (probe, log, ep) = (probe.clone(), log.clone(), ep.clone());
             let mut rx = std::mem::replace(&mut signal.rx, mpsc::unbounded_channel().1);
             tasks.push(tokio::spawn(async move {
                 while let Some((_, payload)) = rx.recv().await {
                     let msg: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-                    handle(&probe, &log, msg).await;
+                    match ep.unwrap_reply(msg.clone()) {
+                        Some(inner) => handle(&probe, &log, inner).await,
+                        None => log
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .rejected
+                            .push(msg),
+                    }
                 }
             }));
         }

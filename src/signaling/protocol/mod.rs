@@ -410,6 +410,10 @@ pub struct Status {
     /// ignore (see `docs/signaling.md`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub turn: Option<bool>,
+    /// Authentication schemes the camera requires, `["signed-v1"]` in invite mode
+    /// (`shared/design/access-v1.md`, "The status"); absent in open mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Vec<String>>,
 }
 
 mod serde_with_null {
@@ -448,6 +452,7 @@ impl Status {
             viewers: None,
             max_viewers: None,
             turn: None,
+            auth: None,
         }
     }
 

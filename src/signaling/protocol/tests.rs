@@ -164,6 +164,7 @@ fn status_matches_the_contract_examples() {
         viewers: Some(2),
         max_viewers: Some(10),
         turn: None,
+        auth: None,
     };
     assert_eq!(
         String::from_utf8(online.to_json()).unwrap(),
