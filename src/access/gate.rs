@@ -79,6 +79,8 @@ struct SessionKey {
 struct Seen {
     ts: u64,
     digest: u64,
+    /// The session ended since: the same bytes again are a replay, not a duplicate.
+    ended: bool,
 }
 
 /// The gate of one camera in invite mode.
@@ -213,10 +215,15 @@ impl Gate {
     ) -> Result<(), Unauthorized> {
         let pair = (name.to_owned(), session.clone());
         match self.seen.get_mut(&pair) {
-            // The same bytes again: a protocol 1 duplicate, answered as before.
-            Some(seen) if seen.digest == digest => Ok(()),
+            // The same bytes again while the session lives: a protocol 1 duplicate,
+            // answered as before.
+            Some(seen) if seen.digest == digest && !seen.ended => Ok(()),
             Some(seen) if ts > seen.ts => {
-                *seen = Seen { ts, digest };
+                *seen = Seen {
+                    ts,
+                    digest,
+                    ended: false,
+                };
                 Ok(())
             }
             Some(_) => Err(Unauthorized("replayed request")),
@@ -227,7 +234,14 @@ impl Gate {
                     self.seen.remove(&old);
                 }
                 self.seen_order.push_back(pair.clone());
-                self.seen.insert(pair, Seen { ts, digest });
+                self.seen.insert(
+                    pair,
+                    Seen {
+                        ts,
+                        digest,
+                        ended: false,
+                    },
+                );
                 Ok(())
             }
         }
@@ -243,6 +257,16 @@ impl Gate {
             self.key_order.push_back(session.clone());
         }
         self.keys.insert(session.clone(), key);
+    }
+
+    /// `session` ended (bye, timeout, kick): a captured request of it replayed now
+    /// must not open it again, even byte for byte.
+    pub fn session_ended(&mut self, session: &SessionId) {
+        for ((_, s), seen) in &mut self.seen {
+            if s == session {
+                seen.ended = true;
+            }
+        }
     }
 
     /// The payload to publish for the camera's message `json` to `session`: signed

@@ -92,6 +92,13 @@ impl Admission {
         }
     }
 
+    /// `session` ended: its captured requests must not reopen it.
+    pub(super) fn session_ended(&mut self, session: &SessionId) {
+        if let Some(gate) = self.gate.as_mut() {
+            gate.session_ended(session);
+        }
+    }
+
     /// What to publish for the camera's `msg` to `session`.
     pub(super) fn seal(&self, session: &SessionId, msg: &ToViewer) -> Vec<u8> {
         match &self.gate {

@@ -23,7 +23,7 @@ use crate::media::{VideoFormat, gst};
 use crate::peer::stats::SessionSnapshot;
 use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
 use crate::service::{Health, HealthPolicy, Notifier, Observation};
-use crate::signaling::machine::{Limits, Machine, Output};
+use crate::signaling::machine::{Limits, Machine, Output, PeerCommand};
 use crate::signaling::mqtt::{self, Inbound, MqttHandle, MqttSettings};
 use crate::signaling::protocol::{AudioInfo, Topics};
 use crate::web;
@@ -493,7 +493,7 @@ impl Camera {
                 &mut machine,
                 &mut peers,
                 &link,
-                &admission,
+                &mut admission,
                 &ice,
                 &status,
                 &format_rx,
@@ -511,7 +511,7 @@ impl Camera {
             &mut machine,
             &mut peers,
             &link,
-            &admission,
+            &mut admission,
             &ice,
             &status,
             &format_rx,
@@ -559,7 +559,7 @@ fn drain(
     machine: &mut Machine,
     peers: &mut Peers,
     link: &MqttHandle,
-    admission: &Admission,
+    admission: &mut Admission,
     ice: &IcePolicy,
     status: &StatusBuilder,
     format: &watch::Receiver<Option<VideoFormat>>,
@@ -573,7 +573,12 @@ fn drain(
                 let config = ice.viewer_config(&session, unix_now());
                 link.send_payload(&session, admission.seal(&session, &config));
             }
-            Output::Peer(cmd) => peers.command(cmd),
+            Output::Peer(cmd) => {
+                if let PeerCommand::Close { session } = &cmd {
+                    admission.session_ended(session);
+                }
+                peers.command(cmd);
+            }
             Output::Status { viewers } => {
                 link.publish_status(&status.build(viewers, format.borrow().as_ref()));
             }

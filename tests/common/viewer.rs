@@ -5,8 +5,10 @@
 
 use bytes::Bytes;
 use edgecam::peer::probe::ProbeOptions;
+use edgecam_testkit::signal::ProbeSession;
 pub use edgecam_testkit::signal::Signal;
-use edgecam_testkit::signal::{Endpoint, ProbeSession};
+#[allow(unused_imports)] // not every test crate signs
+pub use edgecam_testkit::signal::{Endpoint, Invitation};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -83,6 +85,8 @@ pub struct Report {
     pub video_timestamps: Vec<u32>,
     /// Access units that were IDRs with SPS/PPS.
     pub keyframes: u64,
+    /// Camera messages dropped for a missing or wrong signature (invite mode).
+    pub rejected: Vec<Value>,
     /// `candidate:` lines the camera trickled.
     pub remote_candidates: Vec<String>,
 }
@@ -194,12 +198,18 @@ impl Viewer {
     /// As [`Viewer::connect`]; with `decode` false, frames are only depacketized and
     /// counted (a light load viewer for benchmarks).
     pub async fn connect_with(port: u16, camera: &str, session: &str, decode: bool) -> Self {
+        Self::join(Endpoint::new(port, camera, session), decode).await
+    }
+
+    /// A viewer on any [`Endpoint`] (e.g. one with an invitation), decoding or not.
+    pub async fn join(ep: Endpoint, decode: bool) -> Self {
+        let session = ep.session.clone();
         let video_decoded = Arc::new(AtomicU64::new(0));
         let audio_decoded = Arc::new(AtomicU64::new(0));
         let decoders = Decoders::new(video_decoded.clone(), audio_decoded.clone(), decode);
         let (video_sink, audio_sink) = (decoders.clone(), decoders.clone());
         let inner = ProbeSession::join(
-            &Endpoint::new(port, camera, session),
+            &ep,
             ProbeOptions {
                 udp_addrs: vec!["127.0.0.1:0".to_owned()],
                 on_video: Some(Box::new(move |au| video_sink.push_video(au))),
@@ -210,7 +220,7 @@ impl Viewer {
         .await
         .unwrap_or_else(|e| panic!("viewer {session}: {e}"));
         Self {
-            session: session.to_owned(),
+            session,
             inner,
             video_decoded,
             audio_decoded,
@@ -240,6 +250,7 @@ impl Viewer {
             video_timestamps: p.video_timestamps,
             keyframes: p.keyframes,
             remote_candidates: s.remote_candidates,
+            rejected: s.rejected,
         }
     }
 

@@ -1,0 +1,200 @@
+//! Invite mode against the real binary over a real Mosquitto with no ACL
+//! (`shared/design/access-v1.md`): an invited viewer watches; strangers, forgers,
+//! expired and revoked invitations and replays get `unauthorized` and take nothing;
+//! a third client's forged answer, config and bye do not disturb the viewer.
+
+mod common;
+
+use common::camera_config;
+use common::viewer::{Endpoint, Invitation, Signal, Viewer, online_camera_from, wait_status};
+use edgecam::access::keys::Secret;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A valid browser-style H.264 offer (it never connects: enough to take a slot).
+const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n\
+a=setup:actpass\r\na=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+const SECRET: [u8; 32] = [5; 32];
+
+async fn invite_camera(dir: &std::path::Path) -> (common::Mosquitto, common::Edgecam) {
+    let secret_file = dir.join("access-secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    online_camera_from("cam", |port| {
+        format!(
+            "{}\n[access]\nmode = \"invite\"\nsecret_file = \"{}\"\nrevoked = [\"mallory\"]\n",
+            camera_config("cam", port, ""),
+            secret_file.display()
+        )
+    })
+    .await
+}
+
+fn invitation(name: &str, exp: u64) -> Invitation {
+    Invitation::mint(&Secret::from_bytes(SECRET), "cam", name, exp)
+}
+
+async fn viewers(port: u16) -> u64 {
+    wait_status(port, "cam", Duration::from_secs(5), |_| true).await["viewers"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_invited_viewers_get_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, cam) = invite_camera(dir.path()).await;
+    let status = wait_status(broker.port, "cam", Duration::from_secs(5), |_| true).await;
+    assert_eq!(status["auth"], json!(["signed-v1"]), "{status}");
+
+    // The invited viewer watches, with every camera message signed.
+    let alice = Viewer::join(
+        Endpoint::new(broker.port, "cam", "alice-1").invited(invitation("alice", now_s() + 3600)),
+        true,
+    )
+    .await;
+    let (ok, r) = alice
+        .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 10)
+        .await;
+    assert!(ok, "the invited viewer does not play: {r:?}");
+    assert!(
+        r.rejected.is_empty(),
+        "camera messages failed to verify: {:?}",
+        r.rejected
+    );
+    assert_eq!(viewers(broker.port).await, 1);
+
+    // Everybody else: no answer, no config, no slot.
+    let cases: Vec<(&str, Option<Invitation>)> = vec![
+        ("stranger", None),
+        (
+            "wrong-key",
+            Some(Invitation::mint(
+                &Secret::from_bytes([6; 32]),
+                "cam",
+                "eve",
+                now_s() + 3600,
+            )),
+        ),
+        ("expired", Some(invitation("bob", now_s() - 10))),
+        ("revoked", Some(invitation("mallory", now_s() + 3600))),
+    ];
+    for (session, inv) in cases {
+        let mut ep = Endpoint::new(broker.port, "cam", session);
+        ep.invitation = inv;
+        let mut s = Signal::open(&ep, &[]).await.unwrap();
+        s.send(&json!({"type": "config-request"})).await;
+        let e = s.expect_error("unauthorized").await;
+        s.send(&json!({"type": "offer", "sdp": OFFER})).await;
+        s.expect_error("unauthorized").await;
+        s.expect_silence(Duration::from_millis(500)).await;
+        println!("{session}: {}", e["message"]);
+    }
+    assert_eq!(
+        viewers(broker.port).await,
+        1,
+        "a refused request took a slot"
+    );
+    let log = cam.log_text();
+    assert!(
+        log.contains("unauthorized request on session"),
+        "no log line"
+    );
+    assert!(!log.contains(&"05".repeat(8)), "the secret in the log");
+    drop(alice);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_requests_cannot_be_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, _cam) = invite_camera(dir.path()).await;
+    let bob = invitation("bob", now_s() + 3600);
+    let ep = Endpoint::new(broker.port, "cam", "bob-1").invited(bob.clone());
+    let mut s = Signal::open(&ep, &[]).await.unwrap();
+    // What an eavesdropper on `#` captures: bob's signed offer.
+    let captured = ep.wrap(&json!({"type": "offer", "sdp": OFFER}));
+    s.publish_raw(captured.to_string()).await;
+    let answer = s
+        .recv_on("to-viewer", Duration::from_secs(10))
+        .await
+        .expect("a reply");
+    let opened = ep.unwrap_reply(answer.clone()).unwrap_or(Value::Null);
+    assert_eq!(opened["type"], "answer", "{answer}");
+    assert_eq!(viewers(broker.port).await, 1);
+    s.send(&json!({"type": "bye"})).await;
+    wait_status(broker.port, "cam", Duration::from_secs(5), |st| {
+        st["viewers"] == 0
+    })
+    .await;
+
+    // Replayed on the same session after it ended: refused, no slot. (First drop the
+    // camera's candidates still queued for the ended session.)
+    while s
+        .recv_on("to-viewer", Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
+    s.publish_raw(captured.to_string()).await;
+    s.expect_error("unauthorized").await;
+    // Replayed on a new session id: the MAC binds the session, so refused too.
+    let mut other = Signal::connect(broker.port, "cam", "eve-1", &[]).await;
+    other.publish_raw(captured.to_string()).await;
+    other.expect_error("unauthorized").await;
+    assert_eq!(viewers(broker.port).await, 0, "a replay took a slot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_camera_messages_do_not_disturb_an_invited_viewer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, _cam) = invite_camera(dir.path()).await;
+    let alice = Viewer::join(
+        Endpoint::new(broker.port, "cam", "alice-2").invited(invitation("alice", now_s() + 3600)),
+        true,
+    )
+    .await;
+    let (ok, _) = alice
+        .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 10)
+        .await;
+    assert!(ok, "the invited viewer does not play");
+    let before = alice.report().decoded_video;
+
+    // A third client on alice's to-viewer topic: a plain answer, a config moving her
+    // to an attacker's TURN with relay policy, a bye, and an envelope with a bad MAC.
+    let mut attacker = Signal::connect(broker.port, "cam", "attacker", &[]).await;
+    let topic = "edgecam/cam/session/alice-2/to-viewer";
+    for forged in [
+        json!({"type": "answer", "sdp": OFFER}),
+        json!({"type": "config", "iceServers": [{"urls": ["turn:203.0.113.1:3478"], "username": "x", "credential": "y"}], "iceTransportPolicy": "relay"}),
+        json!({"type": "bye", "reason": "kicked"}),
+        json!({"type": "signed", "v": 1, "name": "alice", "exp": now_s() + 3600, "msg": "{\"type\":\"bye\",\"reason\":\"kicked\"}", "mac": "AAAA"}),
+    ] {
+        attacker.publish_to(topic, forged.to_string()).await;
+    }
+    let (ok, r) = alice
+        .wait_until(Duration::from_secs(10), |r| {
+            r.rejected.len() >= 4 && r.decoded_video >= before + 30
+        })
+        .await;
+    assert!(
+        ok,
+        "forgeries were not all rejected, or decoding stopped: {r:?}"
+    );
+    assert!(
+        r.ended.is_empty(),
+        "a forged bye ended the session: {:?}",
+        r.ended
+    );
+    assert_eq!(r.state.as_deref(), Some("connected"));
+    let _ = attacker.recv(Duration::from_millis(10)).await;
+}
