@@ -35,6 +35,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print an invitation link for a viewer (invite mode): the page URL with the
+    /// broker, camera, name, expiry and viewer key in its fragment, and a QR code.
+    Invite {
+        /// Viewer name, [A-Za-z0-9_.-]{1,64}; revoke it by name in [access] revoked.
+        #[arg(long)]
+        name: String,
+        /// How long the invitation lasts: 90s, 15m, 12h, 30d (at most 3650d).
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+        /// The viewer page's URL; default: this host's page, http://<host>.local:<port>/.
+        #[arg(long)]
+        page_url: Option<String>,
+        /// Print only the link (no QR code).
+        #[arg(long)]
+        no_qr: bool,
+    },
     /// Test the media path on this machine: capture → encoder → a viewer session → a
     /// loopback WebRTC viewer; reports frames received. No broker or network needed.
     Selftest {
@@ -61,6 +77,75 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     })
 }
 
+/// `edgecam invite`: mints the link from the service's access secret.
+fn invite(config: &Config, name: &str, ttl: &str, page_url: Option<&str>, no_qr: bool) -> ExitCode {
+    use edgecam::access::{invite, keys, store};
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("edgecam invite: {e}");
+        ExitCode::from(2)
+    };
+    if let Err(e) = keys::check_name(name) {
+        return fail(&e);
+    }
+    let ttl = match invite::parse_ttl(ttl) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
+    let (secret, _) = match store::load(config.access.secret_file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(&format_args!(
+                "{e} (the service creates it at its first start in invite mode)"
+            ));
+        }
+    };
+    if config.access.mode == edgecam::config::AccessMode::Open {
+        eprintln!(
+            "edgecam invite: note: [access] mode is \"open\": the camera admits anyone until it is \"invite\""
+        );
+    }
+    if config.access.revoked.iter().any(|r| r == name) {
+        return fail(&format_args!("{name} is in [access] revoked"));
+    }
+    let camera = config.camera_id();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .saturating_add(ttl.as_secs());
+    let key = keys::ViewerKey::derive(&secret, camera.as_str(), name, exp);
+    let default_page;
+    let page = match page_url {
+        Some(p) => p,
+        None => {
+            let host = rustix::system::uname();
+            let host = host.nodename().to_string_lossy().into_owned();
+            default_page = format!("http://{host}.local:{}/", config.http.listen.port());
+            &default_page
+        }
+    };
+    let link = invite::link(
+        page,
+        &invite::Invitation {
+            broker_ws: config.http.broker_ws_url.as_deref(),
+            prefix: &config.signaling.prefix,
+            camera: camera.as_str(),
+            name,
+            exp,
+            key: &key,
+        },
+    );
+    println!("{link}");
+    if !no_qr && let Ok(code) = qrcode::QrCode::new(link.as_bytes()) {
+        println!(
+            "{}",
+            code.render::<qrcode::render::unicode::Dense1x2>()
+                .quiet_zone(true)
+                .build()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match load(&cli) {
@@ -79,6 +164,12 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        Some(Command::Invite {
+            ref name,
+            ref ttl,
+            ref page_url,
+            no_qr,
+        }) => return invite(&config, name, ttl, page_url.as_deref(), no_qr),
         Some(Command::Run | Command::Selftest { .. }) | None => {}
     }
     if let Err(e) = edgecam::telemetry::init(

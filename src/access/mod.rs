@@ -4,8 +4,10 @@
 //!
 //! - [`keys`]: the access secret, viewer keys and tokens (pure).
 //! - [`gate`]: admits signed requests, drops replays, seals replies (sans-IO).
+//! - [`invite`]: invitation links and `--ttl` values (pure).
 //! - [`store`]: the secret's file (configured, or generated in the state directory).
 
 pub mod gate;
+pub mod invite;
 pub mod keys;
 pub mod store;

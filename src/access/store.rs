@@ -70,6 +70,26 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Secret, StoreError> {
 }
 
 /// Reads the secret from `configured`, or from the state directory's
+/// [`SECRET_FILE_NAME`], without creating anything (for `edgecam invite`: a secret it
+/// made would not be the one the service reads).
+///
+/// # Errors
+/// [`StoreError`]: the file is missing, unreadable or malformed, or no state directory.
+pub fn load(configured: Option<&Path>) -> Result<(Secret, PathBuf), StoreError> {
+    let path = match configured {
+        Some(p) => p.to_owned(),
+        None => state_directory()
+            .ok_or(StoreError::NoStateDirectory)?
+            .join(SECRET_FILE_NAME),
+    };
+    let bytes = std::fs::read(&path).map_err(|source| StoreError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((parse(&path, &bytes)?, path))
+}
+
+/// Reads the secret from `configured`, or from the state directory's
 /// [`SECRET_FILE_NAME`], generating it there (mode 0600, base64url text) when absent.
 /// Returns the secret and the file it came from.
 ///
