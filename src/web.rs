@@ -62,6 +62,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         include_bytes!("../web/vendor/mqtt.min.js"),
     ),
+    (
+        "/vendor/noble-hashes.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../web/vendor/noble-hashes.js"),
+    ),
 ];
 
 fn embedded(path: &'static str, mime: &'static str, body: &'static [u8]) -> Router<AppState> {

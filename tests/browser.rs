@@ -75,3 +75,90 @@ fn chromium_plays_standalone_with_no_config_at_all() {
     );
     assert!(log.contains("embedded MQTT broker"), "{log}");
 }
+
+/// Invite mode: the link `edgecam invite` prints plays in Chromium (the page signs with
+/// the key in the fragment and verifies the camera), and a third client's forged
+/// answer, config (attacker TURN, relay) and bye on the page's topic are dropped while
+/// it keeps decoding.
+#[test]
+fn chromium_plays_an_invitation_and_drops_forged_camera_messages() {
+    let net = NetPair::new().expect("network namespaces (needs root)");
+    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("access-secret");
+    std::fs::write(&secret, [3u8; 32]).unwrap();
+    let config = format!(
+        "[camera]\nid = \"porch\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\n\
+         [audio]\nsource = \"test\"\n[signaling]\nbroker = \"mqtt://127.0.0.1:1883\"\n\
+         [http]\nlisten = \"0.0.0.0:8080\"\nbroker_ws_url = \"ws://{ip}:9001\"\n\
+         [access]\nmode = \"invite\"\nsecret_file = \"{}\"\n",
+        secret.display(),
+        ip = net.camera_ip
+    );
+    let file = dir.path().join("edgecam.toml");
+    std::fs::write(&file, &config).unwrap();
+    let cam = Edgecam::start_in(Some(&net.camera), Some(&config));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+        .arg("--config")
+        .arg(&file)
+        .args(["invite", "--name", "alice", "--ttl", "1h", "--no-qr"])
+        .args(["--page-url", &format!("http://{}:8080/", net.camera_ip)])
+        .output()
+        .expect("edgecam invite");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(
+        link.contains("#v=1&broker=ws%3A%2F%2F") && link.contains("&name=alice&"),
+        "{link}"
+    );
+
+    let forged = |session: &str| {
+        let topic = format!("edgecam/porch/session/{session}/to-viewer");
+        for msg in [
+            r#"{"type":"answer","sdp":"v=0\r\n"}"#,
+            r#"{"type":"config","iceServers":[{"urls":["turn:203.0.113.1:3478"],"username":"x","credential":"y"}],"iceTransportPolicy":"relay"}"#,
+            r#"{"type":"bye","reason":"kicked"}"#,
+        ] {
+            let ok = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &net.camera,
+                    "mosquitto_pub",
+                    "-p",
+                    "1883",
+                    "-q",
+                    "1",
+                ])
+                .args(["-t", &topic, "-m", msg])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "mosquitto_pub");
+        }
+    };
+    let result = common::browser::Browser::new(&net.viewer, &link, "invite")
+        .hold(std::time::Duration::from_secs(5))
+        .run(|playing| forged(playing["stats"]["session"].as_str().expect("session id")));
+    assert_watchable(&result);
+    assert_eq!(
+        result["ok"], true,
+        "decoding stopped after the forgeries: {result:#}"
+    );
+    assert!(
+        result["stats"]["rejected"].as_u64() >= Some(3),
+        "forgeries not dropped: {result:#}"
+    );
+    assert_eq!(
+        result["stats"]["connectionState"], "connected",
+        "{result:#}"
+    );
+    assert!(
+        cam.log_text().contains("access mode invite"),
+        "{}",
+        cam.log_text()
+    );
+}

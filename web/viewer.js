@@ -4,6 +4,11 @@
 //
 // URL parameters (all optional): broker (ws:// or wss:// URL), camera, prefix,
 // username, password, session, relay=1 (relay-only ICE), autoplay=0.
+//
+// Invite mode (shared/design/access-v1.md, docs/security.md): an invitation link puts
+// v=1, broker, prefix, camera, name, exp and key in the URL fragment, which no server
+// receives. The page then signs what it sends and drops every camera message that is
+// not signed with the key (HMAC-SHA256 from the vendored @noble/hashes).
 'use strict';
 
 (function () {
@@ -23,6 +28,53 @@
   };
   // For tests and curious users: window.edgecam.stats() returns the latest figures.
   window.edgecam = { state, stats: () => state.stats };
+
+  // The invitation in the fragment, if any: { name, exp, key (bytes), broker, prefix,
+  // camera }.
+  const invitation = (() => {
+    const f = new URLSearchParams(location.hash.slice(1));
+    if (f.get('v') !== '1' || !f.get('key') || !f.get('name') || !f.get('exp')) return null;
+    try {
+      const b64 = f.get('key').replace(/-/g, '+').replace(/_/g, '/');
+      const key = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      if (key.length !== 32) return null;
+      return { name: f.get('name'), exp: Number(f.get('exp')), key, broker: f.get('broker'), prefix: f.get('prefix'), camera: f.get('camera') };
+    } catch (e) { return null; }
+  })();
+  state.rejected = 0;
+  const enc = new TextEncoder();
+  function b64url(bytes) {
+    return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  }
+  // MAC of a signed message (access-v1, "Signed messages").
+  function macOf(dir, session, text) {
+    const data = enc.encode(`edgecam-msg/1\n${dir}\n${state.camera}\n${session}\n${text}`);
+    return b64url(nobleHashes.hmac(nobleHashes.sha256, invitation.key, data));
+  }
+  // What goes on the wire for `msg`: itself, or in invite mode a signed envelope, with
+  // the page's clock as `ts` in requests (access-v1, "Freshness"); `tsOffsetMs` moves
+  // it (the Last Will's bye, written long before it fires).
+  function wire(msg, session, tsOffsetMs) {
+    if (!invitation) return JSON.stringify(msg);
+    const inner = Object.assign({}, msg);
+    if (['offer', 'config-request', 'bye'].includes(msg.type)) inner.ts = Date.now() + (tsOffsetMs || 0);
+    const text = JSON.stringify(inner);
+    return JSON.stringify({ type: 'signed', v: 1, name: invitation.name, exp: invitation.exp, msg: text, mac: macOf('v2c', session, text) });
+  }
+  // A camera message as this page accepts it: in invite mode only signed ones with the
+  // right MAC, and plain candidates and errors (which may go unsigned); else null.
+  function accept(msg) {
+    if (!invitation) return msg;
+    if (msg.type === 'signed') {
+      if (typeof msg.msg !== 'string' || typeof msg.mac !== 'string') return null;
+      if (macOf('c2v', state.session, msg.msg) !== msg.mac) return null;
+      try { return JSON.parse(msg.msg); } catch (e) { return null; }
+    }
+    if (msg.type === 'candidate') return msg;
+    // An unsigned error may not end a session whose signed answer already came.
+    if (msg.type === 'error' && !state.signedAnswer) return msg;
+    return null;
+  }
 
   function note(text) {
     $('message').textContent = text;
@@ -65,7 +117,7 @@
 
   function send(msg) {
     if (!state.client || !state.camera || !state.session) return;
-    state.client.publish(topic.toCamera(state.camera, state.session), JSON.stringify(msg), { qos: 1 });
+    state.client.publish(topic.toCamera(state.camera, state.session), wire(msg, state.session), { qos: 1 });
   }
 
   async function loadDefaults() {
@@ -74,14 +126,16 @@
       const r = await fetch('config.json', { cache: 'no-store' });
       if (r.ok) cfg = await r.json();
     } catch (e) { /* page not served by edgecam */ }
-    state.prefix = params.get('prefix') || cfg.prefix || 'edgecam';
-    let broker = params.get('broker') || cfg.brokerUrl;
+    const inv = invitation || {};
+    state.prefix = inv.prefix || params.get('prefix') || cfg.prefix || 'edgecam';
+    let broker = inv.broker || params.get('broker') || cfg.brokerUrl;
     if (!broker) {
       const port = cfg.brokerWsPort || 9001;
       const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
       broker = `${scheme}://${location.hostname || '127.0.0.1'}:${port}/mqtt`;
     }
-    return { broker, camera: params.get('camera') || cfg.camera || null };
+    if (invitation) note(`invited as ${invitation.name} until ${new Date(invitation.exp * 1000).toLocaleString()}`);
+    return { broker, camera: inv.camera || params.get('camera') || cfg.camera || null };
   }
 
   function connectBroker(broker) {
@@ -101,7 +155,10 @@
     if (v5) opts.properties = { sessionExpiryInterval: WILL_DELAY_S * 2 };
     if (params.get('username')) { opts.username = params.get('username'); opts.password = params.get('password') || ''; }
     if (state.camera) {
-      opts.will = { topic: topic.toCamera(state.camera, state.session), payload: '{"type":"bye"}', qos: 1, retain: false };
+      // Signed in invite mode with a ts 4 min ahead, so that when it fires it is newer
+      // than this session's offer; past the camera's 5 min window (when its clock is
+      // synchronised) it is refused and the session ends by its ICE timeout instead.
+      opts.will = { topic: topic.toCamera(state.camera, state.session), payload: wire({ type: 'bye' }, state.session, 240000), qos: 1, retain: false };
       if (v5) opts.will.properties = { willDelayInterval: WILL_DELAY_S };
     }
     const client = mqtt.connect(broker, opts);
@@ -139,7 +196,11 @@
     try { msg = JSON.parse(payload.toString()); } catch (e) { return; }
     const parts = t.split('/');
     if (parts.length === 3 && parts[2] === 'status') { onStatus(parts[1], msg); return; }
-    if (state.camera && t === topic.toViewer(state.camera, state.session)) onSignal(msg);
+    if (state.camera && t === topic.toViewer(state.camera, state.session)) {
+      const ok = accept(msg);
+      if (ok) onSignal(ok);
+      else { state.rejected += 1; note('dropped a camera message that failed verification'); }
+    }
   }
 
   function onStatus(cam, status) {
@@ -263,6 +324,7 @@
       state.remoteSet = false;
       state.iceRestarts += 1;
     }
+    if (!iceRestart) state.signedAnswer = false;
     const offer = await pc.createOffer({ iceRestart });
     await pc.setLocalDescription(offer);
     send({ type: 'offer', sdp: pc.localDescription.sdp });
@@ -285,6 +347,7 @@
       case 'answer':
         if (!pc) return;
         mark('answer');
+        if (invitation) state.signedAnswer = true;
         try {
           await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
           state.remoteSet = true;
@@ -408,6 +471,7 @@
     s.iceTransportPolicy = state.iceTransportPolicy;
     s.connectionState = pc.connectionState;
     s.session = state.session;
+    s.rejected = state.rejected;
     state.stats = s;
     $('s-resolution').textContent = s.width ? `${s.width}×${s.height}` : '–';
     $('s-fps').textContent = s.framesPerSecond != null ? s.framesPerSecond.toFixed(0) + ' fps' : '–';
@@ -421,7 +485,7 @@
   window.addEventListener('pagehide', () => {
     // Flush bye synchronously: mqtt.js would send on a later tick that never comes.
     if (state.socket && state.socket.readyState === 1 && state.camera && state.session && state.pc) {
-      try { state.socket.send(publishPacket(topic.toCamera(state.camera, state.session), '{"type":"bye"}')); } catch (e) { /* unloading */ }
+      try { state.socket.send(publishPacket(topic.toCamera(state.camera, state.session), wire({ type: 'bye' }, state.session))); } catch (e) { /* unloading */ }
     }
   });
   $('unmute').onclick = () => { const v = $('video'); v.muted = !v.muted; $('unmute').textContent = v.muted ? 'Unmute' : 'Mute'; };
