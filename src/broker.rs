@@ -2,11 +2,14 @@
 //! camera's own client, MQTT over WebSocket for browsers. Started only when
 //! `signaling.broker` is unset.
 
+use crate::access::gate::AccessPolicy;
 use crate::config::BrokerConfig;
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use base64::Engine as _;
+use rumqttd::{AuthHandler, Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
+use subtle::ConstantTimeEq as _;
 
 /// Errors starting the embedded broker.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,79 @@ pub enum BrokerError {
     /// The broker thread could not be spawned.
     #[error("cannot start broker thread: {0}")]
     Thread(std::io::Error),
+    /// A reload asked for another admission mode than the running broker's.
+    #[error(
+        "the embedded broker runs in {running} mode; restart the service to change [access] mode"
+    )]
+    ModeChanged {
+        /// `open` or `invite`.
+        running: &'static str,
+    },
+    /// The system random source failed (the camera's own login).
+    #[error("cannot generate the camera's broker login: system random source failed")]
+    Random,
+}
+
+/// Whom the embedded broker admits.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// Anyone, or only `[broker] username`/`password` when set.
+    Open,
+    /// The camera's own client (a login made up at start) and invited viewers: user
+    /// name = viewer name, password = its token (access-v1, "Token"); also the
+    /// `[broker]` login when set.
+    Invite(AccessPolicy),
+}
+
+impl Admission {
+    fn mode(&self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Invite(_) => "invite",
+        }
+    }
+}
+
+/// The started (or running) broker.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The MQTT/TCP listen address.
+    pub listen: SocketAddr,
+    /// The login the camera's own client must use (invite mode).
+    pub camera_login: Option<(String, String)>,
+}
+
+/// What a running broker needs to admit clients; the policy is replaced on reload
+/// (revocations apply at once).
+struct Running {
+    cfg: BrokerConfig,
+    mode: &'static str,
+    camera_login: Option<(String, String)>,
+    policy: Arc<RwLock<Option<AccessPolicy>>>,
+}
+
+/// The external-auth check of invite mode (rumqttd calls it for every CONNECT).
+fn admits(
+    policy: &RwLock<Option<AccessPolicy>>,
+    camera: &(String, String),
+    configured: Option<&(String, String)>,
+    user: &str,
+    pass: &str,
+) -> bool {
+    let eq = |a: &str, b: &str| bool::from(a.as_bytes().ct_eq(b.as_bytes()));
+    if (eq(user, &camera.0) && eq(pass, &camera.1))
+        || configured.is_some_and(|(u, p)| eq(user, u) && eq(pass, p))
+    {
+        return true;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    policy
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|p| p.admits_token(user, pass, now))
 }
 
 fn check_free(addr: SocketAddr) -> Result<(), BrokerError> {
@@ -51,16 +127,22 @@ fn wait_listening(addr: SocketAddr) {
     log::warn!("embedded broker not accepting on {addr} after 3 s");
 }
 
-/// The settings the running embedded broker was started with (it cannot be stopped).
-static RUNNING: Mutex<Option<BrokerConfig>> = Mutex::new(None);
+/// The running embedded broker (it cannot be stopped).
+static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
 
 /// Checks that [`start`] with `cfg` would succeed without starting anything: a running
 /// broker is reused whatever `cfg` says; otherwise both listen addresses must be free.
 ///
 /// # Errors
 /// [`BrokerError::Listen`] naming the address that cannot be bound.
-pub fn check(cfg: &BrokerConfig) -> Result<(), BrokerError> {
-    if RUNNING.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+pub fn check(cfg: &BrokerConfig, invite: bool) -> Result<(), BrokerError> {
+    let wanted = if invite { "invite" } else { "open" };
+    if let Some(running) = RUNNING.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if running.mode != wanted {
+            return Err(BrokerError::ModeChanged {
+                running: running.mode,
+            });
+        }
         return Ok(());
     }
     check_free(cfg.listen)?;
@@ -69,31 +151,68 @@ pub fn check(cfg: &BrokerConfig) -> Result<(), BrokerError> {
 
 /// Starts the broker on a thread of its own (rumqttd runs its own runtime). It lives
 /// as long as the process: a second call (a configuration reload) keeps the running
-/// broker, warning when its settings changed, since those apply only after a restart.
-/// Returns the MQTT/TCP address the broker listens on.
+/// broker, warning when its settings changed, since those apply only after a restart;
+/// a new invite policy (revocations) applies at once, a change of mode is refused.
 ///
 /// # Errors
-/// [`BrokerError`] when a listener address is unavailable.
-pub fn start(cfg: &BrokerConfig) -> Result<SocketAddr, BrokerError> {
+/// [`BrokerError`] when a listener address is unavailable, the mode changed, or the
+/// camera's login cannot be generated.
+pub fn start(cfg: &BrokerConfig, admission: Admission) -> Result<Started, BrokerError> {
     let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(current) = running.as_ref() {
-        if current != cfg {
+        if current.mode != admission.mode() {
+            return Err(BrokerError::ModeChanged {
+                running: current.mode,
+            });
+        }
+        if current.cfg != *cfg {
             log::warn!("embedded broker settings changed: they apply after a restart");
         }
-        return Ok(current.listen);
+        if let Admission::Invite(policy) = admission {
+            *current.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(policy);
+        }
+        return Ok(Started {
+            listen: current.cfg.listen,
+            camera_login: current.camera_login.clone(),
+        });
     }
     check_free(cfg.listen)?;
     check_free(cfg.ws_listen)?;
-    let auth = match (&cfg.username, &cfg.password) {
-        (Some(u), Some(p)) => Some(HashMap::from([(u.clone(), p.clone())])),
+    let configured = match (&cfg.username, &cfg.password) {
+        (Some(u), Some(p)) => Some((u.clone(), p.clone())),
         _ => None,
+    };
+    let mode = admission.mode();
+    let policy = Arc::new(RwLock::new(None));
+    let (auth, external_auth, camera_login): (_, Option<AuthHandler>, _) = match admission {
+        Admission::Open => (
+            configured.clone().map(|(u, p)| HashMap::from([(u, p)])),
+            None,
+            None,
+        ),
+        Admission::Invite(p) => {
+            *policy.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
+            let mut bytes = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                .map_err(|_| BrokerError::Random)?;
+            let login = (
+                "edgecam-camera".to_owned(),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+            );
+            let (policy, camera) = (policy.clone(), login.clone());
+            let handler: AuthHandler = Arc::new(move |_client, user, pass| {
+                let ok = admits(&policy, &camera, configured.as_ref(), &user, &pass);
+                Box::pin(async move { ok })
+            });
+            (None, Some(handler), Some(login))
+        }
     };
     let connections = ConnectionSettings {
         connection_timeout_ms: 30_000,
         max_payload_size: 1024 * 1024,
         max_inflight_count: 200,
         auth,
-        external_auth: None,
+        external_auth,
         dynamic_filters: true,
     };
     let server = |name: &str, listen: SocketAddr| ServerSettings {
@@ -140,10 +259,23 @@ pub fn start(cfg: &BrokerConfig) -> Result<SocketAddr, BrokerError> {
         .map_err(BrokerError::Thread)?;
     wait_listening(cfg.listen);
     log::info!(
-        "embedded MQTT broker on tcp {} and websocket {}",
+        "embedded MQTT broker on tcp {} and websocket {} ({})",
         cfg.listen,
-        cfg.ws_listen
+        cfg.ws_listen,
+        match mode {
+            "invite" => "admits the camera and invited viewers",
+            _ if cfg.username.is_some() => "admits the configured login",
+            _ => "admits anyone",
+        }
     );
-    *running = Some(cfg.clone());
-    Ok(cfg.listen)
+    *running = Some(Running {
+        cfg: cfg.clone(),
+        mode,
+        camera_login: camera_login.clone(),
+        policy,
+    });
+    Ok(Started {
+        listen: cfg.listen,
+        camera_login,
+    })
 }

@@ -91,7 +91,28 @@ impl Drop for Broker {
 
 /// Connects and returns the CONNACK code (or a connection error as `None`).
 async fn connack(port: u16, creds: Option<(&str, &str)>) -> Option<ConnectReturnCode> {
-    let mut opts = MqttOptions::new(format!("probe{}", rand::random::<u16>()), "127.0.0.1", port);
+    connack_opts(
+        MqttOptions::new(format!("probe{}", rand::random::<u16>()), "127.0.0.1", port),
+        creds,
+    )
+    .await
+}
+
+/// As [`connack`], over MQTT-over-WebSocket (as browsers connect) to `ws://127.0.0.1:port`.
+async fn connack_ws(port: u16, creds: Option<(&str, &str)>) -> Option<ConnectReturnCode> {
+    let mut opts = MqttOptions::new(
+        format!("probe{}", rand::random::<u16>()),
+        format!("ws://127.0.0.1:{port}/mqtt"),
+        port,
+    );
+    opts.set_transport(rumqttc::Transport::Ws);
+    connack_opts(opts, creds).await
+}
+
+async fn connack_opts(
+    mut opts: MqttOptions,
+    creds: Option<(&str, &str)>,
+) -> Option<ConnectReturnCode> {
     if let Some((u, p)) = creds {
         opts.set_credentials(u, p);
     }
@@ -213,5 +234,85 @@ async fn embedded_broker_requires_its_credentials() {
         cam.log_text().contains("signaling online"),
         "the camera's own client got in: {}",
         cam.log_text()
+    );
+}
+
+/// Invite mode: the embedded broker admits the camera's own client and invited viewers
+/// (name + token), and nobody else, over TCP and WebSocket; an invited viewer plays
+/// through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_in_invite_mode_admits_only_invited_viewers() {
+    use common::viewer::{Endpoint, Invitation};
+    use edgecam::access::keys::Secret;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), [4u8; 32]).unwrap();
+    let (tcp, ws) = (free_port(), free_port());
+    let config = format!(
+        "[camera]\nid = \"gate\"\n[video]\nsource = \"test\"\nwidth = 320\nheight = 240\n[audio]\nsource = \"none\"\n\
+         [broker]\nlisten = \"127.0.0.1:{tcp}\"\nws_listen = \"127.0.0.1:{ws}\"\n\
+         [http]\nenabled = false\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n\
+         [access]\nmode = \"invite\"\nsecret_file = \"{}\"\nrevoked = [\"mallory\"]\n",
+        dir.path().join("secret").display()
+    );
+    let cam = Edgecam::start(&config);
+    assert!(
+        wait_port(ws, Duration::from_secs(15)),
+        "embedded broker listens"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let mint = |secret: [u8; 32], camera: &str, name: &str, exp: u64| {
+        Invitation::mint(&Secret::from_bytes(secret), camera, name, exp)
+    };
+    let alice = mint([4; 32], "gate", "alice", exp);
+    let token = alice.key.token("gate", "alice", exp);
+    let other_camera = mint([4; 32], "garage", "alice", exp);
+    let other_token = other_camera.key.token("garage", "alice", exp);
+    let mallory = mint([4; 32], "gate", "mallory", exp);
+    let mallory_token = mallory.key.token("gate", "mallory", exp);
+    for (what, creds) in [
+        ("anonymous", None),
+        (
+            "a token for another camera",
+            Some(("alice", other_token.as_str())),
+        ),
+        ("a token under another name", Some(("bob", token.as_str()))),
+        ("a revoked name", Some(("mallory", mallory_token.as_str()))),
+        ("a guessed camera login", Some(("edgecam-camera", "x"))),
+    ] {
+        assert_ne!(
+            connack_ws(ws, creds).await,
+            Some(ConnectReturnCode::Success),
+            "WebSocket, {what}"
+        );
+        assert_ne!(
+            connack(tcp, creds).await,
+            Some(ConnectReturnCode::Success),
+            "TCP, {what}"
+        );
+    }
+    assert_eq!(
+        connack_ws(ws, Some(("alice", &token))).await,
+        Some(ConnectReturnCode::Success),
+        "the invited viewer over WebSocket"
+    );
+    // The camera's own client is in, and an invited viewer plays through this broker.
+    assert!(
+        cam.log_text().contains("signaling online"),
+        "{}",
+        cam.log_text()
+    );
+    let viewer = Viewer::join(Endpoint::new(tcp, "gate", "alice-1").invited(alice), true).await;
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 10)
+        .await;
+    assert!(ok, "the invited viewer does not play: {r:?}");
+    assert!(
+        cam.log_text()
+            .contains("admits the camera and invited viewers")
     );
 }

@@ -61,6 +61,12 @@
     const text = JSON.stringify(inner);
     return JSON.stringify({ type: 'signed', v: 1, name: invitation.name, exp: invitation.exp, msg: text, mac: macOf('v2c', session, text) });
   }
+  // The bearer token of the invitation (access-v1, "Token"): MQTT password, HTTP bearer.
+  function token() {
+    const cam = state.camera || invitation.camera;
+    const data = enc.encode(`edgecam-token/1\n${cam}\n${invitation.name}\n${invitation.exp}`);
+    return `${invitation.name}.${invitation.exp}.${b64url(nobleHashes.hmac(nobleHashes.sha256, invitation.key, data))}`;
+  }
   // A camera message as this page accepts it: in invite mode only signed ones with the
   // right MAC, and plain candidates and errors (which may go unsigned); else null.
   function accept(msg) {
@@ -154,6 +160,8 @@
     };
     if (v5) opts.properties = { sessionExpiryInterval: WILL_DELAY_S * 2 };
     if (params.get('username')) { opts.username = params.get('username'); opts.password = params.get('password') || ''; }
+    // Invite mode: the embedded broker admits the viewer name with its token.
+    if (invitation) { opts.username = invitation.name; opts.password = token(); }
     if (state.camera) {
       // Signed in invite mode with a ts 4 min ahead, so that when it fires it is newer
       // than this session's offer; past the camera's 5 min window (when its clock is

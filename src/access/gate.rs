@@ -27,6 +27,41 @@ pub struct AccessPolicy {
     pub revoked: HashSet<String>,
 }
 
+impl AccessPolicy {
+    /// Whether an MQTT login (`username` = viewer name, `password` = its token) or an
+    /// HTTP bearer token belongs to an unexpired, unrevoked invitation, at `now_s`
+    /// (unix seconds). Access-v1, "Token".
+    pub fn admits_token(&self, username: &str, token: &str, now_s: u64) -> bool {
+        let mut parts = token.splitn(3, '.');
+        let (Some(name), Some(exp), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        let Ok(exp) = exp.parse::<u64>() else {
+            return false;
+        };
+        if name != username
+            || check_name(name).is_err()
+            || exp <= now_s
+            || self.revoked.contains(name)
+        {
+            return false;
+        }
+        ViewerKey::derive(&self.secret, &self.camera_id, name, exp).verify_token(
+            &self.camera_id,
+            name,
+            exp,
+            token,
+        )
+    }
+
+    /// [`AccessPolicy::admits_token`] for a bearer token alone (the name is its first
+    /// part).
+    pub fn admits_bearer(&self, token: &str, now_s: u64) -> bool {
+        let name = token.split('.').next().unwrap_or("");
+        self.admits_token(name, token, now_s)
+    }
+}
+
 /// A message the gate let through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admitted {
@@ -110,6 +145,11 @@ impl Gate {
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
         }
+    }
+
+    /// The policy the gate checks against.
+    pub fn policy(&self) -> &AccessPolicy {
+        &self.policy
     }
 
     /// Checks `payload`, received on `session`'s `to-camera` topic at `now_ms` (unix
@@ -476,6 +516,30 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn tokens_of_current_invitations_are_admitted() {
+        let g = gate();
+        let token =
+            ViewerKey::derive(&secret(), "porch", "alice", EXP).token("porch", "alice", EXP);
+        let now = NOW / 1000;
+        assert!(g.policy.admits_token("alice", &token, now));
+        assert!(g.policy.admits_bearer(&token, now));
+        assert!(
+            !g.policy.admits_token("bob", &token, now),
+            "another user name"
+        );
+        assert!(!g.policy.admits_token("alice", &token, EXP), "expired");
+        let revoked =
+            ViewerKey::derive(&secret(), "porch", "mallory", EXP).token("porch", "mallory", EXP);
+        assert!(!g.policy.admits_bearer(&revoked, now));
+        let other_camera =
+            ViewerKey::derive(&secret(), "garage", "alice", EXP).token("garage", "alice", EXP);
+        assert!(!g.policy.admits_bearer(&other_camera, now));
+        for junk in ["", "alice", "alice.x.y", "alice.1.", ".1.a"] {
+            assert!(!g.policy.admits_bearer(junk, now), "{junk}");
+        }
     }
 
     #[test]

@@ -134,6 +134,20 @@ impl ViewerKey {
         format!("{name}.{exp}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
+    /// Whether `token` is this key's bearer token for `camera_id` (see
+    /// [`ViewerKey::token`]); the MAC part is compared in constant time by `ring`.
+    pub fn verify_token(&self, camera_id: &str, name: &str, exp: u64, token: &str) -> bool {
+        let Some(mac_b64) = token.strip_prefix(&format!("{name}.{exp}.")) else {
+            return false;
+        };
+        let Ok(given) = URL_SAFE_NO_PAD.decode(mac_b64) else {
+            return false;
+        };
+        let data = format!("edgecam-token/1\n{camera_id}\n{name}\n{exp}");
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        hmac::verify(&key, data.as_bytes(), &given).is_ok()
+    }
+
     /// The MAC of one signed message (access-v1, "Signed messages"):
     /// `HMAC-SHA256(K, "edgecam-msg/1\n" + dir + "\n" + camera_id + "\n" + session_id +
     /// "\n" + msg)`, as unpadded base64url.
@@ -256,7 +270,12 @@ mod tests {
             msg,
             "not base64!"
         ));
-        assert_eq!(ViewerKey::from_base64url(&k.to_base64url()), Ok(k));
+        assert_eq!(ViewerKey::from_base64url(&k.to_base64url()), Ok(k.clone()));
+        let token = k.token("porch", "alice", 1_798_675_200);
+        assert!(k.verify_token("porch", "alice", 1_798_675_200, &token));
+        assert!(!k.verify_token("porch", "alice", 1_798_675_201, &token));
+        assert!(!k.verify_token("porch2", "alice", 1_798_675_200, &token));
+        assert!(!k.verify_token("porch", "alice", 1_798_675_200, &token.replace('a', "b")));
     }
 
     #[test]

@@ -56,6 +56,14 @@ impl Admission {
         })
     }
 
+    /// Whom the embedded broker should admit.
+    pub(super) fn broker(&self) -> crate::broker::Admission {
+        match &self.gate {
+            None => crate::broker::Admission::Open,
+            Some(g) => crate::broker::Admission::Invite(g.policy().clone()),
+        }
+    }
+
     /// Whether requests must be signed (the status advertises `signed-v1`).
     pub(super) fn signed(&self) -> bool {
         self.gate.is_some()

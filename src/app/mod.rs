@@ -199,14 +199,17 @@ async fn start_parts(
                 .or_else(|| url.userinfo.clone()),
         ),
         None => {
-            let addr = loopback_if_unspecified(broker::start(&config.broker)?);
+            let started = broker::start(&config.broker, admission.broker())?;
+            let addr = loopback_if_unspecified(started.listen);
             (
                 BrokerUrl::parse(&format!("mqtt://{addr}")).map_err(|e| anyhow::anyhow!(e))?,
-                config
-                    .broker
-                    .username
-                    .clone()
-                    .map(|u| (u, config.broker.password.clone().unwrap_or_default())),
+                started.camera_login.or_else(|| {
+                    config
+                        .broker
+                        .username
+                        .clone()
+                        .map(|u| (u, config.broker.password.clone().unwrap_or_default()))
+                }),
             )
         }
     };

@@ -73,7 +73,11 @@ pub fn preflight(next: &Config, current: &Config) -> anyhow::Result<()> {
         Some(url) => {
             mqtt::check_tls(url, next.signaling.ca_file.as_ref()).context("signaling.ca_file")?
         }
-        None => broker::check(&next.broker).context("broker")?,
+        None => broker::check(
+            &next.broker,
+            next.access.mode == crate::config::AccessMode::Invite,
+        )
+        .context("broker")?,
     }
     let http_kept = current.http.enabled && current.http.listen == next.http.listen;
     if next.http.enabled && !http_kept {

@@ -168,6 +168,10 @@ impl Signal {
         let mut opts = MqttOptions::new(&ep.session, "127.0.0.1", ep.port);
         opts.set_keep_alive(Duration::from_secs(10))
             .set_max_packet_size(1 << 20, 1 << 20);
+        if let Some(inv) = &ep.invitation {
+            // The embedded broker in invite mode admits the name with its token.
+            opts.set_credentials(&inv.name, inv.key.token(&ep.camera, &inv.name, inv.exp));
+        }
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
         let mut filters = vec![ep.topic("to-viewer")];
         filters.extend(extra.iter().map(|s| (*s).to_owned()));
