@@ -1,9 +1,16 @@
 //! HTTP server for the viewer page (`web/`, built into the binary) plus two JSON
 //! endpoints: `/config.json` (what the page needs to connect) and `/api/stats`.
+//!
+//! In invite mode both endpoints want `Authorization: Bearer <token>` of an invitation
+//! (access-v1, "Token"); the page's static files stay public (they hold nothing, and
+//! the key arrives in the link's fragment, which no request carries). Every response
+//! carries a Content-Security-Policy (scripts, styles and fetches from the page's own
+//! origin, MQTT over ws:/wss: anywhere, no framing) and `X-Content-Type-Options`.
 
+use crate::access::gate::AccessPolicy;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -34,6 +41,8 @@ pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 struct AppState {
     page: PageConfig,
     stats: StatsFn,
+    /// Invite mode: the policy bearer tokens are checked against.
+    access: Option<Arc<AccessPolicy>>,
 }
 
 const FILES: &[(&str, &str, &[u8])] = &[
@@ -76,9 +85,24 @@ fn embedded(path: &'static str, mime: &'static str, body: &'static [u8]) -> Rout
     )
 }
 
-/// Builds the router: files from `web_root` when given, else the embedded copies.
-pub fn router(page: PageConfig, stats: StatsFn, web_root: Option<PathBuf>) -> Router {
-    let state = AppState { page, stats };
+/// The Content-Security-Policy of every response.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     media-src 'self' blob:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; \
+     frame-ancestors 'none'";
+
+/// Builds the router: files from `web_root` when given, else the embedded copies;
+/// `access` (invite mode) guards the JSON endpoints.
+pub fn router(
+    page: PageConfig,
+    stats: StatsFn,
+    web_root: Option<PathBuf>,
+    access: Option<AccessPolicy>,
+) -> Router {
+    let state = AppState {
+        page,
+        stats,
+        access: access.map(Arc::new),
+    };
     let mut app = Router::new()
         .route("/config.json", get(config_json))
         .route("/api/stats", get(stats_json));
@@ -94,13 +118,58 @@ pub fn router(page: PageConfig, stats: StatsFn, web_root: Option<PathBuf>) -> Ro
         }
     }
     app.with_state(state)
+        .layer(axum::middleware::map_response(security_headers))
 }
 
-async fn config_json(State(s): State<AppState>) -> Response {
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// `None` when the request may proceed; else the 401 to send.
+fn unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let policy = s.access.as_ref()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ok = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| policy.admits_bearer(t.trim(), now));
+    (!ok).then(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "an invitation's token is needed (docs/security.md)",
+        )
+            .into_response()
+    })
+}
+
+async fn config_json(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = unauthorized(&s, &headers) {
+        return refused;
+    }
     Json(s.page).into_response()
 }
 
-async fn stats_json(State(s): State<AppState>) -> Response {
+async fn stats_json(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = unauthorized(&s, &headers) {
+        return refused;
+    }
     Json((s.stats)()).into_response()
 }
 

@@ -129,7 +129,8 @@
   async function loadDefaults() {
     let cfg = {};
     try {
-      const r = await fetch('config.json', { cache: 'no-store' });
+      const headers = invitation ? { Authorization: 'Bearer ' + token() } : {};
+      const r = await fetch('config.json', { cache: 'no-store', headers });
       if (r.ok) cfg = await r.json();
     } catch (e) { /* page not served by edgecam */ }
     const inv = invitation || {};

@@ -56,6 +56,11 @@ impl Admission {
         })
     }
 
+    /// The invite policy, for the HTTP endpoints' bearer tokens (`None`: open).
+    pub(super) fn policy(&self) -> Option<crate::access::gate::AccessPolicy> {
+        self.gate.as_ref().map(|g| g.policy().clone())
+    }
+
     /// Whom the embedded broker should admit.
     pub(super) fn broker(&self) -> crate::broker::Admission {
         match &self.gate {

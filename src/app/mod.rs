@@ -320,7 +320,12 @@ async fn start_parts(
             prefix: config.signaling.prefix.clone(),
             camera: camera.to_string(),
         };
-        let router = web::router(page, stats, config.http.web_root.clone());
+        let router = web::router(
+            page,
+            stats,
+            config.http.web_root.clone(),
+            admission.policy(),
+        );
         let task = web::serve(config.http.listen, router, stops.http.clone())
             .await
             .with_context(|| format!("http.listen {}", config.http.listen))?;
