@@ -32,10 +32,12 @@ async fn invite_camera(dir: &std::path::Path) -> (common::Mosquitto, common::Edg
     let secret_file = dir.join("access-secret");
     std::fs::write(&secret_file, SECRET).unwrap();
     online_camera_from("cam", |port| {
-        format!(
-            "{}\n[access]\nmode = \"invite\"\nsecret_file = \"{}\"\nrevoked = [\"mallory\"]\n",
-            camera_config("cam", port, ""),
-            secret_file.display()
+        camera_config("cam", port, "").replace(
+            "[access]\nmode = \"open\"\n",
+            &format!(
+                "[access]\nmode = \"invite\"\nsecret_file = \"{}\"\nrevoked = [\"mallory\"]\n",
+                secret_file.display()
+            ),
         )
     })
     .await

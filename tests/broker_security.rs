@@ -172,7 +172,7 @@ async fn camera_signals_over_tls_with_ca_file_and_password() {
 
     std::fs::write(dir.path().join("mqtt-password"), "s3cret\n").unwrap();
     let config = format!(
-        "[camera]\nid = \"tlscam\"\n[video]\nsource = \"test\"\nwidth = 320\nheight = 240\n[audio]\nsource = \"none\"\n\
+        "[camera]\nid = \"tlscam\"\n[video]\nsource = \"test\"\nwidth = 320\nheight = 240\n[audio]\nsource = \"none\"\n[access]\nmode = \"open\"\n\
          [signaling]\nbroker = \"mqtts://127.0.0.1:{tls}\"\nca_file = \"{d}/ca.pem\"\nusername = \"cam\"\npassword_file = \"{d}/mqtt-password\"\n\
          [http]\nenabled = false\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n",
         d = dir.path().display()
@@ -201,7 +201,7 @@ async fn embedded_broker_requires_its_credentials() {
     std::fs::write(dir.path().join("pw"), "viewer-pass\n").unwrap();
     let (tcp, ws) = (free_port(), free_port());
     let config = format!(
-        "[camera]\nid = \"locked\"\n[video]\nsource = \"test\"\nwidth = 320\nheight = 240\n[audio]\nsource = \"none\"\n\
+        "[camera]\nid = \"locked\"\n[video]\nsource = \"test\"\nwidth = 320\nheight = 240\n[audio]\nsource = \"none\"\n[access]\nmode = \"open\"\n\
          [broker]\nlisten = \"127.0.0.1:{tcp}\"\nws_listen = \"127.0.0.1:{ws}\"\nusername = \"viewer\"\npassword_file = \"{}\"\n\
          [http]\nenabled = false\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n",
         dir.path().join("pw").display()

@@ -42,7 +42,7 @@ fn chromium_plays_via_external_mosquitto_over_websocket() {
     let net = NetPair::new().expect("network namespaces (needs root)");
     let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
     let config = format!(
-        "[camera]\nid = \"porch\"\nname = \"Porch\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\n\
+        "[camera]\nid = \"porch\"\nname = \"Porch\"\n[access]\nmode = \"open\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\n\
          [audio]\nsource = \"test\"\n[signaling]\nbroker = \"mqtt://127.0.0.1:1883\"\n\
          [http]\nlisten = \"0.0.0.0:8080\"\nbroker_ws_url = \"ws://{}:9001\"\n",
         net.camera_ip
@@ -60,13 +60,33 @@ fn chromium_plays_via_external_mosquitto_over_websocket() {
 #[test]
 fn chromium_plays_standalone_with_no_config_at_all() {
     let net = NetPair::new().expect("network namespaces (needs root)");
-    // No config file: embedded broker, served page, test pattern and tone.
+    // No config file: embedded broker, served page, test pattern and tone, invite mode
+    // with a secret generated at the first start; the page opens the link `edgecam
+    // invite` prints from that secret.
     let cam = Edgecam::start_in(Some(&net.camera), None);
-    let result = run_browser(
-        &net,
-        &format!("http://{}:8080/", net.camera_ip),
-        "standalone",
+    let secret = cam.state_dir().join("access-secret");
+    for _ in 0..150 {
+        if secret.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+        .args(["invite", "--name", "me", "--ttl", "1h", "--no-qr"])
+        .args(["--page-url", &format!("http://{}:8080/", net.camera_ip)])
+        .env("STATE_DIRECTORY", cam.state_dir())
+        .output()
+        .expect("edgecam invite");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mode = std::fs::metadata(&secret)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    assert_eq!(mode.ok(), Some(0o600), "the generated secret is private");
+    let result = run_browser(&net, &link, "standalone");
     assert_watchable(&result);
     let log = cam.log_text();
     assert!(

@@ -42,6 +42,8 @@ source = "alsa"
 device = "hw:Loopback,1,0"
 [log]
 level = "debug"
+[access]
+mode = "open"
 "#
     )
 }
@@ -592,7 +594,21 @@ async fn in_guest_viewer() {
     let out = PathBuf::from(var("EDGECAM_LAB_OUT"));
     let port: u16 = var("EDGECAM_LAB_BROKER_PORT").parse().expect("port");
     let camera = var("EDGECAM_LAB_CAMERA");
-    let viewer = common::viewer::Viewer::connect(port, &camera, &format!("lab-{phase}")).await;
+    let mut endpoint = common::viewer::Endpoint::new(port, &camera, &format!("lab-{phase}"));
+    // The shipped config is in invite mode: mint an invitation from the secret the
+    // service generated (root may read it), as `edgecam invite` would.
+    if let Ok(file) = std::env::var("EDGECAM_LAB_SECRET") {
+        let (secret, _) = edgecam::access::store::load(Some(Path::new(&file)))
+            .unwrap_or_else(|e| panic!("the service's access secret: {e}"));
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 3600;
+        endpoint = endpoint.invited(common::viewer::Invitation::mint(
+            &secret, &camera, "lab", exp,
+        ));
+    }
+    let viewer = common::viewer::Viewer::join(endpoint, true).await;
     let report = match phase.as_str() {
         "shutdown" => {
             let (_, _) = viewer

@@ -121,7 +121,7 @@ impl World {
         let config = format!(
             "[camera]\nid = \"porch\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\n\
              [audio]\nsource = \"test\"\n[signaling]\nbroker = \"mqtt://{}:1883\"\n\
-             [http]\nenabled = false\n[webrtc]\nconnect_timeout_s = 8\n{}\n{servers}",
+             [http]\nenabled = false\n[access]\nmode = \"open\"\n[webrtc]\nconnect_timeout_s = 8\n{}\n{servers}",
             net.relay_ip, setup.webrtc
         );
         let cam = Edgecam::start_in(Some(&net.camera), Some(&config));

@@ -21,9 +21,9 @@ pub struct CameraConfig {
 #[serde(rename_all = "lowercase")]
 pub enum AccessMode {
     /// Anyone who reaches the broker (protocol 1 as it is); warned about at start.
-    #[default]
     Open,
-    /// Only viewers holding an invitation: signed requests, signed replies.
+    /// Only viewers holding an invitation: signed requests, signed replies (default).
+    #[default]
     Invite,
 }
 

@@ -140,12 +140,13 @@ pub struct Edgecam {
 }
 
 /// A config for a test camera `id` using `broker_port`: test sources, loopback ICE,
-/// no HTTP server.
+/// no HTTP server, and access mode `open` (protocol 1 as the contract has it; invite
+/// mode has its own tests in `tests/access.rs` and the browser and lab tests).
 pub fn camera_config(id: &str, broker_port: u16, extra: &str) -> String {
     format!(
         "[camera]\nid = \"{id}\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 30\nbitrate_kbps = 800\n\
          [audio]\nsource = \"test\"\n[signaling]\nbroker = \"mqtt://127.0.0.1:{broker_port}\"\n\
-         [http]\nenabled = false\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n{extra}"
+         [http]\nenabled = false\n[access]\nmode = \"open\"\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n{extra}"
     )
 }
 
@@ -179,6 +180,8 @@ impl Edgecam {
             std::fs::write(&path, config).expect("write config");
             cmd.arg("--config").arg(&path);
         }
+        // Invite mode's generated secret goes here, not into the machine's state.
+        cmd.env("STATE_DIRECTORY", dir.path().join("state"));
         cmd.envs(env.iter().copied());
         let child = cmd
             .env("RUST_LOG", "warn,rumqttd=off,edgecam=debug")
@@ -191,6 +194,11 @@ impl Edgecam {
             log,
             dir,
         }
+    }
+
+    /// Its state directory (`STATE_DIRECTORY`): invite mode's generated secret.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// The log so far.

@@ -23,9 +23,12 @@ wait_for() {                          # wait_for SECONDS COMMAND...: poll every 
   i=0; while [ $i -lt $limit ]; do "$@" && return 0; sleep 0.2; i=$((i + 1)); done
   return 1
 }
-viewer() {                            # viewer PHASE: the webrtc-rs test viewer
-  EDGECAM_LAB_PHASE="$1" EDGECAM_LAB_OUT="$out/viewer-$1.json" EDGECAM_LAB_CAMERA="$2" \
-    EDGECAM_LAB_BROKER_PORT=1883 \
+viewer() {                            # viewer PHASE CAMERA: the webrtc-rs test viewer
+  # The shipped config runs invite mode (camera id = host name): the viewer mints an
+  # invitation from the secret the service generated.
+  secret=""; [ "$2" = edgecam-lab ] && secret=/var/lib/edgecam/access-secret
+  env EDGECAM_LAB_PHASE="$1" EDGECAM_LAB_OUT="$out/viewer-$1.json" EDGECAM_LAB_CAMERA="$2" \
+    EDGECAM_LAB_BROKER_PORT=1883 ${secret:+"EDGECAM_LAB_SECRET=$secret"} \
     /lab/lab-viewer --ignored --exact in_guest_viewer --nocapture --test-threads=1 \
     > "$out/viewer-$1.log" 2>&1
 }

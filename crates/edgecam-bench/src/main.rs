@@ -97,7 +97,7 @@ fn camera_config(keyframe_interval_ms: u32) -> String {
     format!(
         "[camera]\nid = \"bench\"\n[video]\nsource = \"test\"\nwidth = 1280\nheight = 720\n\
          fps = 30\nbitrate_kbps = 2000\nkeyframe_interval_ms = {keyframe_interval_ms}\n\
-         [audio]\nsource = \"test\"\n"
+         [audio]\nsource = \"test\"\n[access]\nmode = \"open\"\n"
     )
 }
 
