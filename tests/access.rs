@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::camera_config;
 use common::viewer::{Endpoint, Invitation, Signal, Viewer, online_camera_from, wait_status};
+use common::{Mosquitto, camera_config};
 use edgecam::access::keys::Secret;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -199,4 +199,160 @@ async fn forged_camera_messages_do_not_disturb_an_invited_viewer() {
     );
     assert_eq!(r.state.as_deref(), Some("connected"));
     let _ = attacker.recv(Duration::from_millis(10)).await;
+}
+
+/// The Mosquitto ACL template in `docs/mosquitto/edgecam.acl`, on a broker that refuses
+/// anonymous clients: the camera and an invited viewer work; another viewer account
+/// can neither publish a status or a `to-viewer` message nor read another session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mosquitto_acl_template_confines_viewer_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = now_s() + 3600;
+    let alice = invitation("alice", exp);
+    let token = alice.key.token("cam", "alice", exp);
+    let pw = dir.path().join("passwd");
+    for (i, (user, pass)) in [
+        ("cam", "campw"),
+        ("alice", token.as_str()),
+        ("eve", "evepw"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cmd = std::process::Command::new("mosquitto_passwd");
+        cmd.arg("-b");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let ok = cmd
+            .arg(&pw)
+            .args([user, pass])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mosquitto_passwd");
+    }
+    let acl = dir.path().join("edgecam.acl");
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/mosquitto/edgecam.acl"),
+    )
+    .unwrap();
+    std::fs::write(&acl, template.replace("porch", "cam")).unwrap();
+    let broker = Mosquitto::start_locked(&pw, &acl);
+    let secret_file = dir.path().join("access-secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let config = camera_config("cam", broker.port, "")
+        .replace(
+            "[access]\nmode = \"open\"\n",
+            &format!(
+                "[access]\nmode = \"invite\"\nsecret_file = \"{}\"\n",
+                secret_file.display()
+            ),
+        )
+        .replace(
+            "[signaling]\n",
+            "[signaling]\nusername = \"cam\"\npassword = \"campw\"\n",
+        );
+    let _cam = common::Edgecam::start(&config);
+    let login = |user: &str, pass: &str| Some((user.to_owned(), pass.to_owned()));
+    let status_of = |session: &str, who: Option<(String, String)>| {
+        let mut ep = Endpoint::new(broker.port, "cam", session);
+        ep.login = who;
+        ep
+    };
+    // Viewers read statuses: the camera is online.
+    let mut watch = Signal::open(
+        &status_of("w-1", login("alice", &token)),
+        &["edgecam/cam/status"],
+    )
+    .await
+    .unwrap();
+    let mut online = false;
+    for _ in 0..30 {
+        match watch.recv_on("/status", Duration::from_secs(1)).await {
+            Some(v) if v["state"] == "online" => {
+                online = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(online, "the camera's status through the ACL");
+    // The invited viewer plays through the locked broker.
+    let viewer = Viewer::join(
+        Endpoint::new(broker.port, "cam", "alice-1").invited(alice),
+        true,
+    )
+    .await;
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 10)
+        .await;
+    assert!(ok, "the invited viewer does not play: {r:?}");
+
+    // Eve, a viewer account: subscribes to alice's session, publishes a status and a
+    // message to alice. A camera-role monitor sees neither publish, eve reads nothing
+    // the camera role sends alice, and the retained status is the camera's.
+    let mut monitor = Signal::open(
+        &status_of("m-1", login("cam", "campw")),
+        &["edgecam/cam/session/+/to-viewer"],
+    )
+    .await
+    .unwrap();
+    let mut eve = Signal::open(
+        &status_of("eve-1", login("eve", "evepw")),
+        &["edgecam/cam/session/alice-1/to-viewer"],
+    )
+    .await
+    .unwrap();
+    // Drain what the monitor sees of alice's own session first.
+    while monitor.recv(Duration::from_millis(300)).await.is_some() {}
+    eve.publish_retained_to(
+        "edgecam/cam/status",
+        r#"{"protocol":1,"state":"offline","camera":"cam"}"#,
+    )
+    .await;
+    eve.publish_to(
+        "edgecam/cam/session/alice-1/to-viewer",
+        r#"{"type":"bye","reason":"kicked"}"#,
+    )
+    .await;
+    assert!(
+        monitor
+            .recv_on("to-viewer", Duration::from_secs(1))
+            .await
+            .is_none(),
+        "eve's publish to alice got through"
+    );
+    monitor
+        .publish_to(
+            "edgecam/cam/session/alice-1/to-viewer",
+            r#"{"type":"ping-from-camera-role"}"#,
+        )
+        .await;
+    assert!(
+        monitor
+            .recv_on("to-viewer", Duration::from_secs(2))
+            .await
+            .is_some(),
+        "the camera role's own publish arrives (the monitor works)"
+    );
+    assert!(
+        eve.recv(Duration::from_secs(1)).await.is_none(),
+        "eve read alice's session"
+    );
+    let mut fresh = Signal::open(
+        &status_of("w-2", login("alice", &token)),
+        &["edgecam/cam/status"],
+    )
+    .await
+    .unwrap();
+    let status = fresh
+        .recv_on("/status", Duration::from_secs(5))
+        .await
+        .expect("retained status");
+    assert_eq!(
+        status["state"], "online",
+        "eve replaced the camera's status: {status}"
+    );
+    let r = viewer.report();
+    assert!(r.ended.is_empty(), "{:?}", r.ended);
 }

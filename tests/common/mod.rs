@@ -66,27 +66,50 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts `mosquitto` on ephemeral loopback ports and waits until it listens.
     pub fn start() -> Self {
-        Self::start_with(None, free_port(), free_port(), "127.0.0.1")
+        Self::start_with(
+            None,
+            free_port(),
+            free_port(),
+            "127.0.0.1",
+            "allow_anonymous true\n",
+        )
+    }
+
+    /// As [`Mosquitto::start`], refusing anonymous clients: logins from `password_file`
+    /// (made with `mosquitto_passwd`), topics limited by `acl_file`.
+    pub fn start_locked(password_file: &std::path::Path, acl_file: &std::path::Path) -> Self {
+        let auth = format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+            password_file.display(),
+            acl_file.display()
+        );
+        Self::start_with(None, free_port(), free_port(), "127.0.0.1", &auth)
     }
 
     /// Starts `mosquitto` on the given loopback ports (to restart a broker in place).
     pub fn start_on(port: u16, ws_port: u16) -> Self {
-        Self::start_with(None, port, ws_port, "127.0.0.1")
+        Self::start_with(None, port, ws_port, "127.0.0.1", "allow_anonymous true\n")
     }
 
     /// Starts `mosquitto` inside namespace `netns` on all of its addresses (the namespace
     /// is private to the test, so fixed ports cannot collide).
     pub fn start_in(netns: &str, port: u16, ws_port: u16) -> Self {
-        Self::start_with(Some(netns), port, ws_port, "0.0.0.0")
+        Self::start_with(
+            Some(netns),
+            port,
+            ws_port,
+            "0.0.0.0",
+            "allow_anonymous true\n",
+        )
     }
 
-    fn start_with(netns: Option<&str>, port: u16, ws_port: u16, bind: &str) -> Self {
+    fn start_with(netns: Option<&str>, port: u16, ws_port: u16, bind: &str, auth: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "per_listener_settings false\nallow_anonymous true\nlistener {port} {bind}\n\
+                "per_listener_settings false\n{auth}listener {port} {bind}\n\
                  listener {ws_port} {bind}\nprotocol websockets\nlog_dest stderr\nlog_type error\n\
                  log_type warning\nmessage_size_limit 0\n"
             ),

@@ -55,6 +55,7 @@ impl LoadViewer {
             camera: args.camera.clone(),
             session: session.to_owned(),
             invitation: None,
+            login: None,
         };
         let options = ProbeOptions {
             udp_addrs: vec!["127.0.0.1:0".to_owned()],

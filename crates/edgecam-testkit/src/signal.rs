@@ -86,6 +86,8 @@ pub struct Endpoint {
     pub session: String,
     /// The invitation to sign with, for a camera in invite mode.
     pub invitation: Option<Invitation>,
+    /// MQTT user name and password; default: the invitation's name and token, if any.
+    pub login: Option<(String, String)>,
 }
 
 impl Endpoint {
@@ -98,6 +100,7 @@ impl Endpoint {
             camera: camera.to_owned(),
             session: session.to_owned(),
             invitation: None,
+            login: None,
         }
     }
 
@@ -168,7 +171,9 @@ impl Signal {
         let mut opts = MqttOptions::new(&ep.session, "127.0.0.1", ep.port);
         opts.set_keep_alive(Duration::from_secs(10))
             .set_max_packet_size(1 << 20, 1 << 20);
-        if let Some(inv) = &ep.invitation {
+        if let Some((user, pass)) = &ep.login {
+            opts.set_credentials(user, pass);
+        } else if let Some(inv) = &ep.invitation {
             // The embedded broker in invite mode admits the name with its token.
             opts.set_credentials(&inv.name, inv.key.token(&ep.camera, &inv.name, inv.exp));
         }
