@@ -28,7 +28,12 @@ pub type Sample = Result<(f64, Value), String>;
 ///
 /// # Errors
 /// When the namespaces, broker or edgecam cannot be set up (needs root).
-pub fn first_frames(bench: &Bench, name: &str, camera_config: &str) -> anyhow::Result<Vec<Sample>> {
+pub fn first_frames(
+    bench: &Bench,
+    name: &str,
+    camera_config: &str,
+    fragment: Option<&str>,
+) -> anyhow::Result<Vec<Sample>> {
     let (e2e, dir) = (bench.args.e2e_dir.as_path(), bench.dir.as_path());
     anyhow::ensure!(
         e2e.join("node_modules/playwright-core").exists(),
@@ -65,7 +70,11 @@ pub fn first_frames(bench: &Bench, name: &str, camera_config: &str) -> anyhow::R
         &bench.args.edgecam_log,
     )?;
     cam.wait_ready(Duration::from_secs(30))?;
-    let url = format!("http://{}:{HTTP_PORT}/?camera=bench", net.camera_ip);
+    let url = format!(
+        "http://{}:{HTTP_PORT}/?camera=bench{}",
+        net.camera_ip,
+        fragment.map(|f| format!("#{f}")).unwrap_or_default()
+    );
     Ok((0..bench.args.browser_runs)
         .map(|i| one_run(&net.viewer, e2e, dir, &url, &format!("{name}-{i}")))
         .collect())

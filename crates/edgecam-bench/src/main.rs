@@ -84,6 +84,11 @@ struct RunArgs {
     /// edgecam's `RUST_LOG` (its log goes to the work directory).
     #[arg(long, default_value = "warn,edgecam=info")]
     edgecam_log: String,
+    /// Access mode of the camera in the Chromium runs: `open`, or `invite` (the page
+    /// opens an invitation link, signs, verifies and logs in with its token). The load
+    /// viewers always use `open`.
+    #[arg(long, default_value = "open", value_parser = ["open", "invite"])]
+    access: String,
     /// Keep the work directory (configs, edgecam logs) instead of deleting it.
     #[arg(long)]
     keep: bool,
@@ -222,6 +227,37 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl Bench {
+    /// For `--access invite`: the `[access]` section (a secret written into the work
+    /// directory) and the invitation link's fragment for the page, as `edgecam invite`
+    /// would print it.
+    fn invitation(&self) -> anyhow::Result<(String, String)> {
+        use edgecam::access::{invite, keys};
+        let secret = keys::Secret::generate().map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let file = self.dir.join("access-secret");
+        std::fs::write(&file, secret.as_bytes())?;
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + 3600;
+        let key = keys::ViewerKey::derive(&secret, "bench", "bench", exp);
+        let link = invite::link(
+            "",
+            &invite::Invitation {
+                broker_ws: None,
+                prefix: "edgecam",
+                camera: "bench",
+                name: "bench",
+                exp,
+                key: &key,
+            },
+        );
+        let section = format!(
+            "[access]\nmode = \"invite\"\nsecret_file = \"{}\"\n",
+            file.display()
+        );
+        Ok((section, link.trim_start_matches('#').to_owned()))
+    }
+
     fn startup(&self) -> anyhow::Result<Startup> {
         let (mut first, mut ready) = (Vec::new(), Vec::new());
         for i in 0..self.args.startup_runs {
@@ -271,11 +307,17 @@ impl Bench {
         }
         if self.args.browser_runs > 0 {
             let name = format!("chromium-{keyframe_interval_ms}");
-            let config = format!(
+            let mut config = format!(
                 "{}[webrtc]\nmax_viewers = 200\n",
                 camera_config(keyframe_interval_ms)
             );
-            match browser::first_frames(self, &name, &config) {
+            let mut fragment = None;
+            if self.args.access == "invite" {
+                let (section, link) = self.invitation()?;
+                config = config.replace("[access]\nmode = \"open\"\n", &section);
+                fragment = Some(link);
+            }
+            match browser::first_frames(self, &name, &config, fragment.as_deref()) {
                 Ok(results) => {
                     let mut samples = Vec::new();
                     let mut milestones: BTreeMap<String, Vec<f64>> = BTreeMap::new();
