@@ -5,7 +5,8 @@
 //! (access-v1, "Token"); the page's static files stay public (they hold nothing, and
 //! the key arrives in the link's fragment, which no request carries). Every response
 //! carries a Content-Security-Policy (scripts, styles and fetches from the page's own
-//! origin, MQTT over ws:/wss: anywhere, no framing) and `X-Content-Type-Options`.
+//! origin, MQTT over ws:/wss: anywhere, MQTT.js's timer worker from a blob: URL, no
+//! framing) and `X-Content-Type-Options`.
 
 use crate::access::gate::AccessPolicy;
 use axum::Router;
@@ -87,7 +88,8 @@ fn embedded(path: &'static str, mime: &'static str, body: &'static [u8]) -> Rout
 
 /// The Content-Security-Policy of every response.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     media-src 'self' blob:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; \
+     media-src 'self' blob:; connect-src 'self' ws: wss:; worker-src 'self' blob:; \
+     object-src 'none'; base-uri 'none'; \
      frame-ancestors 'none'";
 
 /// Builds the router: files from `web_root` when given, else the embedded copies;

@@ -116,8 +116,10 @@ fn one_run(ns: &str, e2e: &Path, dir: &Path, url: &str, name: &str) -> Sample {
             Ok((ms, timeline))
         }
         _ => Err(format!(
-            "no frame: {}",
-            result.get("error").unwrap_or(&result["stats"])
+            "no frame: {}; page log: {}; console: {}",
+            result.get("error").unwrap_or(&result["stats"]),
+            result["log"],
+            result["console"]
         )),
     }
 }
