@@ -356,3 +356,68 @@ async fn the_mosquitto_acl_template_confines_viewer_accounts() {
     let r = viewer.report();
     assert!(r.ended.is_empty(), "{:?}", r.ended);
 }
+
+/// Attack 4: 200 unsigned offers from rotating session ids within 2 s take no slot and
+/// do not hold up an invited viewer: its time to first frame stays within twice the
+/// figure without the flood (with a 250 ms floor, so scheduling noise on a loaded CI
+/// machine is not read as an effect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_flood_from_strangers_does_not_hold_up_an_invited_viewer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, cam) = invite_camera(dir.path()).await;
+    let inv = invitation("alice", now_s() + 3600);
+    let ttff = |session: &'static str| {
+        let inv = inv.clone();
+        let port = broker.port;
+        async move {
+            let v = Viewer::join(Endpoint::new(port, "cam", session).invited(inv), false).await;
+            let (ok, r) = v
+                .wait_until(Duration::from_secs(20), |r| {
+                    r.first_frame_after_offer.is_some()
+                })
+                .await;
+            assert!(ok, "{session} got no frame: {r:?}");
+            v.bye().await;
+            r.first_frame_after_offer.unwrap()
+        }
+    };
+    let baseline = ttff("alice-quiet").await;
+    wait_status(broker.port, "cam", Duration::from_secs(10), |s| {
+        s["viewers"] == 0
+    })
+    .await;
+
+    let flood = Signal::connect(broker.port, "cam", "flooder", &[]).await;
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        flood
+            .publish_to(
+                &format!("edgecam/cam/session/flood-{i}/to-camera"),
+                json!({"type": "offer", "sdp": OFFER}).to_string(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(9)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the flood took too long to send"
+    );
+    let flooded = ttff("alice-flooded").await;
+    let bound = baseline.max(Duration::from_millis(250)) * 2;
+    println!(
+        "time to first frame: {baseline:?} quiet, {flooded:?} right after 200 unsigned offers"
+    );
+    assert!(
+        flooded <= bound,
+        "{flooded:?} after the flood, {baseline:?} without"
+    );
+    let status = wait_status(broker.port, "cam", Duration::from_secs(5), |_| true).await;
+    assert!(
+        status["viewers"].as_u64() <= Some(1),
+        "the flood took slots: {status}"
+    );
+    assert!(
+        !cam.log_text().contains("new session flood-"),
+        "a flood offer made a session"
+    );
+}
