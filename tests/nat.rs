@@ -2,7 +2,9 @@
 //! namespace, edgecam in a camera namespace, headless Chromium in a viewer namespace.
 //! Camera and viewer can each reach the relay but not each other (nftables drops what
 //! the relay would forward between them), so media must go through TURN with the
-//! short-lived TURN REST credentials edgecam mints from its secret file.
+//! short-lived TURN REST credentials edgecam mints from its secret file. The camera runs
+//! invite mode: the page opens an invitation link, so the invited path is the one
+//! proven over TURN (UDP, TCP, TLS) and through an ICE restart.
 
 mod common;
 
@@ -13,6 +15,27 @@ use serde_json::Value;
 use std::time::Duration;
 
 const SECRET: &str = "edgecam-test-secret";
+/// The camera's access secret (invite mode).
+const ACCESS_SECRET: [u8; 32] = [9; 32];
+
+/// The invitation fragment the page opens (what `edgecam invite` puts after `#`).
+fn invitation_fragment() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let key = edgecam::access::keys::ViewerKey::derive(
+        &edgecam::access::keys::Secret::from_bytes(ACCESS_SECRET),
+        "porch",
+        "nat",
+        exp,
+    );
+    format!(
+        "#v=1&camera=porch&name=nat&exp={exp}&key={}",
+        key.to_base64url()
+    )
+}
 
 /// One small internet: namespaces, broker, TURN server, camera.
 struct World {
@@ -104,6 +127,8 @@ impl World {
         let broker = Mosquitto::start_in(&net.relay, 1883, 9001);
         let secret_file = dir.path().join("turn-secret");
         std::fs::write(&secret_file, format!("{}\n", setup.camera_secret)).unwrap();
+        let access_file = dir.path().join("access-secret");
+        std::fs::write(&access_file, ACCESS_SECRET).unwrap();
         let servers = if setup.urls.is_empty() {
             String::new()
         } else {
@@ -121,8 +146,11 @@ impl World {
         let config = format!(
             "[camera]\nid = \"porch\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\n\
              [audio]\nsource = \"test\"\n[signaling]\nbroker = \"mqtt://{}:1883\"\n\
-             [http]\nenabled = false\n[access]\nmode = \"open\"\n[webrtc]\nconnect_timeout_s = 8\n{}\n{servers}",
-            net.relay_ip, setup.webrtc
+             [http]\nenabled = false\n[access]\nmode = \"invite\"\nsecret_file = \"{}\"\n\
+             [webrtc]\nconnect_timeout_s = 8\n{}\n{servers}",
+            net.relay_ip,
+            access_file.display(),
+            setup.webrtc
         );
         let cam = Edgecam::start_in(Some(&net.camera), Some(&config));
         Self {
@@ -136,8 +164,9 @@ impl World {
 
     fn page(&self, extra: &str) -> String {
         page_file_url(&format!(
-            "broker=ws://{}:9001&camera=porch{extra}",
-            self.net.relay_ip
+            "broker=ws://{}:9001&camera=porch{extra}{}",
+            self.net.relay_ip,
+            invitation_fragment()
         ))
     }
 
@@ -178,6 +207,9 @@ fn assert_plays(world: &World, result: &Value) {
         "{}",
         world.explain(result)
     );
+    // The invited path: the camera checked every request, the page every reply.
+    assert!(world.cam.log_text().contains("access mode invite"));
+    assert_eq!(stats["rejected"], 0, "{}", world.explain(result));
 }
 
 /// `local/remote` candidate types of Chromium's selected pair.
@@ -382,7 +414,10 @@ fn ice_restart_keeps_the_session_when_the_viewer_changes_address() {
     let relay_ip = world.net.relay_ip.clone();
     let result = Browser::new(
         &viewer,
-        &page_file_url(&format!("broker=ws://{relay_ip}:9001&camera=porch")),
+        &page_file_url(&format!(
+            "broker=ws://{relay_ip}:9001&camera=porch{}",
+            invitation_fragment()
+        )),
         "nat-ice-restart",
     )
     .hold(Duration::from_secs(25))
