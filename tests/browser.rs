@@ -160,9 +160,46 @@ fn chromium_plays_an_invitation_and_drops_forged_camera_messages() {
             assert!(ok, "mosquitto_pub");
         }
     };
+    // The page's JSON endpoints want the invitation's token; every response carries
+    // the security headers. (curl in the viewer's namespace, as a neighbour would ask.)
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.viewer,
+                "curl",
+                "-s",
+                "--max-time",
+                "5",
+            ])
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let base = format!("http://{}:8080", net.camera_ip);
+    let exp = link
+        .split("&exp=")
+        .nth(1)
+        .and_then(|r| r.split('&').next())
+        .and_then(|e| e.parse::<u64>().ok())
+        .expect("exp in the link");
+    let token = edgecam::access::keys::ViewerKey::derive(
+        &edgecam::access::keys::Secret::from_bytes([3; 32]),
+        "porch",
+        "alice",
+        exp,
+    )
+    .token("porch", "alice", exp);
+    let bearer = format!("Authorization: Bearer {token}");
+    let mut live_stats = String::new();
     let result = common::browser::Browser::new(&net.viewer, &link, "invite")
         .hold(std::time::Duration::from_secs(5))
-        .run(|playing| forged(playing["stats"]["session"].as_str().expect("session id")));
+        .run(|playing| {
+            forged(playing["stats"]["session"].as_str().expect("session id"));
+            live_stats = curl(&["-H", &bearer, &format!("{base}/api/stats")]);
+        });
     assert_watchable(&result);
     assert_eq!(
         result["ok"], true,
@@ -180,5 +217,46 @@ fn chromium_plays_an_invitation_and_drops_forged_camera_messages() {
         cam.log_text().contains("access mode invite"),
         "{}",
         cam.log_text()
+    );
+    // While the page played, /api/stats listed its session, but not by its id: every
+    // invited viewer may read the stats, and a session id is a client id to take over.
+    let session = result["stats"]["session"].as_str().expect("session id");
+    let doc: Value = serde_json::from_str(&live_stats).unwrap_or(Value::Null);
+    assert_eq!(
+        doc["sessions"].as_array().map(Vec::len),
+        Some(1),
+        "{live_stats}"
+    );
+    assert!(
+        !live_stats.contains(session),
+        "a session id in /api/stats: {live_stats}"
+    );
+    let code = |path: &str, auth: Option<&str>| {
+        let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        if let Some(h) = auth {
+            args.extend(["-H", h]);
+        }
+        let url = format!("{base}{path}");
+        args.push(&url);
+        curl(&args)
+    };
+    assert_eq!(code("/api/stats", None), "401");
+    assert_eq!(code("/config.json", None), "401");
+    assert_eq!(
+        code("/api/stats", Some("Authorization: Bearer alice.1.AAAA")),
+        "401"
+    );
+    assert_eq!(code("/api/stats", Some(&bearer)), "200");
+    assert_eq!(code("/config.json", Some(&bearer)), "200");
+    assert_eq!(code("/", None), "200", "the page itself is public");
+    let headers = curl(&["-D", "-", "-o", "/dev/null", &format!("{base}/")]).to_ascii_lowercase();
+    assert!(
+        headers.contains("content-security-policy: default-src 'self'"),
+        "{headers}"
+    );
+    assert!(headers.contains("frame-ancestors 'none'"), "{headers}");
+    assert!(
+        headers.contains("x-content-type-options: nosniff"),
+        "{headers}"
     );
 }

@@ -294,7 +294,16 @@ async fn start_parts(
                 state_rx.clone(),
                 first_frame_ms.clone(),
             );
+            // Invite mode: every invited viewer may read the stats, so no viewer sees
+            // another's session id (a session id is a client id to take over).
+            let hide_sessions = admission.signed();
             Arc::new(move || {
+                let mut sessions = sessions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if hide_sessions {
+                    for (i, s) in sessions.iter_mut().enumerate() {
+                        s.session = format!("#{}", i + 1);
+                    }
+                }
                 let v = video_hub.stats();
                 let a = audio_hub.stats();
                 let doc = ApiStats {
@@ -305,7 +314,7 @@ async fn start_parts(
                     capture_to_rtp_latency: latency.summary(),
                     start_to_first_frame_ms: first_frame_ms.get().copied(),
                     capture_mode: capture_mode.clone(),
-                    sessions: sessions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    sessions,
                 };
                 serde_json::to_value(doc).unwrap_or_default()
             })
