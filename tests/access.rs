@@ -28,19 +28,21 @@ fn now_s() -> u64 {
 
 const SECRET: [u8; 32] = [5; 32];
 
-async fn invite_camera(dir: &std::path::Path) -> (common::Mosquitto, common::Edgecam) {
+/// The invite-mode config of the test camera on `port`, revoking `revoked`.
+fn invite_config(dir: &std::path::Path, port: u16, revoked: &str) -> String {
     let secret_file = dir.join("access-secret");
     std::fs::write(&secret_file, SECRET).unwrap();
-    online_camera_from("cam", |port| {
-        camera_config("cam", port, "").replace(
-            "[access]\nmode = \"open\"\n",
-            &format!(
-                "[access]\nmode = \"invite\"\nsecret_file = \"{}\"\nrevoked = [\"mallory\"]\n",
-                secret_file.display()
-            ),
-        )
-    })
-    .await
+    camera_config("cam", port, "").replace(
+        "[access]\nmode = \"open\"\n",
+        &format!(
+            "[access]\nmode = \"invite\"\nsecret_file = \"{}\"\nrevoked = [{revoked}]\n",
+            secret_file.display()
+        ),
+    )
+}
+
+async fn invite_camera(dir: &std::path::Path) -> (common::Mosquitto, common::Edgecam) {
+    online_camera_from("cam", |port| invite_config(dir, port, "\"mallory\"")).await
 }
 
 fn invitation(name: &str, exp: u64) -> Invitation {
@@ -420,4 +422,55 @@ async fn an_offer_flood_from_strangers_does_not_hold_up_an_invited_viewer() {
         !cam.log_text().contains("new session flood-"),
         "a flood offer made a session"
     );
+}
+
+/// Revocation by name takes effect on reload: the revoked viewer's live session ends
+/// with `bye`, and its invitation is refused from then on; another viewer comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_viewer_is_ended_on_reload_and_refused_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, cam) = invite_camera(dir.path()).await;
+    let exp = now_s() + 3600;
+    let carol = Viewer::join(
+        Endpoint::new(broker.port, "cam", "carol-1").invited(invitation("carol", exp)),
+        false,
+    )
+    .await;
+    let (ok, _) = carol
+        .wait_until(Duration::from_secs(20), |r| r.video_frames >= 10)
+        .await;
+    assert!(ok, "carol does not play");
+    cam.rewrite_config(&invite_config(
+        dir.path(),
+        broker.port,
+        "\"mallory\", \"carol\"",
+    ));
+    cam.hangup();
+    let (ended, r) = carol
+        .wait_until(Duration::from_secs(20), |r| !r.ended.is_empty())
+        .await;
+    assert!(ended, "carol's session was not ended by the reload: {r:?}");
+    assert_eq!(r.ended[0]["type"], "bye", "{:?}", r.ended);
+    wait_status(broker.port, "cam", Duration::from_secs(20), |s| {
+        s["state"] == "online" && s["viewers"] == 0
+    })
+    .await;
+    let mut again = Signal::open(
+        &Endpoint::new(broker.port, "cam", "carol-2").invited(invitation("carol", exp)),
+        &[],
+    )
+    .await
+    .unwrap();
+    again.send(&json!({"type": "offer", "sdp": OFFER})).await;
+    let e = again.expect_error("unauthorized").await;
+    assert_eq!(e["message"], "invitation revoked");
+    let dave = Viewer::join(
+        Endpoint::new(broker.port, "cam", "dave-1").invited(invitation("dave", exp)),
+        false,
+    )
+    .await;
+    let (ok, _) = dave
+        .wait_until(Duration::from_secs(20), |r| r.video_frames >= 10)
+        .await;
+    assert!(ok, "an unrevoked viewer does not play after the reload");
 }
