@@ -193,7 +193,12 @@ fn assert_path(
     );
     let viewer: Value = serde_json::from_str(&read(out, &format!("viewer-{phase}.json")))
         .unwrap_or_else(|e| panic!("{phase} viewer: {e}"));
-    assert_eq!(viewer["firstFrameIdrWithSpsPps"], true, "{phase}: {viewer}");
+    // Started at a keyframe: the first RTP packet belongs to an IDR, and an IDR with
+    // SPS/PPS arrived whole. (Not "the first complete frame is that IDR": under TCG on
+    // a loaded CI machine a packet of it is sometimes lost on the guest's loopback, and
+    // the first complete frame is then a P-frame after it; seen in CI.)
+    assert_eq!(viewer["firstPacketKeyframe"], true, "{phase}: {viewer}");
+    assert!(viewer["keyframes"].as_u64() >= Some(1), "{phase}: {viewer}");
     assert!(
         viewer["decodedVideo"].as_u64() >= Some(30),
         "{phase}: {viewer}"
@@ -664,6 +669,7 @@ async fn in_guest_viewer() {
         "opusPackets": report.opus_packets,
         "decodedAudio": report.decoded_audio,
         "firstFrameIdrWithSpsPps": report.first_frame_idr_with_sps_pps,
+        "firstPacketKeyframe": report.first_packet_keyframe,
         "firstFrameMs": report.first_frame_after_offer.map(|d| d.as_millis() as u64),
         "keyframes": report.keyframes,
         "state": report.state,

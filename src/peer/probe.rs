@@ -67,6 +67,12 @@ pub struct ProbeReport {
     pub keyframes: u64,
     /// Whether the first access unit was an IDR with SPS and PPS.
     pub first_frame_idr_with_sps_pps: Option<bool>,
+    /// Whether the first video RTP packet received belongs to an IDR access unit (it
+    /// carries SPS, PPS or an IDR slice: RFC 6184 §5.4 NAL types 7, 8, 5, read through
+    /// STAP-A and FU-A). Unlike the first *complete* frame, a lost packet of that IDR
+    /// does not change it: it tells whether the camera started this viewer at a
+    /// keyframe even on a lossy path.
+    pub first_packet_keyframe: Option<bool>,
     /// Time from [`ProbeViewer::create_offer`] to the first complete access unit.
     #[serde(serialize_with = "millis", rename = "firstFrameAfterOfferMs")]
     pub first_frame_after_offer: Option<Duration>,
@@ -218,6 +224,12 @@ impl PeerConnectionEventHandler for Handler {
                     }
                     continue;
                 }
+                {
+                    let mut r = shared.lock();
+                    if r.first_packet_keyframe.is_none() {
+                        r.first_packet_keyframe = Some(rtp_h264_keyframe_packet(&packet.payload));
+                    }
+                }
                 let seq = packet.header.sequence_number;
                 if next_seq.is_some_and(|n| seq.wrapping_sub(n) >= 0x8000) {
                     // Late (reordered or duplicated): behind what was already handled.
@@ -264,6 +276,18 @@ impl PeerConnectionEventHandler for Handler {
             }
         });
     }
+}
+
+/// Whether an H.264 RTP payload (RFC 6184 §5.2) carries part of a keyframe: SPS (7),
+/// PPS (8) or an IDR slice (5), as a single NAL unit, the first NAL of a STAP-A (24) or
+/// the fragmented NAL of an FU-A (28).
+fn rtp_h264_keyframe_packet(payload: &[u8]) -> bool {
+    let nal_type = match payload.first().map(|b| b & 0x1f) {
+        Some(24) => payload.get(3).map(|b| b & 0x1f),
+        Some(28) => payload.get(1).map(|b| b & 0x1f),
+        other => other,
+    };
+    matches!(nal_type, Some(5 | 7 | 8))
 }
 
 /// Remote candidates that arrived before the answer (trickle ICE, RFC 8838 §4.2: a
@@ -477,5 +501,27 @@ impl ProbeViewer {
     /// Closes the peer connection.
     pub async fn close(&self) {
         let _ = self.pc.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rtp_h264_keyframe_packet as key;
+
+    #[test]
+    fn keyframe_packets_are_recognised_through_stap_a_and_fu_a() {
+        // STAP-A whose first NAL (after the 2-byte size) is an SPS.
+        assert!(key(&[0x78, 0x00, 0x0a, 0x67, 0x42]));
+        // FU-A start and middle of an IDR slice.
+        assert!(key(&[0x7c, 0x85, 0x88]));
+        assert!(key(&[0x7c, 0x05, 0x11]));
+        // A single IDR NAL; a PPS.
+        assert!(key(&[0x65, 0x88]));
+        assert!(key(&[0x68, 0xce]));
+        // P slices, single and fragmented; junk.
+        assert!(!key(&[0x41, 0x9a]));
+        assert!(!key(&[0x5c, 0x81, 0x9a]));
+        assert!(!key(&[]));
+        assert!(!key(&[0x78]));
     }
 }

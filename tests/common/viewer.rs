@@ -67,6 +67,8 @@ pub struct Report {
     pub video_frames: u64,
     /// Whether the first access unit was an IDR with SPS and PPS.
     pub first_frame_idr_with_sps_pps: Option<bool>,
+    /// Whether the first video RTP packet belonged to an IDR (robust to lost packets).
+    pub first_packet_keyframe: Option<bool>,
     /// Frames `openh264dec` produced.
     pub decoded_video: u64,
     /// Opus packets received.
@@ -240,6 +242,7 @@ impl Viewer {
         Report {
             video_frames: p.video_frames,
             first_frame_idr_with_sps_pps: p.first_frame_idr_with_sps_pps,
+            first_packet_keyframe: p.first_packet_keyframe,
             decoded_video: self.video_decoded.load(Ordering::Relaxed),
             opus_packets: p.opus_packets,
             decoded_audio: self.audio_decoded.load(Ordering::Relaxed),
