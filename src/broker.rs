@@ -90,9 +90,7 @@ fn admits(
     {
         return true;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::ice::unix_now();
     policy
         .read()
         .unwrap_or_else(|p| p.into_inner())

@@ -108,10 +108,7 @@ fn invite(config: &Config, name: &str, ttl: &str, page_url: Option<&str>, no_qr:
         return fail(&format_args!("{name} is in [access] revoked"));
     }
     let camera = config.camera_id();
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        .saturating_add(ttl.as_secs());
+    let exp = edgecam::ice::unix_now().saturating_add(ttl.as_secs());
     let key = keys::ViewerKey::derive(&secret, camera.as_str(), name, exp);
     let default_page;
     let page = match page_url {

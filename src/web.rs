@@ -143,9 +143,7 @@ async fn security_headers(mut response: Response) -> Response {
 /// `None` when the request may proceed; else the 401 to send.
 fn unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
     let policy = s.access.as_ref()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::ice::unix_now();
     let ok = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -119,33 +119,18 @@ impl ViewerKey {
     /// The bearer token `<name>.<exp>.<base64url(HMAC-SHA256(K, "edgecam-token/1\n" +
     /// camera_id + "\n" + name + "\n" + exp))>`: the MQTT password and HTTP bearer.
     pub fn token(&self, camera_id: &str, name: &str, exp: u64) -> String {
-        let exp_text = exp.to_string();
-        let tag = mac(
-            &self.0,
-            &[
-                b"edgecam-token/1\n",
-                camera_id.as_bytes(),
-                b"\n",
-                name.as_bytes(),
-                b"\n",
-                exp_text.as_bytes(),
-            ],
-        );
+        let tag = mac(&self.0, &[token_data(camera_id, name, exp).as_bytes()]);
         format!("{name}.{exp}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
     /// Whether `token` is this key's bearer token for `camera_id` (see
     /// [`ViewerKey::token`]); the MAC part is compared in constant time by `ring`.
     pub fn verify_token(&self, camera_id: &str, name: &str, exp: u64, token: &str) -> bool {
-        let Some(mac_b64) = token.strip_prefix(&format!("{name}.{exp}.")) else {
-            return false;
-        };
-        let Ok(given) = URL_SAFE_NO_PAD.decode(mac_b64) else {
-            return false;
-        };
-        let data = format!("edgecam-token/1\n{camera_id}\n{name}\n{exp}");
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
-        hmac::verify(&key, data.as_bytes(), &given).is_ok()
+        token
+            .strip_prefix(&format!("{name}.{exp}."))
+            .is_some_and(|mac_b64| {
+                self.verify(token_data(camera_id, name, exp).as_bytes(), mac_b64)
+            })
     }
 
     /// The MAC of one signed message (access-v1, "Signed messages"):
@@ -158,19 +143,7 @@ impl ViewerKey {
         session_id: &str,
         msg: &str,
     ) -> String {
-        let tag = mac(
-            &self.0,
-            &[
-                b"edgecam-msg/1\n",
-                dir.as_str().as_bytes(),
-                b"\n",
-                camera_id.as_bytes(),
-                b"\n",
-                session_id.as_bytes(),
-                b"\n",
-                msg.as_bytes(),
-            ],
-        );
+        let tag = mac(&self.0, &[&message_data(dir, camera_id, session_id, msg)]);
         URL_SAFE_NO_PAD.encode(tag.as_ref())
     }
 
@@ -183,25 +156,34 @@ impl ViewerKey {
         msg: &str,
         mac_b64: &str,
     ) -> bool {
+        self.verify(&message_data(dir, camera_id, session_id, msg), mac_b64)
+    }
+
+    /// Whether `mac_b64` is this key's HMAC of `data` (`ring::hmac::verify`).
+    fn verify(&self, data: &[u8], mac_b64: &str) -> bool {
         let Ok(given) = URL_SAFE_NO_PAD.decode(mac_b64) else {
             return false;
         };
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
-        let mut data = Vec::with_capacity(msg.len() + 128);
-        for p in [
-            b"edgecam-msg/1\n".as_slice(),
-            dir.as_str().as_bytes(),
-            b"\n",
-            camera_id.as_bytes(),
-            b"\n",
-            session_id.as_bytes(),
-            b"\n",
-            msg.as_bytes(),
-        ] {
-            data.extend_from_slice(p);
-        }
-        hmac::verify(&key, &data, &given).is_ok()
+        hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, &self.0), data, &given).is_ok()
     }
+}
+
+/// What a token's MAC covers: `"edgecam-token/1\n" + camera_id + "\n" + name + "\n" + exp`.
+fn token_data(camera_id: &str, name: &str, exp: u64) -> String {
+    format!("edgecam-token/1\n{camera_id}\n{name}\n{exp}")
+}
+
+/// What a message's MAC covers: `"edgecam-msg/1\n" + dir + "\n" + camera_id + "\n" +
+/// session_id + "\n" + msg`.
+fn message_data(dir: Direction, camera_id: &str, session_id: &str, msg: &str) -> Vec<u8> {
+    let head = format!(
+        "edgecam-msg/1\n{}\n{camera_id}\n{session_id}\n",
+        dir.as_str()
+    );
+    let mut data = Vec::with_capacity(head.len() + msg.len());
+    data.extend_from_slice(head.as_bytes());
+    data.extend_from_slice(msg.as_bytes());
+    data
 }
 
 /// Which way a signed message goes.
