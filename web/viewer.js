@@ -18,7 +18,7 @@
 
   const WILL_DELAY_S = 10;
   const state = {
-    timeline: {},
+    timeline: {}, page: {},
     client: null, socket: null, prefix: 'edgecam', cameras: new Map(),
     camera: null, session: null, pc: null, remoteSet: false, pendingCandidates: [],
     iceServers: [], iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
@@ -62,10 +62,15 @@
     return JSON.stringify({ type: 'signed', v: 1, name: invitation.name, exp: invitation.exp, msg: text, mac: macOf('v2c', session, text) });
   }
   // The bearer token of the invitation (access-v1, "Token"): MQTT password, HTTP bearer.
+  // Computed once per camera id: the config fetch and every broker (re)connect use it.
+  const tokens = new Map();
   function token() {
     const cam = state.camera || invitation.camera;
-    const data = enc.encode(`edgecam-token/1\n${cam}\n${invitation.name}\n${invitation.exp}`);
-    return `${invitation.name}.${invitation.exp}.${b64url(nobleHashes.hmac(nobleHashes.sha256, invitation.key, data))}`;
+    if (!tokens.has(cam)) {
+      const data = enc.encode(`edgecam-token/1\n${cam}\n${invitation.name}\n${invitation.exp}`);
+      tokens.set(cam, `${invitation.name}.${invitation.exp}.${b64url(nobleHashes.hmac(nobleHashes.sha256, invitation.key, data))}`);
+    }
+    return tokens.get(cam);
   }
   // A camera message as this page accepts it: in invite mode only signed ones with the
   // right MAC, and plain candidates and errors (which may go unsigned); else null.
@@ -132,6 +137,7 @@
       const headers = invitation ? { Authorization: 'Bearer ' + token() } : {};
       const r = await fetch('config.json', { cache: 'no-store', headers });
       if (r.ok) cfg = await r.json();
+      pageMark('configLoaded');
     } catch (e) { /* page not served by edgecam */ }
     const inv = invitation || {};
     state.prefix = inv.prefix || params.get('prefix') || cfg.prefix || 'edgecam';
@@ -141,7 +147,6 @@
       const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
       broker = `${scheme}://${location.hostname || '127.0.0.1'}:${port}/mqtt`;
     }
-    if (invitation) note(`invited as ${invitation.name} until ${new Date(invitation.exp * 1000).toLocaleString()}`);
     return { broker, camera: inv.camera || params.get('camera') || cfg.camera || null };
   }
 
@@ -157,7 +162,12 @@
     const opts = {
       clientId: state.session, clean: !v5, reconnectPeriod: 1000, connectTimeout: 10000,
       keepalive: 15, protocolVersion: state.mqttVersion,
-      createWebsocket: (url, protocols) => (state.socket = new WebSocket(url, protocols)),
+      createWebsocket: (url, protocols) => {
+        pageMark('wsCreated');
+        state.socket = new WebSocket(url, protocols);
+        state.socket.addEventListener('open', () => pageMark('wsOpen'));
+        return state.socket;
+      },
     };
     if (v5) opts.properties = { sessionExpiryInterval: WILL_DELAY_S * 2 };
     if (params.get('username')) { opts.username = params.get('username'); opts.password = params.get('password') || ''; }
@@ -183,12 +193,14 @@
       }
     });
     client.on('connect', () => {
+      pageMark('connack');
       connected = true;
       pill($('broker-state'), 'broker: connected', 'ok');
       client.subscribe(`${state.prefix}/+/status`, { qos: 1 });
       if (state.camera) {
         client.subscribe(topic.toViewer(state.camera, state.session), { qos: 1 }, (err) => {
           if (err) { note('subscribe failed: ' + err.message); return; }
+          pageMark('suback');
           // Subscribed before anything is published (contract).
           if (!state.pc && !state.stopped && params.get('autoplay') !== '0') start();
         });
@@ -213,6 +225,7 @@
   }
 
   function onStatus(cam, status) {
+    pageMark('status');
     state.cameras.set(cam, status);
     const ul = $('camera-list');
     ul.innerHTML = '';
@@ -297,6 +310,7 @@
           // Page navigation → first frame: the whole wait, broker connection included.
           if (!state.pageToFirstFrameMs) state.pageToFirstFrameMs = now;
           mark('firstFramePresented');
+          pageMark('firstFrame');
         });
       }
     };
@@ -318,6 +332,12 @@
     return pc;
   }
 
+  // Page milestones in ms since navigation started (first one wins): where the wait
+  // before the offer goes (config.json, broker WebSocket, CONNACK, SUBACK, status).
+  function pageMark(name) {
+    if (state.page[name] == null) state.page[name] = Math.round(performance.now());
+  }
+
   // Connection set-up milestones in ms since the offer was published (first one wins),
   // so time to first frame can be split into signaling, ICE, DTLS and media.
   function mark(name) {
@@ -328,6 +348,7 @@
   async function createOffer(iceRestart) {
     const pc = state.pc && iceRestart ? state.pc : newPeer();
     pill($('pc-state'), iceRestart ? 'restarting ICE' : 'offering', 'wait');
+    if (!iceRestart) pageMark('offerCreate');
     if (iceRestart) {
       // Candidates of the new ICE generation wait for the new answer.
       state.remoteSet = false;
@@ -337,6 +358,7 @@
     const offer = await pc.createOffer({ iceRestart });
     await pc.setLocalDescription(offer);
     send({ type: 'offer', sdp: pc.localDescription.sdp });
+    if (!iceRestart) pageMark('offerSent');
     if (!iceRestart) { state.offerSentAt = performance.now(); state.firstFrameMs = null; state.timeline = {}; }
   }
 
@@ -475,6 +497,7 @@
     s.firstFrameMs = state.firstFrameMs;
     s.timeline = state.timeline;
     s.pageToFirstFrameMs = state.pageToFirstFrameMs;
+    s.page = state.page;
     s.iceRestarts = state.iceRestarts;
     s.iceErrors = state.iceErrors.slice(-5);
     s.iceTransportPolicy = state.iceTransportPolicy;
@@ -502,10 +525,14 @@
   $('reconnect').onclick = () => { if (state.camera) { stop(true); state.stopped = false; state.client.end(true); state.session = null; connectBroker(state.brokerUrl); } };
   setInterval(() => { pollStats().catch(() => {}); }, 1000);
 
+  pageMark('script');
   warmPeer();
   loadDefaults().then(({ broker, camera }) => {
     state.brokerUrl = broker;
     if (camera && ID_RE.test(camera)) state.camera = camera;
     connectBroker(broker);
+    // After the connect has started: the first toLocaleString() loads locale data, which
+    // took ~35 ms of Chromium's main thread in front of the broker connection.
+    if (invitation) note(`invited as ${invitation.name} until ${new Date(invitation.exp * 1000).toLocaleString()}`);
   });
 })();

@@ -113,6 +113,15 @@ fn one_run(ns: &str, e2e: &Path, dir: &Path, url: &str, name: &str) -> Sample {
                 // Not since the offer: since navigation started (broker connect included).
                 t.insert("pageLoadToFirstFrame".into(), page.round().into());
             }
+            // The page's own milestones, since navigation: `page:configLoaded`, …
+            if let (Some(t), Some(marks)) = (
+                timeline.as_object_mut(),
+                result["stats"]["page"].as_object(),
+            ) {
+                for (k, v) in marks {
+                    t.insert(format!("page:{k}"), v.clone());
+                }
+            }
             Ok((ms, timeline))
         }
         _ => Err(format!(

@@ -325,6 +325,9 @@ impl Bench {
                         match r {
                             Ok((v, timeline)) => {
                                 samples.push(v);
+                                ff.chromium_page_load_samples_ms
+                                    .extend(timeline["pageLoadToFirstFrame"].as_f64());
+                                ff.chromium_timelines.push(timeline.clone());
                                 for (k, t) in timeline.as_object().into_iter().flatten() {
                                     milestones.entry(k.clone()).or_default().extend(t.as_f64());
                                 }
@@ -333,6 +336,7 @@ impl Bench {
                         }
                     }
                     ff.chromium_ms = Spread::of(&samples);
+                    ff.chromium_samples_ms = samples;
                     ff.chromium_timeline_p50 = milestones
                         .into_iter()
                         .map(|(k, v)| (k, Spread::of(&v).p50))

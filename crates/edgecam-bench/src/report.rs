@@ -78,6 +78,13 @@ pub struct FirstFrame {
     pub load_viewer_failures: Vec<String>,
     /// Chromium: offer published → first video frame presented.
     pub chromium_ms: Spread,
+    /// Each Chromium run's offer → first frame, ms, in run order, so that runs of
+    /// several invocations (say, alternating access modes) can be pooled.
+    pub chromium_samples_ms: Vec<f64>,
+    /// Each Chromium run's page navigation → first frame, ms, in run order.
+    pub chromium_page_load_samples_ms: Vec<f64>,
+    /// Each Chromium run's milestones (as in `chromium_timeline_p50`), in run order.
+    pub chromium_timelines: Vec<serde_json::Value>,
     /// Median of each set-up milestone the page records (ms since the offer was
     /// published: `answer`, `firstRemoteCandidate`, `ice-connected`, `pc-connected`,
     /// `track-video`, `firstFramePresented`, …).
