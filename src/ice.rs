@@ -261,14 +261,16 @@ mod tests {
             panic!("not a config");
         };
         assert_eq!(ice_transport_policy, "all");
-        assert_eq!(expires, Some(1_763_700_000));
+        // The default TTL, 15 min.
+        assert_eq!(expires, Some(1_763_697_300));
         // STUN and the REST server; the static long-term password stays on the camera.
         assert_eq!(ice_servers.len(), 2);
         assert_eq!(ice_servers[0].username, None);
-        assert_eq!(ice_servers[1].username.as_deref(), Some("1763700000:s1"));
+        assert_eq!(ice_servers[1].username.as_deref(), Some("1763697300:s1"));
+        // base64(HMAC-SHA1("secret", "1763697300:s1")), computed with Python's hmac.
         assert_eq!(
             ice_servers[1].credential.as_deref(),
-            Some("67w3Qd5c2Qo+RzWbIg7gONKM77Y=")
+            Some("XeYclNRH1N5lzL0BehL7aTH26PA=")
         );
         let json = serde_json::to_string(&p.viewer_config(&sid("s1"), 0)).unwrap();
         assert!(
@@ -278,10 +280,10 @@ mod tests {
         // The camera uses all three, with its own minted user.
         let own = p.camera_servers("porch", &sid("s1"), 1_763_696_400);
         assert_eq!(own.len(), 3);
-        assert_eq!(own[1].username.as_deref(), Some("1763700000:porch-s1"));
+        assert_eq!(own[1].username.as_deref(), Some("1763697300:porch-s1"));
         assert_eq!(own[2].credential.as_deref(), Some("long-term"));
-        // 1 h TTL, refreshed 5 min before expiry.
-        assert_eq!(p.refresh_after(), Some(Duration::from_secs(3300)));
+        // 15 min TTL, refreshed 5 min before expiry.
+        assert_eq!(p.refresh_after(), Some(Duration::from_secs(600)));
     }
 
     #[test]

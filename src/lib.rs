@@ -8,6 +8,7 @@ pub mod broker;
 pub mod config;
 pub mod ice;
 pub mod media;
+pub mod memory;
 pub mod peer;
 pub mod selftest;
 pub mod service;

@@ -163,7 +163,7 @@ async fn receive(
     let start_to_first_frame = started.elapsed();
 
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let (events_tx, mut events) = mpsc::unbounded_channel::<PeerReport>();
+    let (events_tx, mut events) = mpsc::channel::<PeerReport>(crate::peer::REPORT_QUEUE);
     let mut peers = Peers::new(
         PeerSettings {
             camera: "selftest".into(),

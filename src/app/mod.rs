@@ -199,7 +199,7 @@ async fn start_parts(
                 .or_else(|| url.userinfo.clone()),
         ),
         None => {
-            let started = broker::start(&config.broker, admission.broker())?;
+            let started = broker::start(&config.broker, admission.broker(), &topics.status())?;
             let addr = loopback_if_unspecified(started.listen);
             (
                 BrokerUrl::parse(&format!("mqtt://{addr}")).map_err(|e| anyhow::anyhow!(e))?,
@@ -238,7 +238,7 @@ async fn start_parts(
         turn: ice.has_turn(),
         signed: admission.signed(),
     };
-    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(1024);
+    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(mqtt::INBOUND_QUEUE);
     let (link, mqtt_task) = mqtt::start(
         MqttSettings {
             url: broker_url,
@@ -259,7 +259,7 @@ async fn start_parts(
         stops.mqtt.clone(),
     )?;
 
-    let (reports_tx, reports_rx) = mpsc::unbounded_channel::<PeerReport>();
+    let (reports_tx, reports_rx) = mpsc::channel::<PeerReport>(crate::peer::REPORT_QUEUE);
     let peers = Peers::new(
         PeerSettings {
             camera: camera.to_string(),
@@ -403,7 +403,7 @@ pub struct Camera {
     inbound_rx: mpsc::Receiver<Inbound>,
     link: MqttHandle,
     mqtt_task: tokio::task::JoinHandle<()>,
-    reports_rx: mpsc::UnboundedReceiver<PeerReport>,
+    reports_rx: mpsc::Receiver<PeerReport>,
     peers: Peers,
     sessions_json: Arc<Mutex<Vec<SessionSnapshot>>>,
     first_frame_ms: Arc<std::sync::OnceLock<u64>>,
@@ -535,6 +535,8 @@ impl Camera {
         );
         // Byes are queued in order ahead of the offline status and the disconnect.
         stops.cancel_all();
+        // Nobody reads reports any more: a session sending one must not wait for room.
+        drop(reports_rx);
         tracker.close();
         let _ = tokio::time::timeout_at(deadline, async {
             tracker.wait().await;

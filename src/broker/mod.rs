@@ -2,6 +2,8 @@
 //! camera's own client, MQTT over WebSocket for browsers. Started only when
 //! `signaling.broker` is unset.
 
+mod retained;
+
 use crate::access::gate::AccessPolicy;
 use crate::config::BrokerConfig;
 use base64::Engine as _;
@@ -10,6 +12,30 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, RwLock};
 use subtle::ConstantTimeEq as _;
+
+/// Largest MQTT packet the embedded broker reads (its remaining length), bytes: the
+/// contract's 64 KiB payload limit (signaling-v1, "Messages") plus room for the topic
+/// and MQTT 5 properties. A larger packet closes its connection before its body is
+/// read, so nobody can make the broker buffer a 1 MiB payload.
+pub const MAX_PACKET_BYTES: usize = crate::signaling::protocol::MAX_PAYLOAD_BYTES + 4 * 1024;
+
+/// Size at which a topic filter's in-memory log (rumqttd's commit log) starts a new
+/// segment, bytes.
+const SEGMENT_BYTES: usize = 256 * 1024;
+
+/// Segments each topic filter's log keeps: the oldest is dropped when a new one starts
+/// (a subscriber that far behind skips ahead). One filter's log thus holds at most
+/// about `SEGMENTS × (SEGMENT_BYTES + MAX_PACKET_BYTES)`, ~650 KiB, where rumqttd's
+/// default kept up to 1 GiB. Signaling traffic of one filter is a few KiB a second.
+const SEGMENTS: usize = 2;
+
+/// Connections the embedded broker holds at once: every open page holds one, the
+/// camera one, and a viewer limit is at most 1000.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Packets queued from the router to one connection before rumqttd stops reading
+/// for it; a viewer's session has a few dozen messages in flight at most.
+const MAX_QUEUED_PACKETS: usize = 64;
 
 /// Errors starting the embedded broker.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +100,8 @@ struct Running {
     mode: &'static str,
     camera_login: Option<(String, String)>,
     policy: Arc<RwLock<Option<AccessPolicy>>>,
+    /// The one topic whose retained message the sweeper keeps: the camera's status.
+    status_topic: Arc<RwLock<String>>,
 }
 
 /// The external-auth check of invite mode (rumqttd calls it for every CONNECT).
@@ -155,9 +183,17 @@ pub fn check(cfg: &BrokerConfig, invite: bool) -> Result<(), BrokerError> {
 /// # Errors
 /// [`BrokerError`] when a listener address is unavailable, the mode changed, or the
 /// camera's login cannot be generated.
-pub fn start(cfg: &BrokerConfig, admission: Admission) -> Result<Started, BrokerError> {
+pub fn start(
+    cfg: &BrokerConfig,
+    admission: Admission,
+    status_topic: &str,
+) -> Result<Started, BrokerError> {
     let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(current) = running.as_ref() {
+        *current
+            .status_topic
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = status_topic.to_owned();
         if current.mode != admission.mode() {
             return Err(BrokerError::ModeChanged {
                 running: current.mode,
@@ -207,11 +243,13 @@ pub fn start(cfg: &BrokerConfig, admission: Admission) -> Result<Started, Broker
     };
     let connections = ConnectionSettings {
         connection_timeout_ms: 30_000,
-        max_payload_size: 1024 * 1024,
-        max_inflight_count: 200,
+        max_payload_size: MAX_PACKET_BYTES,
+        max_inflight_count: MAX_QUEUED_PACKETS,
         auth,
         external_auth,
-        dynamic_filters: true,
+        // A publish nobody subscribed to must not create a topic filter (and its log)
+        // that is never freed.
+        dynamic_filters: false,
     };
     let server = |name: &str, listen: SocketAddr| ServerSettings {
         name: name.to_owned(),
@@ -223,10 +261,10 @@ pub fn start(cfg: &BrokerConfig, admission: Admission) -> Result<Started, Broker
     let config = Config {
         id: 0,
         router: RouterConfig {
-            max_connections: 10_010,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
+            max_connections: MAX_CONNECTIONS,
+            max_outgoing_packet_count: MAX_QUEUED_PACKETS as u64,
+            max_segment_size: SEGMENT_BYTES,
+            max_segment_count: SEGMENTS,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
@@ -246,10 +284,15 @@ pub fn start(cfg: &BrokerConfig, admission: Admission) -> Result<Started, Broker
         prometheus: None,
         metrics: None,
     };
+    let keep = Arc::new(RwLock::new(status_topic.to_owned()));
+    let sweeper_keep = keep.clone();
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
             let mut broker = Broker::new(config);
+            if let Err(e) = retained::spawn(&broker, sweeper_keep, MAX_QUEUED_PACKETS) {
+                log::error!("embedded broker: no retained-message sweeper: {e}");
+            }
             if let Err(e) = broker.start() {
                 log::error!("embedded broker stopped: {e}");
             }
@@ -271,6 +314,7 @@ pub fn start(cfg: &BrokerConfig, admission: Admission) -> Result<Started, Broker
         mode,
         camera_login: camera_login.clone(),
         policy,
+        status_topic: keep,
     });
     Ok(Started {
         listen: cfg.listen,

@@ -343,7 +343,9 @@ pub struct WebrtcConfig {
     pub udp_bind: Vec<IpAddr>,
     /// ICE must reach `connected` this long after an offer, s (contract: 30).
     pub connect_timeout_s: u32,
-    /// Lifetime of minted TURN REST credentials, s (default 3600).
+    /// Lifetime of minted TURN REST credentials, s (default 900: a credential read off
+    /// a broker without TLS relays for at most 15 min; a live session gets fresh ones,
+    /// with an ICE restart, every 10 min; see docs/nat-traversal.md).
     pub turn_credential_ttl_s: u32,
     /// A live session gets a fresh `config` this long before its credentials expire, s
     /// (contract default 300; half the TTL when the TTL is shorter).
@@ -371,7 +373,7 @@ impl Default for WebrtcConfig {
             viewer_ice_transport_policy: IceTransportPolicy::All,
             udp_bind: Vec::new(),
             connect_timeout_s: 30,
-            turn_credential_ttl_s: 3600,
+            turn_credential_ttl_s: 900,
             turn_refresh_before_s: 300,
             tcp_bind: Vec::new(),
             port_range: PortRange::default(),

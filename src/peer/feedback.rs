@@ -18,14 +18,17 @@ use tokio::sync::mpsc;
 pub(crate) const SLOT: usize = 20_000;
 
 /// Pass-through interceptor that sends `()` on `keyframe` for each PLI or FIR read.
+/// `keyframe` is meant to have capacity 1: a request still waiting covers every PLI
+/// that arrives before the session takes it, so a viewer flooding PLIs costs a
+/// `try_send` each and no memory.
 pub(crate) struct KeyframeFeedback {
-    keyframe: mpsc::UnboundedSender<()>,
+    keyframe: mpsc::Sender<()>,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
 impl KeyframeFeedback {
-    pub(crate) fn new(keyframe: mpsc::UnboundedSender<()>) -> Self {
+    pub(crate) fn new(keyframe: mpsc::Sender<()>) -> Self {
         Self {
             keyframe,
             read_queue: VecDeque::new(),
@@ -52,8 +55,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
         if let Packet::Rtcp(packets) = &msg.message.packet
             && wants_keyframe(packets)
         {
-            // The receiver ends with the session; a closed channel means nobody listens.
-            let _ = self.keyframe.send(());
+            // Full: a request is already pending. Closed: the session has ended.
+            let _ = self.keyframe.try_send(());
         }
         self.read_queue.push_back(msg);
         Ok(())
@@ -99,7 +102,7 @@ mod tests {
 
     #[test]
     fn reports_pli_and_fir_but_not_receiver_reports() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(1);
         let mut chain = Registry::new()
             .with(Slot::from(SLOT), KeyframeFeedback::new(tx))
             .build();
@@ -118,5 +121,14 @@ mod tests {
         assert!(rx.try_recv().is_ok());
         read(&mut chain, vec![Box::new(FullIntraRequest::default())]);
         assert!(rx.try_recv().is_ok());
+        // A flood while the session is busy leaves one pending request, not a queue.
+        for _ in 0..1000 {
+            read(&mut chain, vec![Box::new(FullIntraRequest::default())]);
+        }
+        assert!(rx.try_recv().is_ok());
+        assert!(
+            rx.try_recv().is_err(),
+            "PLIs coalesce into one pending request"
+        );
     }
 }

@@ -17,7 +17,7 @@ pub mod sdp;
 mod session;
 pub mod stats;
 
-pub use registry::Peers;
+pub use registry::{Peers, REPORT_QUEUE};
 pub use session::SessionError;
 pub use session::rtp::RtpClock;
 

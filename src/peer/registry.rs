@@ -20,18 +20,36 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Commands queued to one session task (renegotiation offers, remote candidates).
+/// The signaling machine already caps candidates per offer (50) and offers per
+/// session; a session that lets this many pile up is stuck, and more are dropped.
+const SESSION_QUEUE: usize = 64;
+
+/// Reports queued from all session tasks to the camera loop. Sessions wait when it is
+/// full, so a burst slows them instead of growing memory.
+pub const REPORT_QUEUE: usize = 1024;
+
 struct Handle {
     generation: u64,
-    tx: mpsc::UnboundedSender<SessionCmd>,
+    tx: mpsc::Sender<SessionCmd>,
     cancel: CancellationToken,
     stats: Arc<SessionStats>,
+}
+
+impl Handle {
+    /// Queues `cmd` without waiting: the camera loop must never block on one session.
+    fn queue(&self, session: &SessionId, cmd: SessionCmd) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(cmd) {
+            log::warn!(session_id = session.as_str(); "session {session} is not taking its commands ({SESSION_QUEUE} queued); dropping one");
+        }
+    }
 }
 
 /// The session registry: one task per viewer.
 pub struct Peers {
     settings: Arc<PeerSettings>,
     media: MediaFeeds,
-    events: mpsc::UnboundedSender<PeerReport>,
+    events: mpsc::Sender<PeerReport>,
     sessions: HashMap<SessionId, Handle>,
     next_generation: u64,
     tracker: TaskTracker,
@@ -45,7 +63,7 @@ impl Peers {
     pub fn new(
         settings: PeerSettings,
         media: MediaFeeds,
-        events: mpsc::UnboundedSender<PeerReport>,
+        events: mpsc::Sender<PeerReport>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
@@ -73,12 +91,12 @@ impl Peers {
         match cmd {
             PeerCommand::Offer { session, sdp } => {
                 if let Some(h) = self.sessions.get(&session) {
-                    let _ = h.tx.send(SessionCmd::Offer(sdp));
+                    h.queue(&session, SessionCmd::Offer(sdp));
                     return;
                 }
                 let generation = self.next_generation;
                 self.next_generation += 1;
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(SESSION_QUEUE);
                 let cancel = self.shutdown.child_token();
                 let stats = Arc::new(SessionStats::default());
                 let ctx = SessionCtx {
@@ -114,7 +132,7 @@ impl Peers {
             }
             PeerCommand::AddCandidate { session, candidate } => {
                 if let Some(h) = self.sessions.get(&session) {
-                    let _ = h.tx.send(SessionCmd::Candidate(candidate));
+                    h.queue(&session, SessionCmd::Candidate(candidate));
                 }
             }
             PeerCommand::Close { session } => {
@@ -156,7 +174,7 @@ impl Peers {
 struct ReportTo {
     session: SessionId,
     generation: u64,
-    events: mpsc::UnboundedSender<PeerReport>,
+    events: mpsc::Sender<PeerReport>,
 }
 
 /// Runs one session future to its end. A panic or an `Err` closes the peer connection
@@ -178,11 +196,14 @@ async fn supervise(
     {
         log::debug!(session_id = to.session.as_str(); "close after abort: {e}");
     }
-    let _ = to.events.send(PeerReport {
-        session: to.session,
-        generation: to.generation,
-        event: PeerEvent::Aborted(error.to_string()),
-    });
+    let _ = to
+        .events
+        .send(PeerReport {
+            session: to.session,
+            generation: to.generation,
+            event: PeerEvent::Aborted(error.to_string()),
+        })
+        .await;
 }
 
 #[cfg(test)]
@@ -204,8 +225,8 @@ mod tests {
         Arc::new(pc)
     }
 
-    fn report_to() -> (ReportTo, mpsc::UnboundedReceiver<PeerReport>) {
-        let (events, rx) = mpsc::unbounded_channel();
+    fn report_to() -> (ReportTo, mpsc::Receiver<PeerReport>) {
+        let (events, rx) = mpsc::channel(REPORT_QUEUE);
         let to = ReportTo {
             session: SessionId::parse("s1").expect("valid id"),
             generation: 7,

@@ -88,7 +88,8 @@ pub struct SessionStats {
     pub audio_packets: AtomicU64,
     /// RTP payload bytes written (both tracks).
     pub bytes: AtomicU64,
-    /// PLI + FIR received.
+    /// PLI + FIR requests taken from the viewer (those arriving while one is still
+    /// pending count once).
     pub keyframe_requests: AtomicU64,
     /// Frames lost to a full queue.
     pub dropped_frames: AtomicU64,
@@ -108,7 +109,8 @@ pub struct SessionSnapshot {
     pub audio_packets: u64,
     /// Bytes written.
     pub bytes: u64,
-    /// PLI + FIR received.
+    /// PLI + FIR requests taken from the viewer (those arriving while one is still
+    /// pending count once).
     pub keyframe_requests: u64,
     /// Frames dropped for this slow viewer.
     pub dropped_frames: u64,

@@ -57,6 +57,11 @@ pub struct MqttSettings {
     pub max_backoff: Duration,
 }
 
+/// Messages queued from the broker link to the camera loop. At the contract's 64 KiB
+/// per message that holds at most 8 MiB; the loop takes each in microseconds, so only
+/// a flood fills it, and then more are dropped (with a rate-limited log line).
+pub const INBOUND_QUEUE: usize = 128;
+
 /// What the link delivers to the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
@@ -285,6 +290,12 @@ pub fn start(
                             suppressed(more)
                         );
                     }
+                }
+                // A zero-length publish is how MQTT deletes a retained message (3.1.1
+                // §3.3.1.3; the embedded broker's sweeper sends them, and brokers pass
+                // them on to subscribers): never a signaling message, so no `error`.
+                Ok(Event::Incoming(Packet::Publish(p))) if p.payload.is_empty() => {
+                    log::debug!("ignoring a zero-length message on {:?}", truncate(&p.topic));
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => match topics.parse_to_camera(&p.topic) {
                     Some(Ok(session)) => {

@@ -134,7 +134,7 @@ fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLo
 pub(super) struct Built {
     pub pc: Arc<dyn PeerConnection>,
     pub internal: mpsc::UnboundedReceiver<Internal>,
-    pub keyframe_requests: mpsc::UnboundedReceiver<()>,
+    pub keyframe_requests: mpsc::Receiver<()>,
     pub video: SendTrack,
     pub audio: Option<SendTrack>,
 }
@@ -152,7 +152,7 @@ fn internal_err(e: webrtc::error::Error) -> Reject {
 fn media_engine(
     profile_level_id: &str,
     audio: bool,
-    keyframe: mpsc::UnboundedSender<()>,
+    keyframe: mpsc::Sender<()>,
 ) -> Result<(MediaEngine, Registry), Reject> {
     let mut engine = MediaEngine::default();
     engine
@@ -225,7 +225,8 @@ pub(super) async fn build(
     let (tx, internal) = mpsc::unbounded_channel();
     let settings = &ctx.settings;
     let build_pc = async |mode: MulticastDnsMode, port: u16| {
-        let (keyframe_tx, keyframe_rx) = mpsc::unbounded_channel();
+        // Capacity 1: PLIs arriving while one is pending coalesce (`KeyframeFeedback`).
+        let (keyframe_tx, keyframe_rx) = mpsc::channel(1);
         let (engine, registry) = media_engine(profile_level_id, audio, keyframe_tx)?;
         let setting_engine = SettingEngineBuilder::new()
             .with_multicast_dns_mode(mode)

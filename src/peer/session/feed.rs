@@ -116,7 +116,7 @@ pub(super) async fn feed(
 /// Turns PLI/FIR from the viewer (reported by `peer::feedback::KeyframeFeedback`) into keyframe
 /// requests, which the hub coalesces with every other viewer's.
 pub(super) async fn forward_keyframe_requests(
-    mut requests: mpsc::UnboundedReceiver<()>,
+    mut requests: mpsc::Receiver<()>,
     sub: Arc<Subscription>,
     stats: Arc<SessionStats>,
     cancel: CancellationToken,

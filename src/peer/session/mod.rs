@@ -50,19 +50,25 @@ pub(crate) struct SessionCtx {
     pub generation: u64,
     pub settings: Arc<PeerSettings>,
     pub media: MediaFeeds,
-    pub events: mpsc::UnboundedSender<PeerReport>,
+    pub events: mpsc::Sender<PeerReport>,
     pub cancel: CancellationToken,
     pub stats: Arc<SessionStats>,
     pub latency: Arc<LatencyHistogram>,
 }
 
 impl SessionCtx {
-    fn report(&self, event: PeerEvent) {
-        let _ = self.events.send(PeerReport {
+    /// Sends a report, waiting while the queue is full; a closed queue (the camera is
+    /// shutting down) drops it.
+    async fn report(&self, event: PeerEvent) {
+        let report = PeerReport {
             session: self.id.clone(),
             generation: self.generation,
             event,
-        });
+        };
+        tokio::select! {
+            _ = self.events.send(report) => {}
+            () = self.cancel.cancelled() => {}
+        }
     }
 }
 
@@ -115,7 +121,7 @@ pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 pub(crate) async fn run(
     ctx: SessionCtx,
     first_offer: String,
-    mut cmds: mpsc::UnboundedReceiver<SessionCmd>,
+    mut cmds: mpsc::Receiver<SessionCmd>,
     slot: PcSlot,
 ) -> Result<(), SessionError> {
     let mut format_rx = ctx.media.format.clone();
@@ -129,7 +135,8 @@ pub(crate) async fn run(
         ctx.report(PeerEvent::OfferRejected {
             code: ErrorCode::Internal,
             message: "camera has not produced video yet, retry shortly".into(),
-        });
+        })
+        .await;
         return Ok(());
     };
     let cap = SendCapability {
@@ -141,14 +148,15 @@ pub(crate) async fn run(
             ctx.report(PeerEvent::OfferRejected {
                 code: ErrorCode::BadOffer,
                 message: e.to_string(),
-            });
+            })
+            .await;
             return Ok(());
         }
     };
     let built = match build(&ctx, &cap.profile_level_id, info.audio).await {
         Ok(b) => b,
         Err(Reject(code, message)) => {
-            ctx.report(PeerEvent::OfferRejected { code, message });
+            ctx.report(PeerEvent::OfferRejected { code, message }).await;
             return Ok(());
         }
     };
@@ -161,9 +169,9 @@ pub(crate) async fn run(
     } = built;
     slot.set(pc.clone());
     match answer(&pc, first_offer).await {
-        Ok(sdp) => ctx.report(PeerEvent::Answer(sdp)),
+        Ok(sdp) => ctx.report(PeerEvent::Answer(sdp)).await,
         Err(Reject(code, message)) => {
-            ctx.report(PeerEvent::OfferRejected { code, message });
+            ctx.report(PeerEvent::OfferRejected { code, message }).await;
             let _ = pc.close().await;
             return Ok(());
         }
@@ -241,7 +249,7 @@ pub(crate) async fn run(
                 }
                 Some(SessionCmd::Offer(sdp)) => {
                     if let Err(e) = check_offer(&sdp, &cap) {
-                        ctx.report(PeerEvent::OfferRejected { code: ErrorCode::BadOffer, message: e.to_string() });
+                        ctx.report(PeerEvent::OfferRejected { code: ErrorCode::BadOffer, message: e.to_string() }).await;
                         break;
                     }
                     if ctx.settings.ice.camera_mints() {
@@ -260,14 +268,14 @@ pub(crate) async fn run(
                     gathered = Gathered::default();
                     match answer(&pc, sdp).await {
                         Ok(sdp) => {
-                            ctx.report(PeerEvent::Answer(sdp));
+                            ctx.report(PeerEvent::Answer(sdp)).await;
                             if matches!(ice_state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
                                 // No ICE restart: the session is still connected.
-                                ctx.report(PeerEvent::Connected);
+                                ctx.report(PeerEvent::Connected).await;
                             }
                         }
                         Err(Reject(code, message)) => {
-                            ctx.report(PeerEvent::OfferRejected { code, message });
+                            ctx.report(PeerEvent::OfferRejected { code, message }).await;
                             break;
                         }
                     }
@@ -287,16 +295,16 @@ pub(crate) async fn run(
                             sdp_mid: init.sdp_mid.clone().filter(|m| !m.is_empty()).or_else(|| Some("0".into())),
                             sdp_mline_index: init.sdp_mline_index,
                             username_fragment: init.username_fragment.clone(),
-                        })));
+                        }))).await;
                     }
                 }
                 Some(Internal::GatheringComplete) => {
-                    ctx.report(PeerEvent::LocalCandidate(None));
+                    ctx.report(PeerEvent::LocalCandidate(None)).await;
                     log::info!(session_id = ctx.id.as_str(); "ICE gathering complete: {gathered}");
                     if ctx.settings.ice.camera_has_turn() && gathered.relay == 0 {
                         log::warn!(session_id = ctx.id.as_str(); "no relay candidate from the TURN server(s): allocation refused or unreachable (wrong/expired credentials or secret, or TURN port blocked); see the webrtc log line above");
                         if transport_policy(&ctx) == RTCIceTransportPolicy::Relay {
-                            ctx.report(PeerEvent::Failed("relay-only camera got no TURN allocation".into()));
+                            ctx.report(PeerEvent::Failed("relay-only camera got no TURN allocation".into())).await;
                             break;
                         }
                     }
@@ -305,7 +313,7 @@ pub(crate) async fn run(
                     log::debug!(session_id = ctx.id.as_str(); "ICE connection state {state}");
                     ice_state = state;
                     if matches!(state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
-                        ctx.report(PeerEvent::Connected);
+                        ctx.report(PeerEvent::Connected).await;
                         // After an ICE restart the path may have changed.
                         if let Some((pair, remote)) = selected_pair(&pc).await {
                             let mut current = ctx.stats.candidate_pair.lock().unwrap_or_else(|p| p.into_inner());
@@ -326,11 +334,11 @@ pub(crate) async fn run(
                             live_tx.send_replace(true);
                         }
                         RTCPeerConnectionState::Failed => {
-                            ctx.report(PeerEvent::Failed("ICE/DTLS failed".into()));
+                            ctx.report(PeerEvent::Failed("ICE/DTLS failed".into())).await;
                             break;
                         }
                         RTCPeerConnectionState::Closed => {
-                            ctx.report(PeerEvent::Failed("peer connection closed".into()));
+                            ctx.report(PeerEvent::Failed("peer connection closed".into())).await;
                             break;
                         }
                         _ => {}

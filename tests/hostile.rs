@@ -1,0 +1,199 @@
+//! Hostile clients of the embedded broker in open mode (anyone may connect): a flood of
+//! distinct session topics, retained messages and oversized payloads must leave
+//! edgecam's memory bounded and a watching viewer's stream running.
+
+mod common;
+
+use common::viewer::{Viewer, wait_status};
+use common::{Edgecam, free_port, wait_port};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::time::{Duration, Instant};
+
+/// edgecam's resident set and its high-water mark, KiB (`/proc/<pid>/status`).
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// An attacker's MQTT client; its event loop runs on a task until `limit` passes or
+/// the connection ends. Returns the client and that task, whose result says whether
+/// the connection ended (closed by the broker, or by a disconnect) before `limit`.
+fn attacker(port: u16, id: &str, limit: Duration) -> (AsyncClient, tokio::task::JoinHandle<bool>) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(opts, 4096);
+    let task = tokio::spawn(async move {
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(end, events.poll()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return true,
+                Err(_) => return false,
+            }
+        }
+    });
+    (client, task)
+}
+
+/// Topics of the retained messages a fresh subscriber to `#` receives within 1 s.
+async fn retained_topics(port: u16) -> Vec<String> {
+    let opts = MqttOptions::new("retained-reader", "127.0.0.1", port);
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    client
+        .subscribe("#", QoS::AtMostOnce)
+        .await
+        .expect("queue subscribe");
+    let end = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut topics = Vec::new();
+    while let Ok(Ok(event)) = tokio::time::timeout_at(end, events.poll()).await {
+        if let Event::Incoming(Packet::Publish(p)) = event
+            && p.retain
+        {
+            topics.push(p.topic);
+        }
+    }
+    topics
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_memory_stays_bounded_under_a_topic_and_payload_flood() {
+    const TOPICS: usize = 1000;
+    const BIG: usize = 500;
+    let (tcp, ws) = (free_port(), free_port());
+    let config = format!(
+        "[camera]\nid = \"flood\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 30\nbitrate_kbps = 800\n\
+         [audio]\nsource = \"test\"\n[access]\nmode = \"open\"\n\
+         [broker]\nlisten = \"127.0.0.1:{tcp}\"\nws_listen = \"127.0.0.1:{ws}\"\n\
+         [http]\nenabled = false\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n"
+    );
+    let cam = Edgecam::start(&config);
+    let pid = cam.pid().expect("edgecam runs");
+    assert!(
+        wait_port(tcp, Duration::from_secs(15)),
+        "embedded broker listens"
+    );
+    wait_status(tcp, "flood", Duration::from_secs(20), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    let viewer = Viewer::connect_with(tcp, "flood", "watcher", false).await;
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(20), |r| r.video_frames >= 60)
+        .await;
+    assert!(ok, "the viewer plays before the flood: {r:?}");
+    // Past start-up allocations: the pipeline, the session, the first keyframes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (base, _) = memory_kib(pid);
+    let frames_before = viewer.report().video_frames;
+    let started = Instant::now();
+
+    // 1. 1000 fresh session ids, each with its to-viewer topic subscribed (a topic
+    //    filter in the broker) and a retained 60 KiB body on its to-camera topic, plus
+    //    1000 retained 60 KiB messages on topics of no meaning to edgecam.
+    let (client, task) = attacker(tcp, "flooder", Duration::from_secs(60));
+    let body = vec![b'x'; 60 * 1024];
+    for i in 0..TOPICS {
+        client
+            .subscribe(
+                format!("edgecam/flood/session/f{i}/to-viewer"),
+                QoS::AtMostOnce,
+            )
+            .await
+            .expect("queue subscribe");
+        client
+            .publish(
+                format!("edgecam/flood/session/f{i}/to-camera"),
+                QoS::AtMostOnce,
+                true,
+                body.clone(),
+            )
+            .await
+            .expect("queue publish");
+        client
+            .publish(format!("junk/{i}"), QoS::AtMostOnce, true, body.clone())
+            .await
+            .expect("queue publish");
+    }
+    client.disconnect().await.ok();
+    let _ = task.await;
+    let after_topics = Instant::now();
+
+    // 2. 500 payloads of 1 MiB, each on a connection of its own (the broker closes a
+    //    connection that sends one).
+    let big = vec![b'y'; 1 << 20];
+    let mut refused = 0;
+    let phase2_end = Instant::now() + Duration::from_secs(90);
+    for i in 0..BIG {
+        assert!(
+            Instant::now() < phase2_end,
+            "500 refused connections took over 90 s (after {i}): is the broker stuck?"
+        );
+        let (client, task) = attacker(tcp, &format!("big{i}"), Duration::from_secs(5));
+        client
+            .publish(
+                format!("edgecam/flood/session/b{i}/to-camera"),
+                QoS::AtMostOnce,
+                false,
+                big.clone(),
+            )
+            .await
+            .expect("queue publish");
+        // The event loop ends when the broker drops the connection.
+        refused += usize::from(task.await.unwrap_or(false));
+    }
+    let flood_s = started.elapsed().as_secs_f64();
+    let frames_after_flood = viewer.report().video_frames;
+    // One sweep of the retained messages (every 2 s) and a margin.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (after, peak) = memory_kib(pid);
+    let r = viewer.report();
+    eprintln!(
+        "flood: {TOPICS} session topics + {TOPICS} junk topics ({:.1} s), {BIG} x 1 MiB \
+         ({refused} connections closed by the broker), {flood_s:.1} s in all; \
+         RSS {:.1} MiB before, {:.1} MiB after (+{:.1} MiB), peak {:.1} MiB; \
+         viewer frames {frames_before} -> {frames_after_flood} -> {}",
+        (after_topics - started).as_secs_f64(),
+        base as f64 / 1024.0,
+        after as f64 / 1024.0,
+        (after as f64 - base as f64) / 1024.0,
+        peak as f64 / 1024.0,
+        r.video_frames
+    );
+    assert_eq!(refused, BIG, "every 1 MiB publish closes its connection");
+    assert!(
+        after <= base + 20 * 1024,
+        "RSS grew by {} KiB (bound: 20 MiB)",
+        after.saturating_sub(base)
+    );
+    // 30 fps: at least half the frames of the flood's duration arrived during it, and
+    // more after it.
+    assert!(
+        (frames_after_flood - frames_before) as f64 >= flood_s * 15.0,
+        "the viewer kept playing during the flood: {frames_before} -> {frames_after_flood} in {flood_s:.1} s"
+    );
+    assert!(
+        r.video_frames >= frames_after_flood + 60,
+        "and after it: {frames_after_flood} -> {}",
+        r.video_frames
+    );
+    assert!(r.ended.is_empty(), "the viewer's session went on: {r:?}");
+    assert_eq!(
+        retained_topics(tcp).await,
+        vec!["edgecam/flood/status".to_owned()],
+        "the sweeper left only the camera's status retained"
+    );
+    let log = cam.log_text();
+    assert!(
+        log.contains("cleared") && log.contains("retained message"),
+        "the sweeper cleared the planted retained messages: {log}"
+    );
+}
