@@ -33,6 +33,11 @@ rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 if [[ "${1:-}" == "--test" ]]; then
+  # The supply-chain gate (deny.toml), pinned; built from crates.io once per machine.
+  CARGO_DENY_VERSION=0.20.2
+  if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
+    cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" >&2
+  fi
   # The browser test drives Debian's chromium with playwright-core (no browser download).
   if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
     (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)

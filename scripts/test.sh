@@ -6,13 +6,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Supply chain (deny.toml): licences, banned crates, sources. Advisories need the
+# RustSec database from GitHub, which these machines cannot reach (deny.toml says more).
+cargo deny --log-level error check licenses bans sources
 # The arm64 and armhf release binaries, their .debs and the arm64 root tests/cross.rs
 # installs into: built up front so these CPU-heavy minutes do not overlap
 # timing-sensitive tests.
 cross/package.sh aarch64-unknown-linux-gnu >/dev/null
 cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null
 cross/arm64-root.sh >/dev/null
+# Every parser of remote input, fuzzed for 10 s each (scripts/fuzz.sh; the longer runs
+# and their figures are in docs/reliability.md). Its instrumented build is CPU-heavy too.
+scripts/fuzz.sh --seconds 10
 # The programs the suite starts (brokers, coturn, edgecam, browsers, the lab VM): none
 # may outlive it.
 suite_procs() {
