@@ -251,7 +251,7 @@ async fn start_parts(
             ca_file: config.signaling.ca_file.clone(),
             keep_alive: Duration::from_secs(config.signaling.keep_alive_s.into()),
             min_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_millis(config.signaling.reconnect_max_ms.into()),
         },
         topics.clone(),
         &status.build(0, None),

@@ -201,6 +201,11 @@ pub struct SignalingConfig {
     pub client_id: Option<String>,
     /// MQTT keep-alive, s.
     pub keep_alive_s: u16,
+    /// Longest wait between reconnect attempts before jitter, ms (default 800): with
+    /// jitter up to twice that, so a camera is back (subscribed, status republished)
+    /// within about 1.6 s of its broker's return. Raise it for large fleets on one
+    /// broker, whose return would otherwise meet every camera at once.
+    pub reconnect_max_ms: u32,
 }
 
 impl Default for SignalingConfig {
@@ -214,6 +219,7 @@ impl Default for SignalingConfig {
             ca_file: None,
             client_id: None,
             keep_alive_s: 15,
+            reconnect_max_ms: 800,
         }
     }
 }

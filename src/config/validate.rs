@@ -72,6 +72,9 @@ impl Config {
         if self.signaling.keep_alive_s < 5 {
             return invalid("signaling.keep_alive_s", "must be at least 5");
         }
+        if !(500..=300_000).contains(&self.signaling.reconnect_max_ms) {
+            return invalid("signaling.reconnect_max_ms", "must be within 500..=300000");
+        }
         if self.broker.password.is_some() != self.broker.username.is_some() {
             return invalid("broker.username", "username and password go together");
         }

@@ -56,6 +56,7 @@ fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitSta
 /// A Mosquitto broker on an ephemeral loopback port (plus a WebSocket listener).
 pub struct Mosquitto {
     child: Child,
+    killed: bool,
     /// MQTT over TCP port.
     pub port: u16,
     /// MQTT over WebSocket port.
@@ -141,6 +142,7 @@ impl Mosquitto {
         }
         Self {
             child,
+            killed: false,
             port,
             ws_port,
             _dir: dir,
@@ -148,8 +150,21 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// Kills the broker with SIGKILL: no clean disconnect, its retained messages gone
+    /// (no persistence), as when it crashes or its machine loses power.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.killed = true;
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
+        if self.killed {
+            return;
+        }
         terminate(&mut self.child, Duration::from_secs(2));
     }
 }
