@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::viewer::{Viewer, wait_status};
+use common::viewer::{Signal, Viewer, online_camera, wait_status};
 use common::{Edgecam, free_port, wait_port};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::time::{Duration, Instant};
@@ -196,4 +196,77 @@ async fn embedded_broker_memory_stays_bounded_under_a_topic_and_payload_flood() 
         log.contains("cleared") && log.contains("retained message"),
         "the sweeper cleared the planted retained messages: {log}"
     );
+}
+
+/// A real browser's offer (Chromium 156, recvonly video + audio, from the fuzz corpus)
+/// without its candidates: a valid offer whose ICE can never complete, and that sends
+/// the camera's connectivity checks nowhere.
+fn stranded_offer() -> String {
+    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/offer/chromium");
+    let raw = std::fs::read(corpus).expect("the Chromium offer in the fuzz corpus");
+    // The corpus file's first byte picks the fuzz target's encoder profile.
+    let sdp = String::from_utf8(raw[1..].to_vec()).expect("UTF-8 SDP");
+    sdp.split("\r\n")
+        .filter(|l| !l.starts_with("a=candidate") && !l.starts_with("a=end-of-candidates"))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_held_open_by_ten_clients_neither_keep_a_viewer_out_nor_stop_an_ice_restart() {
+    // The default limit, 10 viewers.
+    let (broker, cam) = online_camera("cam", "").await;
+    let live = Viewer::connect(broker.port, "cam", "live").await;
+    let (ok, r) = live
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
+        .await;
+    assert!(ok, "the live viewer plays: {r:?}");
+    let first_answer = r.answer.clone();
+
+    // Ten clients offer and never connect: nine take the free slots, the tenth is
+    // refused.
+    let sdp = stranded_offer();
+    let mut attackers = Vec::new();
+    for i in 0..10 {
+        let s = Signal::connect(broker.port, "cam", &format!("attacker{i}"), &[]).await;
+        s.send(&serde_json::json!({"type": "offer", "sdp": sdp}))
+            .await;
+        attackers.push(s);
+    }
+    let status = wait_status(broker.port, "cam", Duration::from_secs(10), |s| {
+        s["viewers"] == 10
+    })
+    .await;
+    assert_eq!(status["maxViewers"], 10, "every slot is taken: {status}");
+    // Past the grace of a connecting session (2 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // A real viewer joins, and the live one restarts ICE, while the attack goes on.
+    let newcomer = Viewer::connect(broker.port, "cam", "newcomer").await;
+    live.restart_ice().await;
+    let before_restart = live.report().decoded_video;
+    let (ok, r) = newcomer
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
+        .await;
+    assert!(ok, "the new viewer gets a slot and plays: {r:?}");
+    assert!(
+        cam.log_text()
+            .contains("never connected and every slot is taken: ending it for a new viewer"),
+        "it took the slot of an attacker's session: {}",
+        cam.log_text()
+    );
+    let (ok, r) = live
+        .wait_until(Duration::from_secs(15), |r| {
+            r.answer != first_answer && r.decoded_video >= before_restart + 30
+        })
+        .await;
+    assert!(
+        ok && r.ended.is_empty(),
+        "the live viewer's ICE restart was answered and it kept playing: {r:?}"
+    );
+    for (i, a) in attackers.iter_mut().enumerate() {
+        // Each attacker got an answer (it had a slot) or busy; none was left waiting.
+        let reply = a.recv(Duration::from_secs(1)).await;
+        assert!(reply.is_some(), "attacker {i} got a reply");
+    }
 }

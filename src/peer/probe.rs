@@ -411,6 +411,36 @@ impl ProbeViewer {
         Ok(sdp)
     }
 
+    /// Creates an ICE restart offer (new ICE credentials, RFC 8445 §9; W3C
+    /// `RTCOfferOptions.iceRestart`) on the live connection and applies it locally.
+    /// Remote candidates are held again until its answer.
+    ///
+    /// # Errors
+    /// When webrtc-rs cannot create or apply the offer.
+    pub async fn restart_ice(&self) -> Result<String, ProbeError> {
+        self.early
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .answered = false;
+        let offer = self
+            .pc
+            .create_offer(Some(rtc::peer_connection::configuration::RTCOfferOptions {
+                ice_restart: true,
+            }))
+            .await
+            .map_err(err("creating the ICE restart offer"))?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(err("applying the ICE restart offer"))?;
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or_default())
+    }
+
     /// Applies the camera's SDP answer, then the remote candidates held until now (one
     /// that does not parse is logged and skipped: ICE goes on with the others).
     ///

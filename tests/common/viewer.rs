@@ -276,6 +276,11 @@ impl Viewer {
         }
     }
 
+    /// Restarts ICE on the live session (an ICE restart offer on the same session id).
+    pub async fn restart_ice(&self) {
+        self.inner.restart_ice().await.expect("ICE restart offer");
+    }
+
     /// Sends `bye` and closes the peer connection.
     pub async fn bye(&self) {
         self.inner.bye().await;

@@ -439,6 +439,20 @@ impl ProbeSession {
         self.sender.send(msg).await;
     }
 
+    /// Restarts ICE on the live session: an ICE restart offer on the same session id
+    /// (signaling-v1: a renegotiation), whose answer and candidates the background
+    /// task applies as for the first offer.
+    ///
+    /// # Errors
+    /// When the probe cannot create the offer.
+    pub async fn restart_ice(&self) -> anyhow::Result<()> {
+        let offer = self.probe.restart_ice().await?;
+        self.sender
+            .send(&json!({"type": "offer", "sdp": offer}))
+            .await;
+        Ok(())
+    }
+
     /// Sends `bye` and closes the peer connection (the MQTT connection stays).
     pub async fn bye(&self) {
         self.sender.send(&json!({"type": "bye"})).await;

@@ -33,6 +33,11 @@ pub struct Limits {
     pub session_message_burst: u32,
     /// Messages of one session: refill per second.
     pub session_messages_per_sec: f64,
+    /// A session that has never reached ICE `connected` this long after its first
+    /// offer may be displaced (ended with `bye` `timeout`) by a new viewer's offer when
+    /// every slot is taken, oldest first; younger ones keep their slot, so a viewer
+    /// still connecting is not pushed out by the next one.
+    pub pending_grace: Duration,
     /// Remote ICE candidates a session may add per offer (an ICE restart starts the
     /// count again); more are skipped with a log line, as unusable candidates are
     /// (contract, "Rules"). A browser sends a handful.
@@ -56,6 +61,7 @@ impl Default for Limits {
             messages_per_sec: 200.0,
             session_message_burst: 60,
             session_messages_per_sec: 20.0,
+            pending_grace: Duration::from_secs(2),
             max_remote_candidates: 50,
             status_interval: Duration::from_secs(1),
             config_refresh_after: None,
@@ -145,6 +151,11 @@ struct Session {
     refresh_at: Option<Instant>,
     /// Remote candidates taken since the latest offer.
     remote_candidates: u32,
+    /// When its first offer arrived.
+    opened_at: Instant,
+    /// Whether ICE has ever reached `connected`: only a session that never did can be
+    /// displaced.
+    ever_connected: bool,
 }
 
 /// Token bucket over simulated time.
@@ -238,8 +249,13 @@ impl Machine {
     }
 
     /// Handles one payload that arrived on `session`'s `to-camera` topic.
+    ///
+    /// Budgets: every session has its own; the shared one applies only to messages for
+    /// sessions that do not exist (yet), so a flood from rotating session ids never
+    /// starves a live session's signaling (an ICE restart's offer and candidates).
     pub fn handle_message(&mut self, now: Instant, session: SessionId, payload: &[u8]) {
-        if !self.take_session_budget(now, &session) || !self.messages.take(now) {
+        let live = self.sessions.contains_key(&session);
+        if !self.take_session_budget(now, &session) || (!live && !self.messages.take(now)) {
             self.flood_dropped += 1;
             self.log_flood(now);
             return;
@@ -284,7 +300,7 @@ impl Machine {
     fn handle_parsed(&mut self, now: Instant, session: SessionId, msg: ToCamera) {
         match msg {
             ToCamera::ConfigRequest => {
-                if let Some(reason) = self.refusal_for_new_session(&session) {
+                if let Some(reason) = self.refusal_for_new_session(now, &session) {
                     log::info!(session_id = session.as_str(); "config-request refused: {reason}");
                     self.send(session, ToViewer::error(ErrorCode::Busy, reason));
                 } else {
@@ -330,15 +346,32 @@ impl Machine {
     }
 
     /// Why a session that does not exist yet may not be created, if it may not.
-    fn refusal_for_new_session(&self, session: &SessionId) -> Option<&'static str> {
+    /// At the viewer limit, a session that could be displaced (see `displaceable`)
+    /// still leaves room.
+    fn refusal_for_new_session(&self, now: Instant, session: &SessionId) -> Option<&'static str> {
         if self.shutting_down {
             Some("camera is shutting down")
-        } else if !self.sessions.contains_key(session) && self.viewers() >= self.limits.max_viewers
+        } else if !self.sessions.contains_key(session)
+            && self.viewers() >= self.limits.max_viewers
+            && self.displaceable(now).is_none()
         {
             Some("viewer limit reached")
         } else {
             None
         }
+    }
+
+    /// The never-connected session to end so that a new one fits: the oldest whose first
+    /// offer is at least `pending_grace` old.
+    fn displaceable(&self, now: Instant) -> Option<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| {
+                !s.ever_connected
+                    && now.saturating_duration_since(s.opened_at) >= self.limits.pending_grace
+            })
+            .min_by_key(|(id, s)| (s.opened_at, (*id).clone()))
+            .map(|(id, _)| id.clone())
     }
 
     fn handle_offer(&mut self, now: Instant, session: SessionId, sdp: String) {
@@ -348,9 +381,26 @@ impl Machine {
             log::debug!(session_id = session.as_str(); "duplicate offer ignored");
             return;
         }
-        let refusal = self
-            .refusal_for_new_session(&session)
-            .or_else(|| (!self.offers.take(now)).then_some("offer rate limit hit, retry later"));
+        // A live session's renegotiation (ICE restart, TURN refresh) is never refused
+        // because of other clients' traffic: only new sessions draw on the shared offer
+        // budget and the viewer limit.
+        let new = !self.sessions.contains_key(&session);
+        let mut refusal = if self.shutting_down {
+            Some("camera is shutting down")
+        } else if new && !self.offers.take(now) {
+            Some("offer rate limit hit, retry later")
+        } else {
+            None
+        };
+        if refusal.is_none() && new && self.viewers() >= self.limits.max_viewers {
+            match self.displaceable(now) {
+                Some(old) => {
+                    log::warn!(session_id = old.as_str(); "session {old} never connected and every slot is taken: ending it for a new viewer");
+                    self.end_with_bye(now, old, ByeReason::Timeout);
+                }
+                None => refusal = Some("viewer limit reached"),
+            }
+        }
         if let Some(reason) = refusal {
             log::warn!(session_id = session.as_str(); "offer refused: {reason}");
             // An error in reply to an offer means no session exists afterwards.
@@ -371,6 +421,11 @@ impl Machine {
                 connect_deadline: deadline,
                 refresh_at,
                 remote_candidates: 0,
+                opened_at: self.sessions.get(&session).map_or(now, |s| s.opened_at),
+                ever_connected: self
+                    .sessions
+                    .get(&session)
+                    .is_some_and(|s| s.ever_connected),
             },
         );
         if renegotiation {
@@ -397,6 +452,7 @@ impl Machine {
             PeerEvent::Connected => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.connect_deadline = None;
+                    s.ever_connected = true;
                 }
             }
             PeerEvent::OfferRejected { code, message } => {

@@ -552,3 +552,81 @@ fn remote_candidates_are_capped_per_offer_and_skipped_silently() {
     }
     assert_eq!(added(&drain(&mut m)), 3);
 }
+
+#[test]
+fn a_full_camera_displaces_the_oldest_never_connected_session_after_the_grace() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    let ms = Duration::from_millis;
+    m.handle_message(t0, sid("a"), &offer(1));
+    m.handle_message(t0 + ms(100), sid("b"), &offer(2));
+    m.handle_peer(t0 + ms(150), sid("b"), PeerEvent::Connected);
+    drain(&mut m);
+    // Within the grace nobody is displaced: the newcomer gets busy.
+    m.handle_message(t0 + ms(1000), sid("c"), &offer(3));
+    let out = drain(&mut m);
+    assert!(matches!(
+        &sent(&out)[..],
+        [(s, ToViewer::Error { code: ErrorCode::Busy, .. })] if s == "c"
+    ));
+    // Past it, the never-connected "a" makes room; the connected "b" is untouched.
+    m.handle_message(t0 + ms(2500), sid("d"), &offer(4));
+    let out = drain(&mut m);
+    assert!(
+        out.contains(&Output::Peer(PeerCommand::Close { session: sid("a") })),
+        "{out:?}"
+    );
+    assert!(sent(&out).contains(&(
+        "a".to_owned(),
+        ToViewer::Bye {
+            reason: ByeReason::Timeout
+        }
+    )));
+    assert!(out.contains(&Output::Peer(PeerCommand::Offer {
+        session: sid("d"),
+        sdp: "v=0 offer 4".into()
+    })));
+    assert!(m.has_session(&sid("b")) && m.has_session(&sid("d")));
+    // Only connected sessions left: the next newcomer is refused, whatever the age.
+    m.handle_peer(t0 + ms(2600), sid("d"), PeerEvent::Connected);
+    drain(&mut m);
+    m.handle_message(t0 + ms(9000), sid("e"), &offer(5));
+    let out = drain(&mut m);
+    assert!(matches!(
+        &sent(&out)[..],
+        [(s, ToViewer::Error { code: ErrorCode::Busy, .. })] if s == "e"
+    ));
+}
+
+#[test]
+fn a_live_sessions_renegotiation_survives_a_flood_of_new_session_ids() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    m.handle_message(t0, sid("live"), &offer(1));
+    m.handle_peer(t0, sid("live"), PeerEvent::Connected);
+    drain(&mut m);
+    // Rotating session ids exhaust the shared offer and message budgets.
+    for i in 0..2_000 {
+        m.handle_message(t0, sid(&format!("x{i}")), &offer(100 + i));
+    }
+    drain(&mut m);
+    // The live session's ICE restart offer and its candidates still get through.
+    m.handle_message(t0, sid("live"), &offer(2));
+    let cand = br#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0"}}"#;
+    m.handle_message(t0, sid("live"), cand);
+    let out = drain(&mut m);
+    assert!(
+        out.contains(&Output::Peer(PeerCommand::Offer {
+            session: sid("live"),
+            sdp: "v=0 offer 2".into()
+        })),
+        "{out:?}"
+    );
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Peer(PeerCommand::AddCandidate { session, .. }) if *session == sid("live")
+        )),
+        "{out:?}"
+    );
+}
