@@ -29,6 +29,9 @@ pub struct Observation<'a> {
     pub broker: &'a LinkState,
     /// Whether the signaling task is still running.
     pub signaling_alive: bool,
+    /// Whether the embedded broker still runs (`true` when signaling uses an external
+    /// broker): the camera's own client and every viewer depend on it.
+    pub embedded_broker_alive: bool,
     /// Viewers with a session.
     pub viewers: u32,
 }
@@ -110,7 +113,7 @@ impl Health {
             CaptureState::Restarting { failures, .. } => *failures < self.policy.restart_limit,
             CaptureState::Stopped => false,
         };
-        let alive = obs.signaling_alive && capture_ok;
+        let alive = obs.signaling_alive && obs.embedded_broker_alive && capture_ok;
         let text = self.status_text(obs, flowing, alive);
         let status = (text != self.status).then(|| {
             self.status.clone_from(&text);
@@ -146,6 +149,9 @@ impl Health {
         };
         let broker = match obs.broker {
             _ if !obs.signaling_alive => "signaling task ended".to_owned(),
+            _ if !obs.embedded_broker_alive => {
+                "embedded broker stopped: handing over to systemd".to_owned()
+            }
             LinkState::Connecting => format!("connecting to broker {}", self.policy.broker),
             LinkState::Connected => format!("broker {} connected", self.policy.broker),
             LinkState::Retrying { attempt } => format!(
@@ -253,6 +259,7 @@ mod tests {
             video_frames: frames,
             broker,
             signaling_alive: true,
+            embedded_broker_alive: true,
             viewers: 0,
         }
     }
@@ -399,6 +406,25 @@ mod tests {
         let v = h.observe(t0, &o);
         assert!(!v.alive && !v.ready);
         assert!(v.status.unwrap().ends_with("signaling task ended"));
+    }
+
+    #[test]
+    fn a_dead_embedded_broker_stops_the_watchdog() {
+        let t0 = Instant::now();
+        let mut h = Health::new(policy());
+        let mut o = obs(&CaptureState::Running, 1, &LinkState::Connected);
+        assert!(h.observe(t0, &o).alive);
+        o.embedded_broker_alive = false;
+        let v = h.observe(t0, &o);
+        assert!(
+            !v.alive,
+            "no more watchdog pings: systemd restarts the service"
+        );
+        assert!(
+            v.status
+                .unwrap()
+                .ends_with("embedded broker stopped: handing over to systemd")
+        );
     }
 
     #[test]

@@ -454,6 +454,7 @@ impl Camera {
                         video_frames: video_hub.stats().published,
                         broker: &link.state(),
                         signaling_alive: !mqtt_task.is_finished(),
+                        embedded_broker_alive: broker::alive(),
                         viewers: machine.viewers(),
                     },
                 );

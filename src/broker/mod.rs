@@ -153,6 +153,26 @@ fn wait_listening(addr: SocketAddr) {
     log::warn!("embedded broker not accepting on {addr} after 3 s");
 }
 
+/// Set when the embedded broker's thread has ended (returned, or panicked).
+static ENDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the broker ended when dropped: at the end of its thread, panic or not.
+struct EndGuard;
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        ENDED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Whether the embedded broker is still running; `true` when none was started (an
+/// external broker). rumqttd's threads cannot be restarted in-process, so a `false`
+/// here is for the health check: edgecam stops petting the watchdog and systemd
+/// restarts it.
+pub fn alive() -> bool {
+    !ENDED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// The running embedded broker (it cannot be stopped).
 static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
 
@@ -289,12 +309,14 @@ pub fn start(
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
+            let _ended = EndGuard;
             let mut broker = Broker::new(config);
             if let Err(e) = retained::spawn(&broker, sweeper_keep, MAX_QUEUED_PACKETS) {
                 log::error!("embedded broker: no retained-message sweeper: {e}");
             }
-            if let Err(e) = broker.start() {
-                log::error!("embedded broker stopped: {e}");
+            match broker.start() {
+                Err(e) => log::error!("embedded broker stopped: {e}"),
+                Ok(()) => log::error!("embedded broker stopped"),
             }
         })
         .map_err(BrokerError::Thread)?;
