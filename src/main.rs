@@ -270,6 +270,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     match reload::serve(&lifecycle, config, reload_rx, shutdown).await {
         reload::Served::Stopped => ExitCode::SUCCESS,
         reload::Served::StartFailed => ExitCode::from(1),
+        // EX_CONFIG (sysexits.h): the unit's RestartPreventExitStatus= stops the loop.
+        reload::Served::CannotStart => ExitCode::from(78),
     }
 }
 

@@ -105,3 +105,64 @@ async fn a_camera_killed_mid_session_comes_back_with_no_stale_slot() {
         .await;
     assert!(ok, "the one slot is free for a new viewer: {r:?}");
 }
+
+/// A read-only tmpfs mounted on a fresh directory, unmounted when dropped.
+struct ReadOnlyDir {
+    dir: tempfile::TempDir,
+}
+
+impl ReadOnlyDir {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=1m", "edgecam-ro"])
+            .arg(dir.path())
+            .status()
+            .expect("mount (util-linux)")
+            .success();
+        assert!(ok, "mount a read-only tmpfs (the suite runs as root)");
+        Self { dir }
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_state_directory_is_a_clear_error_and_no_restart_loop() {
+    let broker = Mosquitto::start();
+    let state = ReadOnlyDir::mount();
+    // Invite mode with no secret yet: it must be created in the state directory.
+    let config = camera_config("cam", broker.port, "").replace(
+        "[access]\nmode = \"open\"\n",
+        "[access]\nmode = \"invite\"\n",
+    );
+    let state_dir = state.dir.path().to_str().expect("UTF-8 path").to_owned();
+    let mut cam = Edgecam::start_env(None, Some(&config), &[("STATE_DIRECTORY", &state_dir)]);
+    let status = cam
+        .wait_exit(Duration::from_secs(20))
+        .expect("edgecam exits by itself");
+    // 78 is in the unit's RestartPreventExitStatus=: systemd does not restart it.
+    assert_eq!(status.code(), Some(78), "{}", cam.log_text());
+    let log = cam.log_text();
+    assert!(
+        log.contains("access secret") && log.contains("Read-only file system"),
+        "the error names the file and the cause: {log}"
+    );
+    assert!(log.contains("restarting cannot help"), "{log}");
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/edgecam.service"
+    ))
+    .expect("the shipped unit");
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("RestartPreventExitStatus=") && l.contains("78")),
+        "the shipped unit does not restart on 78"
+    );
+}

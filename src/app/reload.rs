@@ -57,6 +57,11 @@ pub enum Served {
     /// The first start failed, or a failed reload's previous configuration did not
     /// start again either.
     StartFailed,
+    /// The first start failed for a reason a restart cannot fix: the access secret
+    /// cannot be read or created (a read-only or full state directory, a missing
+    /// `secret_file`). The process should exit so that systemd does not restart it
+    /// (`RestartPreventExitStatus=`).
+    CannotStart,
 }
 
 /// Starts `config` and runs it until `shutdown`, applying each configuration received
@@ -72,6 +77,14 @@ pub async fn serve<L: Lifecycle>(
         Ok(r) => r,
         Err(e) => {
             log::error!("{e:#}");
+            if e.downcast_ref::<crate::access::store::StoreError>()
+                .is_some()
+            {
+                log::error!(
+                    "not starting until this is fixed: restarting cannot help (exit status 78)"
+                );
+                return Served::CannotStart;
+            }
             return Served::StartFailed;
         }
     };

@@ -249,6 +249,19 @@ impl Edgecam {
         self.child.take().and_then(|mut c| terminate(&mut c, grace))
     }
 
+    /// Waits at most `limit` for the process to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGKILL: an unclean death, for the Last Will.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
