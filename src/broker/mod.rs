@@ -210,15 +210,15 @@ pub fn start(
 ) -> Result<Started, BrokerError> {
     let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(current) = running.as_ref() {
-        *current
-            .status_topic
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = status_topic.to_owned();
         if current.mode != admission.mode() {
             return Err(BrokerError::ModeChanged {
                 running: current.mode,
             });
         }
+        *current
+            .status_topic
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = status_topic.to_owned();
         if current.cfg != *cfg {
             log::warn!("embedded broker settings changed: they apply after a restart");
         }

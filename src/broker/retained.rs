@@ -83,9 +83,10 @@ fn run(mut tx: LinkTx, mut rx: LinkRx, mut meter: LinkRx, keep: &RwLock<String>,
     loop {
         let deadline =
             since.map_or_else(|| Instant::now() + SWEEP_INTERVAL, |t| t + SWEEP_INTERVAL);
-        let keep_topic = keep.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let is_status =
+            |topic: &[u8]| *topic == *keep.read().unwrap_or_else(|p| p.into_inner()).as_bytes();
         match meter.recv_deadline(deadline) {
-            Ok(Some(Notification::Forward(f))) if *f.publish.topic != *keep_topic.as_bytes() => {
+            Ok(Some(Notification::Forward(f))) if !is_status(&f.publish.topic) => {
                 published += f.publish.payload.len() + f.publish.topic.len();
                 since.get_or_insert_with(Instant::now);
             }
@@ -106,6 +107,7 @@ fn run(mut tx: LinkTx, mut rx: LinkRx, mut meter: LinkRx, keep: &RwLock<String>,
             continue;
         }
         (published, since) = (0, None);
+        let keep_topic = keep.read().unwrap_or_else(|p| p.into_inner()).clone();
         let swept = sweep(&mut tx, &mut rx, &keep_topic, batch);
         // Traffic came (a sweep only follows some): hand back what it left freed.
         crate::memory::trim();

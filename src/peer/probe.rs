@@ -388,21 +388,7 @@ impl ProbeViewer {
     /// # Errors
     /// When webrtc-rs cannot create or apply the offer.
     pub async fn create_offer(&self) -> Result<String, ProbeError> {
-        let offer = self
-            .pc
-            .create_offer(None)
-            .await
-            .map_err(err("creating the offer"))?;
-        self.pc
-            .set_local_description(offer)
-            .await
-            .map_err(err("applying the offer"))?;
-        let sdp = self
-            .pc
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .unwrap_or_default();
+        let sdp = self.offer(None).await?;
         *self
             .shared
             .offered_at
@@ -422,17 +408,26 @@ impl ProbeViewer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .answered = false;
+        self.offer(Some(rtc::peer_connection::configuration::RTCOfferOptions {
+            ice_restart: true,
+        }))
+        .await
+    }
+
+    /// Creates an offer with `options`, applies it locally and returns its SDP.
+    async fn offer(
+        &self,
+        options: Option<rtc::peer_connection::configuration::RTCOfferOptions>,
+    ) -> Result<String, ProbeError> {
         let offer = self
             .pc
-            .create_offer(Some(rtc::peer_connection::configuration::RTCOfferOptions {
-                ice_restart: true,
-            }))
+            .create_offer(options)
             .await
-            .map_err(err("creating the ICE restart offer"))?;
+            .map_err(err("creating the offer"))?;
         self.pc
             .set_local_description(offer)
             .await
-            .map_err(err("applying the ICE restart offer"))?;
+            .map_err(err("applying the offer"))?;
         Ok(self
             .pc
             .local_description()

@@ -370,7 +370,7 @@ impl Machine {
                 !s.ever_connected
                     && now.saturating_duration_since(s.opened_at) >= self.limits.pending_grace
             })
-            .min_by_key(|(id, s)| (s.opened_at, (*id).clone()))
+            .min_by_key(|&(id, s)| (s.opened_at, id))
             .map(|(id, _)| id.clone())
     }
 
@@ -381,26 +381,18 @@ impl Machine {
             log::debug!(session_id = session.as_str(); "duplicate offer ignored");
             return;
         }
+        // What a renegotiation keeps of its session.
+        let previous = self
+            .sessions
+            .get(&session)
+            .map(|s| (s.refresh_at, s.opened_at, s.ever_connected));
         // A live session's renegotiation (ICE restart, TURN refresh) is never refused
         // because of other clients' traffic: only new sessions draw on the shared offer
         // budget and the viewer limit.
-        let new = !self.sessions.contains_key(&session);
-        let mut refusal = if self.shutting_down {
-            Some("camera is shutting down")
-        } else if new && !self.offers.take(now) {
-            Some("offer rate limit hit, retry later")
-        } else {
-            None
-        };
-        if refusal.is_none() && new && self.viewers() >= self.limits.max_viewers {
-            match self.displaceable(now) {
-                Some(old) => {
-                    log::warn!(session_id = old.as_str(); "session {old} never connected and every slot is taken: ending it for a new viewer");
-                    self.end_with_bye(now, old, ByeReason::Timeout);
-                }
-                None => refusal = Some("viewer limit reached"),
-            }
-        }
+        let refusal = self.refusal_for_new_session(now, &session).or_else(|| {
+            (previous.is_none() && !self.offers.take(now))
+                .then_some("offer rate limit hit, retry later")
+        });
         if let Some(reason) = refusal {
             log::warn!(session_id = session.as_str(); "offer refused: {reason}");
             // An error in reply to an offer means no session exists afterwards.
@@ -408,27 +400,28 @@ impl Machine {
             self.send(session, ToViewer::error(ErrorCode::Busy, reason));
             return;
         }
-        let deadline = Some(now + self.limits.connect_timeout);
-        let renegotiation = self.sessions.contains_key(&session);
-        let refresh_at = match self.sessions.get(&session) {
-            Some(existing) => existing.refresh_at,
-            None => self.pending_refresh.remove(&session),
-        };
+        // Full, yet not refused: a session that never connected makes room.
+        if previous.is_none()
+            && self.viewers() >= self.limits.max_viewers
+            && let Some(old) = self.displaceable(now)
+        {
+            log::warn!(session_id = old.as_str(); "session {old} never connected and every slot is taken: ending it for a new viewer");
+            self.end_with_bye(now, old, ByeReason::Timeout);
+        }
+        let (refresh_at, opened_at, ever_connected) =
+            previous.unwrap_or_else(|| (self.pending_refresh.remove(&session), now, false));
         self.sessions.insert(
             session.clone(),
             Session {
                 last_offer: sdp.clone(),
-                connect_deadline: deadline,
+                connect_deadline: Some(now + self.limits.connect_timeout),
                 refresh_at,
                 remote_candidates: 0,
-                opened_at: self.sessions.get(&session).map_or(now, |s| s.opened_at),
-                ever_connected: self
-                    .sessions
-                    .get(&session)
-                    .is_some_and(|s| s.ever_connected),
+                opened_at,
+                ever_connected,
             },
         );
-        if renegotiation {
+        if previous.is_some() {
             log::info!(session_id = session.as_str(); "renegotiation offer on {session}");
         } else {
             log::info!(session_id = session.as_str(); "new session {session}");
