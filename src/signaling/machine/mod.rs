@@ -16,8 +16,14 @@ use std::time::{Duration, Instant};
 /// Limits the machine enforces.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Open sessions allowed at once (`maxViewers`).
+    /// Sessions whose offer passed validation (the peer layer answered it) allowed at
+    /// once (`maxViewers`). An offer still being validated holds no slot: it is
+    /// admitted, or refused with `busy`, when its answer is ready.
     pub max_viewers: u32,
+    /// Offers of new sessions being validated at once (SDP checks, peer connection
+    /// set-up: milliseconds, or up to 5 s while the encoder's first keyframe is
+    /// awaited); more are refused with `busy`. Bounds the work unvalidated offers cause.
+    pub max_validating: u32,
     /// ICE must reach `connected` this long after an offer (contract: 30 s).
     pub connect_timeout: Duration,
     /// New-session / renegotiation offers: bucket size.
@@ -54,6 +60,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_viewers: 10,
+            max_validating: 16,
             connect_timeout: Duration::from_secs(30),
             offer_burst: 20,
             offers_per_sec: 5.0,
@@ -156,6 +163,9 @@ struct Session {
     /// Whether ICE has ever reached `connected`: only a session that never did can be
     /// displaced.
     ever_connected: bool,
+    /// Whether its offer passed validation (the peer layer answered it): only admitted
+    /// sessions count against `max_viewers`.
+    admitted: bool,
 }
 
 /// Token bucket over simulated time.
@@ -238,9 +248,21 @@ impl Machine {
         }
     }
 
-    /// Open sessions (offer received, not yet ended).
+    /// Open sessions (offer received, not yet ended): the status's `viewers`
+    /// (signaling-v1, "Rules"). Offers still being validated are included, so it may
+    /// briefly exceed [`Machine::admitted`].
     pub fn viewers(&self) -> u32 {
         u32::try_from(self.sessions.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Sessions whose offer passed validation: what `max_viewers` limits.
+    pub fn admitted(&self) -> u32 {
+        let n = self.sessions.values().filter(|s| s.admitted).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn validating(&self) -> u32 {
+        self.viewers() - self.admitted()
     }
 
     /// Whether `session` is open.
@@ -347,13 +369,13 @@ impl Machine {
 
     /// Why a session that does not exist yet may not be created, if it may not.
     /// At the viewer limit, a session that could be displaced (see `displaceable`)
-    /// still leaves room.
+    /// still leaves room; the final word comes when the offer is answered (`admit`).
     fn refusal_for_new_session(&self, now: Instant, session: &SessionId) -> Option<&'static str> {
         if self.shutting_down {
             Some("camera is shutting down")
-        } else if !self.sessions.contains_key(session)
-            && self.viewers() >= self.limits.max_viewers
-            && self.displaceable(now).is_none()
+        } else if self.sessions.contains_key(session) {
+            None
+        } else if self.admitted() >= self.limits.max_viewers && self.displaceable(now).is_none()
         {
             Some("viewer limit reached")
         } else {
@@ -361,13 +383,14 @@ impl Machine {
         }
     }
 
-    /// The never-connected session to end so that a new one fits: the oldest whose first
-    /// offer is at least `pending_grace` old.
+    /// The admitted, never-connected session to end so that a new one fits: the oldest
+    /// whose first offer is at least `pending_grace` old.
     fn displaceable(&self, now: Instant) -> Option<SessionId> {
         self.sessions
             .iter()
             .filter(|(_, s)| {
-                !s.ever_connected
+                s.admitted
+                    && !s.ever_connected
                     && now.saturating_duration_since(s.opened_at) >= self.limits.pending_grace
             })
             .min_by_key(|&(id, s)| (s.opened_at, id))
@@ -385,14 +408,20 @@ impl Machine {
         let previous = self
             .sessions
             .get(&session)
-            .map(|s| (s.refresh_at, s.opened_at, s.ever_connected));
+            .map(|s| (s.refresh_at, s.opened_at, s.ever_connected, s.admitted));
         // A live session's renegotiation (ICE restart, TURN refresh) is never refused
         // because of other clients' traffic: only new sessions draw on the shared offer
         // budget and the viewer limit.
-        let refusal = self.refusal_for_new_session(now, &session).or_else(|| {
-            (previous.is_none() && !self.offers.take(now))
-                .then_some("offer rate limit hit, retry later")
-        });
+        let refusal = self
+            .refusal_for_new_session(now, &session)
+            .or_else(|| {
+                (previous.is_none() && self.validating() >= self.limits.max_validating)
+                    .then_some("too many offers being set up, retry later")
+            })
+            .or_else(|| {
+                (previous.is_none() && !self.offers.take(now))
+                    .then_some("offer rate limit hit, retry later")
+            });
         if let Some(reason) = refusal {
             log::warn!(session_id = session.as_str(); "offer refused: {reason}");
             // An error in reply to an offer means no session exists afterwards.
@@ -400,16 +429,8 @@ impl Machine {
             self.send(session, ToViewer::error(ErrorCode::Busy, reason));
             return;
         }
-        // Full, yet not refused: a session that never connected makes room.
-        if previous.is_none()
-            && self.viewers() >= self.limits.max_viewers
-            && let Some(old) = self.displaceable(now)
-        {
-            log::warn!(session_id = old.as_str(); "session {old} never connected and every slot is taken: ending it for a new viewer");
-            self.end_with_bye(now, old, ByeReason::Timeout);
-        }
-        let (refresh_at, opened_at, ever_connected) =
-            previous.unwrap_or_else(|| (self.pending_refresh.remove(&session), now, false));
+        let (refresh_at, opened_at, ever_connected, admitted) = previous
+            .unwrap_or_else(|| (self.pending_refresh.remove(&session), now, false, false));
         self.sessions.insert(
             session.clone(),
             Session {
@@ -419,6 +440,7 @@ impl Machine {
                 remote_candidates: 0,
                 opened_at,
                 ever_connected,
+                admitted,
             },
         );
         if previous.is_some() {
@@ -438,7 +460,11 @@ impl Machine {
             return;
         }
         match event {
-            PeerEvent::Answer(sdp) => self.send(session, ToViewer::Answer { sdp }),
+            PeerEvent::Answer(sdp) => {
+                if self.admit(now, &session) {
+                    self.send(session, ToViewer::Answer { sdp });
+                }
+            }
             PeerEvent::LocalCandidate(candidate) => {
                 self.send(session, ToViewer::Candidate { candidate });
             }
@@ -468,6 +494,37 @@ impl Machine {
                 );
             }
         }
+    }
+
+    /// Admits `session`, whose offer the peer layer has just answered, unless every slot
+    /// is taken by admitted sessions none of which may be displaced: then it ends with
+    /// `busy` (an error in reply to its offer, so no `bye`). Returns whether the answer
+    /// may be sent.
+    fn admit(&mut self, now: Instant, session: &SessionId) -> bool {
+        if self.sessions.get(session).is_none_or(|s| s.admitted) {
+            return true;
+        }
+        if self.admitted() >= self.limits.max_viewers {
+            match self.displaceable(now) {
+                Some(old) => {
+                    log::warn!(session_id = old.as_str(); "session {old} never connected and every slot is taken: ending it for a new viewer");
+                    self.end_with_bye(now, old, ByeReason::Timeout);
+                }
+                None => {
+                    log::warn!(session_id = session.as_str(); "offer refused after validation: viewer limit reached");
+                    self.end_silently(now, session);
+                    self.send(
+                        session.clone(),
+                        ToViewer::error(ErrorCode::Busy, "viewer limit reached"),
+                    );
+                    return false;
+                }
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(session) {
+            s.admitted = true;
+        }
+        true
     }
 
     /// Ends every session with `bye` reason `shutdown` and refuses new ones.

@@ -24,6 +24,11 @@ fn sent(out: &[Output]) -> Vec<(String, ToViewer)> {
         .collect()
 }
 
+/// The peer layer answers `session`'s offer: it passed validation.
+fn answer(m: &mut Machine, now: Instant, session: &str) {
+    m.handle_peer(now, sid(session), PeerEvent::Answer(format!("answer {session}")));
+}
+
 fn machine(t0: Instant) -> Machine {
     Machine::new(
         Limits {
@@ -159,6 +164,8 @@ fn viewer_limit_answers_busy_and_keeps_existing_sessions() {
     let mut m = machine(t0);
     m.handle_message(t0, sid("a"), &offer(1));
     m.handle_message(t0, sid("b"), &offer(1));
+    answer(&mut m, t0, "a");
+    answer(&mut m, t0, "b");
     drain(&mut m);
     m.handle_message(t0, sid("c"), &offer(1));
     m.handle_message(t0, sid("c"), br#"{"type":"config-request"}"#);
@@ -560,6 +567,8 @@ fn a_full_camera_displaces_the_oldest_never_connected_session_after_the_grace() 
     let ms = Duration::from_millis;
     m.handle_message(t0, sid("a"), &offer(1));
     m.handle_message(t0 + ms(100), sid("b"), &offer(2));
+    answer(&mut m, t0 + ms(120), "a");
+    answer(&mut m, t0 + ms(120), "b");
     m.handle_peer(t0 + ms(150), sid("b"), PeerEvent::Connected);
     drain(&mut m);
     // Within the grace nobody is displaced: the newcomer gets busy.
@@ -569,8 +578,10 @@ fn a_full_camera_displaces_the_oldest_never_connected_session_after_the_grace() 
         &sent(&out)[..],
         [(s, ToViewer::Error { code: ErrorCode::Busy, .. })] if s == "c"
     ));
-    // Past it, the never-connected "a" makes room; the connected "b" is untouched.
+    // Past it, the never-connected "a" makes room once "d" is validated; the connected
+    // "b" is untouched.
     m.handle_message(t0 + ms(2500), sid("d"), &offer(4));
+    answer(&mut m, t0 + ms(2510), "d");
     let out = drain(&mut m);
     assert!(
         out.contains(&Output::Peer(PeerCommand::Close { session: sid("a") })),
@@ -629,4 +640,109 @@ fn a_live_sessions_renegotiation_survives_a_flood_of_new_session_ids() {
         )),
         "{out:?}"
     );
+}
+
+#[test]
+fn only_validated_offers_take_a_slot() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    let ms = Duration::from_millis;
+    m.handle_message(t0, sid("live"), &offer(1));
+    answer(&mut m, t0, "live");
+    m.handle_peer(t0, sid("live"), PeerEvent::Connected);
+    // One slot left. Offers the peer layer will reject hold none meanwhile, so a real
+    // viewer's offer is taken even while they are being validated.
+    for i in 0..5 {
+        m.handle_message(t0 + ms(10), sid(&format!("bad{i}")), &offer(10 + i));
+    }
+    m.handle_message(t0 + ms(20), sid("real"), &offer(2));
+    assert_eq!((m.viewers(), m.admitted()), (7, 1));
+    drain(&mut m);
+    for i in 0..5 {
+        m.handle_peer(
+            t0 + ms(30),
+            sid(&format!("bad{i}")),
+            PeerEvent::OfferRejected {
+                code: ErrorCode::BadOffer,
+                message: "no H.264".into(),
+            },
+        );
+    }
+    answer(&mut m, t0 + ms(40), "real");
+    let out = sent(&drain(&mut m));
+    assert!(
+        out.contains(&(
+            "real".to_owned(),
+            ToViewer::Answer {
+                sdp: "answer real".into()
+            }
+        )),
+        "{out:?}"
+    );
+    assert_eq!((m.viewers(), m.admitted()), (2, 2));
+}
+
+#[test]
+fn a_valid_offer_answered_into_a_full_camera_gets_busy_and_no_answer() {
+    let t0 = Instant::now();
+    let mut m = machine(t0);
+    // Two offers for the last two slots, a third validated alongside: the first two
+    // answered take the slots, the third is refused when its answer is ready.
+    for id in ["a", "b", "c"] {
+        m.handle_message(t0, sid(id), &offer(1));
+    }
+    answer(&mut m, t0, "a");
+    answer(&mut m, t0, "c");
+    drain(&mut m);
+    answer(&mut m, t0, "b");
+    let out = drain(&mut m);
+    assert!(
+        out.contains(&Output::Peer(PeerCommand::Close { session: sid("b") })),
+        "{out:?}"
+    );
+    assert_eq!(
+        sent(&out),
+        vec![(
+            "b".to_owned(),
+            ToViewer::error(ErrorCode::Busy, "viewer limit reached")
+        )]
+    );
+    assert!(!m.has_session(&sid("b")));
+    assert_eq!((m.viewers(), m.admitted()), (2, 2));
+    // A renegotiation of an admitted session is answered whatever the count.
+    m.handle_message(t0, sid("a"), &offer(2));
+    answer(&mut m, t0, "a");
+    assert!(sent(&drain(&mut m)).contains(&(
+        "a".to_owned(),
+        ToViewer::Answer {
+            sdp: "answer a".into()
+        }
+    )));
+}
+
+#[test]
+fn offers_being_validated_are_bounded() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(
+        Limits {
+            max_validating: 3,
+            ..Limits::default()
+        },
+        t0,
+    );
+    for i in 0..4 {
+        m.handle_message(t0, sid(&format!("s{i}")), &offer(i));
+    }
+    let out = sent(&drain(&mut m));
+    assert_eq!(
+        out,
+        vec![(
+            "s3".to_owned(),
+            ToViewer::error(ErrorCode::Busy, "too many offers being set up, retry later")
+        )]
+    );
+    answer(&mut m, t0, "s0");
+    drain(&mut m);
+    m.handle_message(t0, sid("s4"), &offer(4));
+    assert!(m.has_session(&sid("s4")));
 }
