@@ -23,7 +23,7 @@ scripts/fuzz.sh --seconds 10
 # The programs the suite starts (brokers, coturn, edgecam, browsers, the lab VM): none
 # may outlive it.
 suite_procs() {
-  ps -eo pid=,comm= | awk '$2 ~ /^(turnserver|mosquitto|edgecam|edgecam-bench|chromium|faketime|qemu-system-x86)$/ {print $1}' | sort
+  ps -eo pid=,comm= | awk '$2 ~ /^(turnserver|mosquitto|edgecam|edgecam-bench|chromium|faketime|qemu-system-x86|gst-launch-1.0)$/ {print $1}' | sort
 }
 before="$(suite_procs)"
 # Integration tests start real processes and WebRTC stacks; two at a time suits 2 cores.

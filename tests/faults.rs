@@ -1,5 +1,6 @@
 //! Faults survived with nothing lost (docs/reliability.md, "Faults"): a broker killed
-//! and restarted under a watching viewer, and a camera killed and restarted.
+//! and restarted under a watching viewer, a camera killed and restarted, a capture
+//! source that stalls and one that dies, a state directory that cannot be written.
 
 mod common;
 
@@ -164,5 +165,216 @@ async fn a_read_only_state_directory_is_a_clear_error_and_no_restart_loop() {
         unit.lines()
             .any(|l| l.starts_with("RestartPreventExitStatus=") && l.contains("78")),
         "the shipped unit does not restart on 78"
+    );
+}
+
+/// A video feed from a separate GStreamer process, which edgecam reads as its `pipeline`
+/// source: a source the test can freeze (SIGSTOP), resume, kill and start again, as a
+/// camera daemon or a network camera would.
+struct Feed {
+    socket: Option<std::path::PathBuf>,
+    child: std::process::Child,
+}
+
+const FEED_CAPS: &str = "video/x-raw,format=I420,width=320,height=240,framerate=15/1";
+
+impl Feed {
+    fn spawn(tail: &[String]) -> std::process::Child {
+        use std::os::unix::process::CommandExt as _;
+        std::process::Command::new("gst-launch-1.0")
+            .args([
+                "-q",
+                "videotestsrc",
+                "is-live=true",
+                "pattern=ball",
+                "!",
+                FEED_CAPS,
+                "!",
+            ])
+            .args(tail)
+            .stdout(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("gst-launch-1.0 (gstreamer1.0-tools)")
+    }
+
+    /// Raw video into shared memory (`shmsink`): its death is an error for the reader,
+    /// and while it is away every start fails.
+    fn shm(socket: &std::path::Path) -> Self {
+        // A killed feed leaves its socket behind; a restarted one replaces it.
+        let _ = std::fs::remove_file(socket);
+        let child = Self::spawn(&[
+            "shmsink".into(),
+            "wait-for-connection=false".into(),
+            "shm-size=4000000".into(),
+            format!("socket-path={}", socket.display()),
+        ]);
+        let end = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(socket.exists(), "the feed's socket appears");
+        Self {
+            socket: Some(socket.to_owned()),
+            child,
+        }
+    }
+
+    fn shm_source(socket: &std::path::Path) -> String {
+        format!(
+            "shmsrc socket-path={} is-live=true do-timestamp=true ! {FEED_CAPS}",
+            socket.display()
+        )
+    }
+
+    /// Motion JPEG over RTP to a loopback UDP port, as an IP camera sends it: a frozen
+    /// sender is a stall for the reader, nothing else.
+    fn rtp_jpeg(port: u16) -> Self {
+        let child = Self::spawn(&[
+            "jpegenc".into(),
+            "quality=60".into(),
+            "!".into(),
+            "rtpjpegpay".into(),
+            "!".into(),
+            "udpsink".into(),
+            "host=127.0.0.1".into(),
+            format!("port={port}"),
+        ]);
+        Self {
+            socket: None,
+            child,
+        }
+    }
+
+    fn rtp_jpeg_source(port: u16) -> String {
+        format!(
+            "udpsrc address=127.0.0.1 port={port} \
+             caps=\\\"application/x-rtp,media=video,clock-rate=90000,encoding-name=JPEG,payload=26\\\" \
+             ! rtpjpegdepay ! jpegdec"
+        )
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's process id; no memory is involved.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+
+    fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: as in `signal`; the group is the feed's own (process_group(0)).
+            unsafe {
+                libc::kill(pid, libc::SIGCONT);
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+        if let Some(socket) = &self.socket {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
+
+/// A camera reading `source` (a `video.pipeline`) with a 1.5 s stall timeout and a 20 s
+/// GOP, so the periodic IDR cannot stand in for the one after the source's return; and
+/// a viewer decoding it.
+async fn camera_on(source: &str) -> (Mosquitto, Edgecam, Viewer) {
+    let broker = Mosquitto::start();
+    let config = camera_config("cam", broker.port, "").replace(
+        "source = \"test\"\nwidth = 640\nheight = 360\nfps = 30",
+        &format!(
+            "source = \"pipeline\"\npipeline = \"{source}\"\nwidth = 320\nheight = 240\nfps = 15\n\
+             stall_timeout_ms = 1500\nkeyframe_interval_ms = 20000"
+        ),
+    );
+    assert!(config.contains("source = \"pipeline\""), "{config}");
+    let cam = Edgecam::start(&config);
+    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    let viewer = Viewer::connect(broker.port, "cam", "v1").await;
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
+        .await;
+    assert!(ok, "plays the feed: {r:?}");
+    (broker, cam, viewer)
+}
+
+/// Waits until the viewer decodes a frame of a keyframe newer than `r`'s, returning how
+/// long that took, or fails the test with the report.
+async fn resumed_after(viewer: &Viewer, r: &common::viewer::Report, what: &str) -> Duration {
+    let t = Instant::now();
+    let (k, d) = (r.keyframes, r.decoded_video);
+    let (ok, now) = viewer
+        .wait_until(Duration::from_secs(20), |n| {
+            n.keyframes > k && n.decoded_video > d
+        })
+        .await;
+    assert!(ok, "the viewer resumes after {what}: {now:?}");
+    let r = viewer.report();
+    assert!(
+        r.ended.is_empty(),
+        "the session lived through {what}: {r:?}"
+    );
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_resume_with_an_idr_when_a_stalled_source_returns() {
+    let port = common::free_port();
+    let feed = Feed::rtp_jpeg(port);
+    let (_broker, cam, viewer) = camera_on(&Feed::rtp_jpeg_source(port)).await;
+    // The sender freezes: no error anywhere, just no frames. Capture restarts after
+    // stall_timeout_ms and keeps waiting.
+    feed.signal(libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let frozen = viewer.report();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let r = viewer.report();
+    assert!(
+        r.video_frames <= frozen.video_frames + 1,
+        "no frames while the feed is frozen: {} -> {}",
+        frozen.video_frames,
+        r.video_frames
+    );
+    feed.signal(libc::SIGCONT);
+    let took = resumed_after(&viewer, &r, "a stall").await;
+    eprintln!(
+        "capture stall: the source's return → a new IDR decoded {} ms later",
+        took.as_millis()
+    );
+    let log = cam.log_text();
+    assert!(log.contains("capture failed (no video frame"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_resume_with_an_idr_when_a_dead_source_is_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("feed");
+    let feed = Feed::shm(&socket);
+    let (_broker, cam, viewer) = camera_on(&Feed::shm_source(&socket)).await;
+    // The feed dies: capture errors, and every restart fails while it is away.
+    feed.kill();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let r = viewer.report();
+    let _feed = Feed::shm(&socket);
+    let took = resumed_after(&viewer, &r, "the feed's death").await;
+    eprintln!(
+        "capture failure: a new feed 6 s after the old one died → a new IDR decoded {} ms later",
+        took.as_millis()
+    );
+    let log = cam.log_text();
+    assert!(
+        log.matches("capture failed (").count() >= 3,
+        "the dead feed's restarts failed and were retried: {log}"
     );
 }

@@ -92,8 +92,11 @@ pub fn start_capture(
         fallback,
         SupervisorConfig {
             stall_timeout: Duration::from_millis(config.video.stall_timeout_ms.into()),
+            // Retries stay at most 1 s apart (2 s with jitter): a source that comes back
+            // (a camera re-plugged, a feed restarted) is streamed again within about
+            // 2 s, and viewers resume at its first IDR. A failed start costs a few ms.
             min_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(1),
             healthy_after: Duration::from_secs(30),
             fps,
             passthrough_patience: crate::media::pipeline::passthrough_patience(

@@ -171,6 +171,8 @@ mod tests {
                 "webrtc.ice_transport_policy",
             ),
             ("[webrtc]\nmax_viewers = 0", "webrtc.max_viewers"),
+            ("[video]\nsource = \"pipeline\"", "video.pipeline"),
+            ("[video]\npipeline = \"shmsrc\"", "video.pipeline"),
             ("[camera]\nid = \"has space\"", "camera.id"),
             ("[http]\nlisten = \"127.0.0.1:9001\"", "http.listen"),
             ("[broker]\nlisten = \"0.0.0.0:9001\"", "broker.ws_listen"),

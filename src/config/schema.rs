@@ -53,6 +53,10 @@ pub enum VideoSource {
     V4l2,
     /// A CSI camera through `libcamerasrc`.
     Libcamera,
+    /// A GStreamer source of the owner's (`video.pipeline`), producing raw video that
+    /// edgecam scales to the configured size and encodes: a shared-memory feed
+    /// (`shmsrc`), a network stream decoded by `decodebin`, a file.
+    Pipeline,
 }
 
 /// What format to ask a V4L2 camera for.
@@ -91,6 +95,9 @@ pub struct VideoConfig {
     pub source: VideoSource,
     /// V4L2 device path.
     pub device: PathBuf,
+    /// For `source = "pipeline"`: a `gst-launch` description of the source's elements,
+    /// ending in raw video (`video/x-raw`, any format, size and rate).
+    pub pipeline: String,
     /// V4L2 format.
     pub format: V4l2Format,
     /// Wished width, pixels (a V4L2 camera's mode is negotiated from what it offers:
@@ -124,6 +131,7 @@ impl Default for VideoConfig {
         Self {
             source: VideoSource::Auto,
             device: PathBuf::from("/dev/video0"),
+            pipeline: String::new(),
             format: V4l2Format::Auto,
             width: 1280,
             height: 720,
@@ -133,7 +141,7 @@ impl Default for VideoConfig {
             keyframe_interval_ms: 2000,
             encoder: EncoderChoice::Auto,
             stall_timeout_ms: 5000,
-            restart_limit: 5,
+            restart_limit: 10,
             viewer_queue_frames: 15,
         }
     }

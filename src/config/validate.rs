@@ -1,7 +1,7 @@
 //! Ranges and consistency between keys, checked after the file parsed and its
 //! secrets were read.
 
-use super::{Config, ConfigError, IceServerConfig, IceTransportPolicy};
+use super::{Config, ConfigError, IceServerConfig, IceTransportPolicy, VideoSource};
 use crate::signaling::protocol::Id;
 
 impl Config {
@@ -47,6 +47,21 @@ impl Config {
         }
         if !(500..=600_000).contains(&v.stall_timeout_ms) {
             return invalid("video.stall_timeout_ms", "must be within 500..=600000");
+        }
+        match (v.source, v.pipeline.trim().is_empty()) {
+            (VideoSource::Pipeline, true) => {
+                return invalid(
+                    "video.pipeline",
+                    "must be set when video.source = \"pipeline\"",
+                );
+            }
+            (VideoSource::Pipeline, false) | (_, true) => {}
+            (_, false) => {
+                return invalid(
+                    "video.pipeline",
+                    "is used only with video.source = \"pipeline\"",
+                );
+            }
         }
         if !(1..=1000).contains(&v.restart_limit) {
             return invalid("video.restart_limit", "must be within 1..=1000");

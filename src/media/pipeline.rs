@@ -41,6 +41,8 @@ pub enum VideoPlan {
     Test,
     /// libcamera (CSI camera).
     Libcamera,
+    /// The owner's GStreamer source (`video.pipeline`), scaled and encoded.
+    Pipeline,
     /// V4L2 device with the chosen format.
     V4l2(V4l2Format),
 }
@@ -119,6 +121,7 @@ impl fmt::Display for PipelineDesc {
         let video = match &self.video {
             VideoPlan::Test => "test pattern".to_owned(),
             VideoPlan::Libcamera => "libcamera".to_owned(),
+            VideoPlan::Pipeline => "pipeline".to_owned(),
             VideoPlan::V4l2(fmt) => match &self.mode {
                 Some(n) => format!("v4l2 ({fmt:?}) {}", n.mode),
                 None => format!("v4l2 ({fmt:?})"),
@@ -188,6 +191,7 @@ fn describe_with(
     let mut negotiated = None;
     let video_plan = match video.source {
         VideoSource::Test => VideoPlan::Test,
+        VideoSource::Pipeline => VideoPlan::Pipeline,
         VideoSource::Libcamera if probe.libcamerasrc => VideoPlan::Libcamera,
         VideoSource::Libcamera => return Err(PlanError::SourceMissing("libcamera")),
         VideoSource::V4l2 | VideoSource::Auto if !probe.v4l2.is_empty() => {
@@ -330,6 +334,13 @@ fn launch_line(
             }
         }
         VideoPlan::Libcamera => format!("libcamerasrc ! video/x-raw,{size},format=NV12"),
+        // Whatever raw video the owner's elements produce, at the configured size and
+        // rate: a network source has no nominal rate (0/1), which the encoder's GOP and
+        // rate control need, so `videorate` makes one (not `drop-only`, which cannot).
+        VideoPlan::Pipeline => format!(
+            "{} ! videoconvert ! videoscale ! videorate ! video/x-raw,{size}",
+            v.pipeline.trim()
+        ),
         VideoPlan::V4l2(V4l2Format::H264) => match (encoder, &probe.h264_decoder) {
             (EncoderPlan::Passthrough, _) | (_, None) => {
                 format!("v4l2src device={device} ! video/x-h264,{mode_size}")
@@ -422,6 +433,30 @@ mod tests {
         assert!(d.launch.contains("appsink name=video"));
         assert!(d.launch.contains("opusenc bitrate=32000"));
         assert!(d.launch.contains("appsink name=audio"));
+    }
+
+    #[test]
+    fn an_owners_pipeline_is_scaled_and_encoded() {
+        let video = VideoConfig {
+            source: VideoSource::Pipeline,
+            pipeline: " shmsrc socket-path=/run/feed is-live=true ! video/x-raw,format=I420 "
+                .into(),
+            width: 640,
+            height: 480,
+            fps: 15,
+            ..VideoConfig::default()
+        };
+        let d = describe(&video, &AudioConfig::default(), &probe()).unwrap();
+        assert_eq!(d.video, VideoPlan::Pipeline);
+        assert_eq!(d.encoder, EncoderPlan::X264);
+        assert_eq!(d.audio, AudioPlan::None, "no ALSA capture here");
+        assert!(d.fallback.is_none() && d.reencode.is_none());
+        assert!(d.launch.starts_with(
+            "shmsrc socket-path=/run/feed is-live=true ! video/x-raw,format=I420 ! videoconvert \
+             ! videoscale ! videorate ! video/x-raw,width=640,height=480,framerate=15/1 ! queue"
+        ), "{}", d.launch);
+        assert!(d.launch.contains("key-int-max=30"));
+        assert_eq!(d.to_string(), "video pipeline, encoder X264, audio none");
     }
 
     fn device(formats: &[&str]) -> Vec<mode::DeviceFormat> {

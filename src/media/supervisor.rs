@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// Failures of a streak each logged; later ones at most once per [`FAILURE_LOG_WINDOW`].
+const LOG_EVERY_FAILURE_UP_TO: u32 = 10;
+const FAILURE_LOG_WINDOW: Duration = Duration::from_secs(30);
 /// How often a lost camera's device node is looked for.
 const DEVICE_POLL: Duration = Duration::from_millis(500);
 /// How long a re-encoding run may wait for its first frame: its decoder needs the
@@ -134,6 +137,7 @@ pub async fn run(
     });
     // Some(reason) while the fallback streams.
     let mut lost: Option<String> = None;
+    let mut failure_log = crate::telemetry::RateLimit::new(FAILURE_LOG_WINDOW);
     while !shutdown.is_cancelled() {
         let (current, fallback_device) = match (&lost, &fallback) {
             (Some(_), Some(fb)) => (&fb.desc, Some(fb.device.as_path())),
@@ -215,11 +219,22 @@ pub async fn run(
                         lost = None;
                     }
                 }
-                let Restart { failures, delay } = policy.failed(started, Instant::now(), end_pts);
-                log::error!(
-                    "capture failed ({reason}); restart {failures} in {} ms",
-                    delay.as_millis()
-                );
+                let now = Instant::now();
+                let Restart { failures, delay } = policy.failed(started, now, end_pts);
+                // Retries are frequent: past the first ones of a streak (those that lead
+                // to the hand-over to systemd) one line per window is enough.
+                let logged = if failures <= LOG_EVERY_FAILURE_UP_TO {
+                    Some(0)
+                } else {
+                    failure_log.check(now)
+                };
+                if let Some(held_back) = logged {
+                    log::error!(
+                        "capture failed ({reason}); restart {failures} in {} ms{}",
+                        delay.as_millis(),
+                        crate::telemetry::suppressed(held_back)
+                    );
+                }
                 state.send_replace(CaptureState::Restarting { failures, reason });
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}

@@ -375,8 +375,7 @@ impl Machine {
             Some("camera is shutting down")
         } else if self.sessions.contains_key(session) {
             None
-        } else if self.admitted() >= self.limits.max_viewers && self.displaceable(now).is_none()
-        {
+        } else if self.admitted() >= self.limits.max_viewers && self.displaceable(now).is_none() {
             Some("viewer limit reached")
         } else {
             None
@@ -429,8 +428,8 @@ impl Machine {
             self.send(session, ToViewer::error(ErrorCode::Busy, reason));
             return;
         }
-        let (refresh_at, opened_at, ever_connected, admitted) = previous
-            .unwrap_or_else(|| (self.pending_refresh.remove(&session), now, false, false));
+        let (refresh_at, opened_at, ever_connected, admitted) =
+            previous.unwrap_or_else(|| (self.pending_refresh.remove(&session), now, false, false));
         self.sessions.insert(
             session.clone(),
             Session {

@@ -26,7 +26,11 @@ fn sent(out: &[Output]) -> Vec<(String, ToViewer)> {
 
 /// The peer layer answers `session`'s offer: it passed validation.
 fn answer(m: &mut Machine, now: Instant, session: &str) {
-    m.handle_peer(now, sid(session), PeerEvent::Answer(format!("answer {session}")));
+    m.handle_peer(
+        now,
+        sid(session),
+        PeerEvent::Answer(format!("answer {session}")),
+    );
 }
 
 fn machine(t0: Instant) -> Machine {
