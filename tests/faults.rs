@@ -1,10 +1,11 @@
 //! Faults survived with nothing lost (docs/reliability.md, "Faults"): a broker killed
 //! and restarted under a watching viewer, a camera killed and restarted, a capture
-//! source that stalls and one that dies, a state directory that cannot be written.
+//! source that stalls and one that dies, a camera whose network link goes down and
+//! comes back, a state directory that cannot be written.
 
 mod common;
 
-use common::viewer::{Viewer, wait_status};
+use common::viewer::{Endpoint, Viewer, wait_status};
 use common::{Edgecam, Mosquitto, camera_config, wait_port};
 use std::time::{Duration, Instant};
 
@@ -377,4 +378,81 @@ async fn viewers_resume_with_an_idr_when_a_dead_source_is_back() {
         log.matches("capture failed (").count() >= 3,
         "the dead feed's restarts failed and were retried: {log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_whose_link_goes_down_and_up_reannounces_itself_and_its_viewer_recovers_by_ice_restart()
+ {
+    // The camera alone in a namespace, its one link to the host (broker, viewer) a veth
+    // pair the test takes down and up, as a Wi-Fi drop or a router reboot would.
+    let link = common::netns::HostLink::new().expect("namespace and veth (the suite runs as root)");
+    let broker = Mosquitto::start_also_on(&link.host_ip);
+    let config = camera_config("cam", broker.port, "")
+        .replace(
+            &format!("[signaling]\nbroker = \"mqtt://127.0.0.1:{}\"", broker.port),
+            &format!(
+                "[signaling]\nbroker = \"mqtt://{}:{}\"\nkeep_alive_s = 5",
+                link.host_ip, broker.port
+            ),
+        )
+        .replace(
+            "udp_bind = [\"127.0.0.1\"]",
+            &format!("udp_bind = [\"{}\"]", link.ns_ip),
+        );
+    assert!(
+        config.contains("keep_alive_s = 5") && config.contains(&link.ns_ip),
+        "{config}"
+    );
+    let cam = Edgecam::start_in(Some(&link.ns), Some(&config));
+    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    let viewer =
+        Viewer::join_on(Endpoint::new(broker.port, "cam", "v1"), true, &link.host_ip).await;
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 5)
+        .await;
+    assert!(ok, "plays over the link: {r:?}");
+
+    link.set_up(false).expect("link down");
+    let down = Instant::now();
+    // The broker hears nothing for 1.5 keep-alives and publishes the Last Will.
+    wait_status(broker.port, "cam", Duration::from_secs(20), |s| {
+        s["state"] == "offline"
+    })
+    .await;
+    let offline_after = down.elapsed();
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
+    let r = viewer.report();
+    link.set_up(true).expect("link up");
+    let up = Instant::now();
+    let status = wait_status(broker.port, "cam", Duration::from_secs(30), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    let online_after = up.elapsed();
+    assert_eq!(
+        status["viewers"], 1,
+        "the session outlived the outage: {status}"
+    );
+
+    // As a browser does when its connection went through `disconnected`: an ICE restart
+    // on the same session.
+    viewer.restart_ice().await;
+    let recovered = resumed_after(&viewer, &r, "the link's return").await;
+    eprintln!(
+        "link down 10 s: Last Will (offline) {} ms after it went down; status online {} ms \
+         after it came up; ICE restart → a new IDR decoded {} ms later",
+        offline_after.as_millis(),
+        online_after.as_millis(),
+        recovered.as_millis()
+    );
+    let log = cam.log_text();
+    assert_eq!(
+        log.matches("new session").count(),
+        1,
+        "one session throughout: {log}"
+    );
+    assert!(log.contains("renegotiation offer on v1"), "{log}");
 }

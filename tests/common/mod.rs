@@ -92,6 +92,19 @@ impl Mosquitto {
         Self::start_with(None, port, ws_port, "127.0.0.1", "allow_anonymous true\n")
     }
 
+    /// As [`Mosquitto::start`], also listening (MQTT over TCP, same port) on `also`, an
+    /// address of a link to a namespace the test created.
+    pub fn start_also_on(also: &str) -> Self {
+        let port = free_port();
+        Self::start_with(
+            None,
+            port,
+            free_port(),
+            "127.0.0.1",
+            &format!("allow_anonymous true\nlistener {port} {also}\n"),
+        )
+    }
+
     /// Starts `mosquitto` inside namespace `netns` on all of its addresses (the namespace
     /// is private to the test, so fixed ports cannot collide).
     pub fn start_in(netns: &str, port: u16, ws_port: u16) -> Self {

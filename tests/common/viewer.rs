@@ -205,6 +205,12 @@ impl Viewer {
 
     /// A viewer on any [`Endpoint`] (e.g. one with an invitation), decoding or not.
     pub async fn join(ep: Endpoint, decode: bool) -> Self {
+        Self::join_on(ep, decode, "127.0.0.1").await
+    }
+
+    /// As [`Viewer::join`], with its ICE candidates on `ip` (an address of a link to a
+    /// namespace the test created) instead of loopback.
+    pub async fn join_on(ep: Endpoint, decode: bool, ip: &str) -> Self {
         let session = ep.session.clone();
         let video_decoded = Arc::new(AtomicU64::new(0));
         let audio_decoded = Arc::new(AtomicU64::new(0));
@@ -213,7 +219,7 @@ impl Viewer {
         let inner = ProbeSession::join(
             &ep,
             ProbeOptions {
-                udp_addrs: vec!["127.0.0.1:0".to_owned()],
+                udp_addrs: vec![format!("{ip}:0")],
                 on_video: Some(Box::new(move |au| video_sink.push_video(au))),
                 on_audio: Some(Box::new(move |p| audio_sink.push_audio(p))),
                 ..ProbeOptions::default()

@@ -102,3 +102,81 @@ impl Drop for NetPair {
         let _ = ip(&["netns", "del", &self.viewer]);
     }
 }
+
+/// A namespace joined to the host's (root) namespace by a veth pair
+/// (10.198.N.1/30 on the host ↔ 10.198.N.2/30 inside), loopback up, no default route:
+/// what runs inside reaches the host's end and nothing else. Deleted on drop.
+pub struct HostLink {
+    /// Namespace name.
+    pub ns: String,
+    /// The host's address on the link.
+    pub host_ip: String,
+    /// The namespace's address on the link.
+    pub ns_ip: String,
+    /// The namespace's end of the veth pair.
+    pub ns_dev: String,
+}
+
+impl HostLink {
+    /// Creates the namespace and the link. Needs root (CAP_NET_ADMIN).
+    pub fn new() -> Result<Self, String> {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id() % 100_000;
+        let ns = format!("ec{pid}h{n}");
+        let (host_dev, ns_dev) = (format!("ec{pid}x{n}"), format!("ec{pid}y{n}"));
+        let subnet = (pid + n) % 250 + 1;
+        let (host_ip, ns_ip) = (format!("10.198.{subnet}.1"), format!("10.198.{subnet}.2"));
+        fresh_netns(&ns)?;
+        let link = Self {
+            ns,
+            host_ip,
+            ns_ip,
+            ns_dev,
+        };
+        ip(&[
+            "link",
+            "add",
+            &host_dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &link.ns_dev,
+            "netns",
+            &link.ns,
+        ])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", link.host_ip),
+            "dev",
+            &host_dev,
+        ])?;
+        ip(&["link", "set", &host_dev, "up"])?;
+        ip(&[
+            "-n",
+            &link.ns,
+            "addr",
+            "add",
+            &format!("{}/30", link.ns_ip),
+            "dev",
+            &link.ns_dev,
+        ])?;
+        link.set_up(true)?;
+        Ok(link)
+    }
+
+    /// Takes the namespace's end of the link down (as a Wi-Fi drop or an unplugged
+    /// cable: its address stays, its route goes) or up again.
+    pub fn set_up(&self, up: bool) -> Result<(), String> {
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.ns, "link", "set", &self.ns_dev, state])
+    }
+}
+
+impl Drop for HostLink {
+    fn drop(&mut self) {
+        // Deleting the namespace removes its end of the veth and with it the pair.
+        let _ = ip(&["netns", "del", &self.ns]);
+    }
+}
