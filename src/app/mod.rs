@@ -318,6 +318,9 @@ async fn start_parts(
                     start_to_first_frame_ms: first_frame_ms.get().copied(),
                     capture_mode: capture_mode.clone(),
                     sessions,
+                    runtime_tasks: tokio::runtime::Handle::try_current()
+                        .ok()
+                        .and_then(|h| u64::try_from(h.metrics().num_alive_tasks()).ok()),
                 };
                 serde_json::to_value(doc).unwrap_or_default()
             })

@@ -29,6 +29,9 @@ pub struct ApiStats {
     /// One entry per open session, ordered by session id (refreshed once per
     /// housekeeping tick, ≤ 1 s old).
     pub sessions: Vec<SessionSnapshot>,
+    /// Tasks alive on the async runtime (tokio's `num_alive_tasks`): flat over time
+    /// when nothing leaks; the soak (`edgecam-bench soak`) watches it.
+    pub runtime_tasks: Option<u64>,
 }
 
 #[cfg(test)]
@@ -51,6 +54,7 @@ mod tests {
             start_to_first_frame_ms: None,
             capture_mode: None,
             sessions: vec![],
+            runtime_tasks: Some(7),
         })
         .expect("serialises");
         let mut keys: Vec<&str> = doc
@@ -68,6 +72,7 @@ mod tests {
                 "captureMode",
                 "captureToRtpLatency",
                 "keyframeRequestsSent",
+                "runtimeTasks",
                 "sessions",
                 "startToFirstFrameMs",
                 "videoFramesPublished"

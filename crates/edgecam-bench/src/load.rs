@@ -9,12 +9,16 @@
 //! has its first frame (or gave up), then one `snapshot` line per `snapshot` read on
 //! stdin; `quit` or end of input closes every viewer with `bye`. With `--sequential R`
 //! it instead joins R viewers one after another, each until its first frame, and prints
-//! one `ttff` line per join.
+//! one `ttff` line per join. With `--churn-ms C`, besides the viewers it holds, one more
+//! viewer at a time joins, waits for its first frame, stays C ms and leaves, over and
+//! over; `snapshot` lines then carry the churn counts (the soak, `edgecam-bench soak`).
 
 use edgecam::peer::probe::{ProbeOptions, ProbeReport};
 use edgecam_testkit::signal::{Endpoint, ProbeSession};
 use serde_json::{Value, json};
 use std::io::BufRead as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -42,6 +46,64 @@ pub struct LoadArgs {
     /// How long one viewer may take to its first frame, in s.
     #[arg(long, default_value_t = 20)]
     pub first_frame_timeout_s: u64,
+    /// Churn: one extra viewer at a time joins, stays this long (ms) after its first
+    /// frame, and leaves, again and again until `quit`.
+    #[arg(long)]
+    pub churn_ms: Option<u64>,
+}
+
+/// What the churning viewers met so far.
+#[derive(Default)]
+struct Churn {
+    joins: AtomicU64,
+    first_frames: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl Churn {
+    fn json(&self) -> Value {
+        json!({
+            "joins": self.joins.load(Ordering::Relaxed),
+            "firstFrames": self.first_frames.load(Ordering::Relaxed),
+            "failures": self.failures.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// One churning viewer after another until `stop`: each joins, waits for its first
+/// frame (at most `limit`), stays `stay` and leaves with `bye`.
+async fn churn(
+    args: LoadArgs,
+    tag: u32,
+    stay: Duration,
+    limit: Duration,
+    counts: Arc<Churn>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let session = format!("churn-{tag}-{i}");
+        counts.joins.fetch_add(1, Ordering::Relaxed);
+        match LoadViewer::join(&args, &session).await {
+            Ok(v) => {
+                if v.first_frame(limit).await.video_frames > 0 {
+                    counts.first_frames.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    eprintln!("load: {session}: no first frame within {limit:?}");
+                    counts.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(stay).await;
+                v.leave().await;
+            }
+            Err(e) => {
+                eprintln!("load: {session}: {e}");
+                counts.failures.fetch_add(1, Ordering::Relaxed);
+                // A broker away for a moment: try again after a pause, not at once.
+                tokio::time::sleep(stay).await;
+            }
+        }
+    }
 }
 
 /// One load viewer: a testkit probe session.
@@ -174,6 +236,18 @@ async fn hold(args: &LoadArgs, limit: Duration, tag: u32) -> anyhow::Result<()> 
         joins.push(first_frame_line(s, &r));
     }
     emit(&json!({"event": "joined", "viewers": joins}));
+    let counts = Arc::new(Churn::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let churner = args.churn_ms.map(|ms| {
+        tokio::spawn(churn(
+            args.clone(),
+            tag,
+            Duration::from_millis(ms),
+            limit,
+            counts.clone(),
+            stop.clone(),
+        ))
+    });
 
     let (line_tx, mut line_rx) = mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
@@ -203,10 +277,20 @@ async fn hold(args: &LoadArgs, limit: Duration, tag: u32) -> anyhow::Result<()> 
                         })
                     })
                     .collect();
-                emit(&json!({"event": "snapshot", "viewers": list}));
+                emit(&json!({"event": "snapshot", "viewers": list, "churn": counts.json()}));
             }
             "quit" => break,
             other => eprintln!("load: unknown command {other:?}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(task) = churner {
+        // The churning viewer in hand finishes its round (bounded by its first-frame
+        // limit and its stay); past that it is dropped.
+        let bound =
+            limit + Duration::from_millis(args.churn_ms.unwrap_or(0)) + Duration::from_secs(5);
+        if tokio::time::timeout(bound, task).await.is_err() {
+            eprintln!("load: the churning viewer did not finish within {bound:?}");
         }
     }
     futures::future::join_all(viewers.into_iter().map(|(_, v)| v.leave())).await;

@@ -17,17 +17,14 @@ mod browser;
 mod load;
 mod procs;
 mod report;
+mod soak;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use procs::{Edgecam, Proc, clk_tck, cpu_ticks, free_port, mosquitto, rss_kib};
+use procs::{Edgecam, LoadProc, Proc, clk_tck, cpu_ticks, free_port, mosquitto, rss_kib};
 use report::{Fanout, FirstFrame, Report, Spread, Startup};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -47,6 +44,9 @@ struct Cli {
 enum Cmd {
     /// Internal: the load-viewer process the benchmark starts.
     Load(load::LoadArgs),
+    /// The soak: hours of viewers joining and leaving, broker and capture restarts,
+    /// with edgecam's RSS, fds, threads and tasks read every minute.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -151,70 +151,6 @@ impl Rig {
     }
 }
 
-/// The load process and its JSON lines.
-struct LoadProc {
-    proc: Proc,
-    lines: mpsc::Receiver<Value>,
-    stdin: std::process::ChildStdin,
-}
-
-impl LoadProc {
-    fn spawn(rig: &Rig, extra: &[String]) -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["load", "--broker-port", &rig.broker_port.to_string()])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().context("load stdout")?;
-        let stdin = child.stdin.take().context("load stdin")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send(v).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Ok(Self {
-            proc: Proc::new(child),
-            lines,
-            stdin,
-        })
-    }
-
-    fn next(&self, event: &str, limit: Duration) -> anyhow::Result<Value> {
-        let end = Instant::now() + limit;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let v = self
-                .lines
-                .recv_timeout(left)
-                .map_err(|_| anyhow::anyhow!("load process: no {event} line within {limit:?}"))?;
-            if v["event"] == event {
-                return Ok(v);
-            }
-        }
-    }
-
-    fn snapshot(&mut self) -> anyhow::Result<Value> {
-        writeln!(self.stdin, "snapshot")?;
-        self.next("snapshot", Duration::from_secs(10))
-    }
-
-    fn quit(mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let end = Instant::now() + Duration::from_secs(10);
-        while self.proc.alive() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 struct Bench {
     args: RunArgs,
     edgecam: PathBuf,
@@ -287,7 +223,8 @@ impl Bench {
             // Past the encoder's first IDR, so joins depend on keyframe-on-join.
             std::thread::sleep(Duration::from_secs(3));
             let runs = self.args.ttff_runs;
-            let load = LoadProc::spawn(&rig, &["--sequential".into(), runs.to_string()])?;
+            let load =
+                LoadProc::spawn(rig.broker_port, &["--sequential".into(), runs.to_string()])?;
             let mut samples = Vec::new();
             for _ in 0..runs {
                 let line = load.next("ttff", Duration::from_secs(40))?;
@@ -357,7 +294,7 @@ impl Bench {
         };
         let mut load = None;
         if n > 0 {
-            let l = LoadProc::spawn(&rig, &["--viewers".into(), n.to_string()])?;
+            let l = LoadProc::spawn(rig.broker_port, &["--viewers".into(), n.to_string()])?;
             let joined = l.next("joined", Duration::from_secs(60 + 2 * n as u64))?;
             let list = joined["viewers"].as_array().cloned().unwrap_or_default();
             let firsts: Vec<f64> = list
@@ -518,6 +455,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Load(args)) => load::run(&args),
+        Some(Cmd::Soak(args)) => soak::run(&args),
         None => run(cli.run),
     };
     match result {

@@ -1,11 +1,14 @@
 //! The processes a benchmark run starts (Mosquitto, edgecam, the load process) and what
 //! it reads about them from `/proc`.
 
-use std::io::Read as _;
+use anyhow::Context as _;
+use serde_json::Value;
+use std::io::{BufRead as _, Read as _, Write as _};
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound then released).
@@ -90,6 +93,12 @@ impl Proc {
     /// Whether it is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, as a crash: nothing is closed cleanly.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -250,4 +259,82 @@ pub fn stats(port: u16) -> anyhow::Result<serde_json::Value> {
     let text = String::from_utf8_lossy(&buf);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     Ok(serde_json::from_str(body)?)
+}
+
+/// The load process and its JSON lines.
+pub struct LoadProc {
+    /// The process.
+    pub proc: Proc,
+    lines: mpsc::Receiver<Value>,
+    stdin: std::process::ChildStdin,
+}
+
+impl LoadProc {
+    /// Starts `edgecam-bench load --broker-port <broker_port> <extra…>` (this binary).
+    ///
+    /// # Errors
+    /// When it cannot be started.
+    pub fn spawn(broker_port: u16, extra: &[String]) -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["load", "--broker-port", &broker_port.to_string()])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("load stdout")?;
+        let stdin = child.stdin.take().context("load stdin")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            proc: Proc::new(child),
+            lines,
+            stdin,
+        })
+    }
+
+    /// The next line of kind `event`, at most `limit` away.
+    ///
+    /// # Errors
+    /// When none comes in time.
+    pub fn next(&self, event: &str, limit: Duration) -> anyhow::Result<Value> {
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let v = self
+                .lines
+                .recv_timeout(left)
+                .map_err(|_| anyhow::anyhow!("load process: no {event} line within {limit:?}"))?;
+            if v["event"] == event {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Asks for a `snapshot` line and returns it.
+    ///
+    /// # Errors
+    /// When the process does not answer within 10 s.
+    pub fn snapshot(&mut self) -> anyhow::Result<Value> {
+        writeln!(self.stdin, "snapshot")?;
+        self.next("snapshot", Duration::from_secs(10))
+    }
+
+    /// Says `quit` (every viewer leaves with `bye`) and waits up to 10 s for the exit.
+    pub fn quit(mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.proc.alive() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
