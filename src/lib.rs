@@ -9,6 +9,7 @@ pub mod config;
 pub mod ice;
 pub mod media;
 pub mod memory;
+pub mod metrics;
 pub mod peer;
 pub mod selftest;
 pub mod service;

@@ -266,8 +266,14 @@ async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
         path,
         notifier.clone(),
     ));
-    let lifecycle = reload::CameraLifecycle { notifier };
-    match reload::serve(&lifecycle, config, reload_rx, shutdown).await {
+    let lifecycle = reload::CameraLifecycle {
+        notifier: notifier.clone(),
+    };
+    let served = reload::serve(&lifecycle, config, reload_rx, shutdown).await;
+    // Notifications are written by a thread of their own: let STOPPING=1 and the last
+    // status reach systemd before the process ends.
+    notifier.flush(std::time::Duration::from_millis(500));
+    match served {
         reload::Served::Stopped => ExitCode::SUCCESS,
         reload::Served::StartFailed => ExitCode::from(1),
         // EX_CONFIG (sysexits.h): the unit's RestartPreventExitStatus= stops the loop.

@@ -13,6 +13,8 @@
 
 use crate::media::supervisor::CaptureState;
 use crate::signaling::mqtt::LinkState;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What the health policy needs to know; one snapshot per check.
@@ -166,6 +168,12 @@ impl Health {
 /// The `sd_notify(3)` adapter. Every call is a no-op when edgecam was not started by
 /// systemd (no `$NOTIFY_SOCKET`); failures are logged at debug level and otherwise
 /// ignored, because a lost notification must not stop the camera.
+///
+/// Calls never block: notifications go through a bounded queue to one sender thread.
+/// `sd_notify` writes a datagram to the service manager's socket, and a datagram socket
+/// whose reader falls behind (`net.unix.max_dgram_qlen`, 10 by default) blocks its
+/// writer; written from the camera loop, that stopped signaling for good. A full queue
+/// drops the notification with a rate-limited warning.
 #[derive(Debug, Clone)]
 pub struct Notifier {
     watchdog: Option<Duration>,
@@ -198,45 +206,123 @@ impl Notifier {
 
     /// `READY=1` with a status line.
     pub fn ready(&self, status: &str) {
-        send(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(status),
-        ]);
+        queue(Note::Ready(status.to_owned()));
     }
 
     /// `STATUS=…`.
     pub fn status(&self, status: &str) {
-        send(&[sd_notify::NotifyState::Status(status)]);
+        queue(Note::Status(status.to_owned()));
     }
 
     /// `WATCHDOG=1`, only when the watchdog is on.
     pub fn watchdog(&self) {
         if self.watchdog.is_some() {
-            send(&[sd_notify::NotifyState::Watchdog]);
+            queue(Note::Watchdog);
         }
     }
 
     /// `RELOADING=1`: a new configuration is being applied; `READY=1` follows when the
     /// restarted pipeline produces its first frame.
     pub fn reloading(&self) {
-        send(&[
-            sd_notify::NotifyState::Reloading,
-            sd_notify::NotifyState::Status("reloading the configuration"),
-        ]);
+        queue(Note::Reloading);
     }
 
     /// `STOPPING=1` with a status line.
     pub fn stopping(&self, status: &str) {
-        send(&[
-            sd_notify::NotifyState::Stopping,
-            sd_notify::NotifyState::Status(status),
-        ]);
+        queue(Note::Stopping(status.to_owned()));
+    }
+
+    /// Waits until every queued notification was written, at most `limit` (before the
+    /// process exits, so `STOPPING=1` is not lost). Returns whether the queue drained.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let Some(q) = NOTES.get().and_then(Option::as_ref) else {
+            return true;
+        };
+        let end = std::time::Instant::now() + limit;
+        while q.pending.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 }
 
-fn send(states: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(false, states) {
-        log::debug!("sd_notify: {e}");
+/// One notification, owned so it can wait in the queue.
+#[derive(Debug)]
+enum Note {
+    Ready(String),
+    Status(String),
+    Watchdog,
+    Reloading,
+    Stopping(String),
+}
+
+impl Note {
+    fn send(&self) {
+        use sd_notify::NotifyState as S;
+        let states: &[S<'_>] = match self {
+            Self::Ready(s) => &[S::Ready, S::Status(s)],
+            Self::Status(s) => &[S::Status(s)],
+            Self::Watchdog => &[S::Watchdog],
+            Self::Reloading => &[S::Reloading, S::Status("reloading the configuration")],
+            Self::Stopping(s) => &[S::Stopping, S::Status(s)],
+        };
+        if let Err(e) = sd_notify::notify(false, states) {
+            log::debug!("sd_notify: {e}");
+        }
+    }
+}
+
+/// Notifications waiting for the sender thread.
+const NOTE_QUEUE: usize = 64;
+
+struct NoteQueue {
+    tx: std::sync::mpsc::SyncSender<Note>,
+    /// Queued and not yet written.
+    pending: AtomicUsize,
+    dropped: Mutex<crate::telemetry::RateLimit>,
+}
+
+/// The queue, started on first use; `None` without `$NOTIFY_SOCKET`.
+static NOTES: OnceLock<Option<NoteQueue>> = OnceLock::new();
+
+fn queue(note: Note) {
+    let q = NOTES.get_or_init(|| {
+        std::env::var_os("NOTIFY_SOCKET")?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Note>(NOTE_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("sd-notify".into())
+            .spawn(move || {
+                for note in rx {
+                    note.send();
+                    if let Some(q) = NOTES.get().and_then(Option::as_ref) {
+                        q.pending.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("sd_notify: no sender thread ({e}); notifications are off");
+            return None;
+        }
+        Some(NoteQueue {
+            tx,
+            pending: AtomicUsize::new(0),
+            dropped: Mutex::new(crate::telemetry::RateLimit::new(Duration::from_secs(60))),
+        })
+    });
+    let Some(q) = q else { return };
+    q.pending.fetch_add(1, Ordering::AcqRel);
+    if q.tx.try_send(note).is_err() {
+        q.pending.fetch_sub(1, Ordering::AcqRel);
+        let mut log = q.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(more) = log.check(std::time::Instant::now()) {
+            log::warn!(
+                "the service manager is not reading notifications ({NOTE_QUEUE} queued): dropping them{}",
+                crate::telemetry::suppressed(more)
+            );
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! HTTP server for the viewer page (`web/`, built into the binary) plus two JSON
-//! endpoints: `/config.json` (what the page needs to connect) and `/api/stats`.
+//! endpoints, `/config.json` (what the page needs to connect) and `/api/stats`, and
+//! `/metrics` (Prometheus, OpenMetrics text).
 //!
-//! In invite mode both endpoints want `Authorization: Bearer <token>` of an invitation
+//! In invite mode these endpoints want `Authorization: Bearer <token>` of an invitation
 //! (access-v1, "Token"); the page's static files stay public (they hold nothing, and
 //! the key arrives in the link's fragment, which no request carries). Every response
 //! carries a Content-Security-Policy (scripts, styles and fetches from the page's own
@@ -38,10 +39,14 @@ pub struct PageConfig {
 /// Produces the `/api/stats` document.
 pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
+/// Produces the `/metrics` text (OpenMetrics, `crate::metrics::render`).
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
 #[derive(Clone)]
 struct AppState {
     page: PageConfig,
     stats: StatsFn,
+    metrics: MetricsFn,
     /// Invite mode: the policy bearer tokens are checked against.
     access: Option<Arc<AccessPolicy>>,
 }
@@ -97,17 +102,20 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 pub fn router(
     page: PageConfig,
     stats: StatsFn,
+    metrics: MetricsFn,
     web_root: Option<PathBuf>,
     access: Option<AccessPolicy>,
 ) -> Router {
     let state = AppState {
         page,
         stats,
+        metrics,
         access: access.map(Arc::new),
     };
     let mut app = Router::new()
         .route("/config.json", get(config_json))
-        .route("/api/stats", get(stats_json));
+        .route("/api/stats", get(stats_json))
+        .route("/metrics", get(metrics_text));
     match web_root {
         Some(root) => {
             app = app.fallback_service(tower_http::services::ServeDir::new(root));
@@ -171,6 +179,17 @@ async fn stats_json(State(s): State<AppState>, headers: HeaderMap) -> Response {
         return refused;
     }
     Json((s.stats)()).into_response()
+}
+
+async fn metrics_text(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = unauthorized(&s, &headers) {
+        return refused;
+    }
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        (s.metrics)(),
+    )
+        .into_response()
 }
 
 /// Binds `addr` and serves until `shutdown`.

@@ -456,3 +456,70 @@ async fn a_camera_whose_link_goes_down_and_up_reannounces_itself_and_its_viewer_
     );
     assert!(log.contains("renegotiation offer on v1"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_manager_that_stops_reading_notifications_does_not_stall_the_camera() {
+    // A notification socket nobody reads, as a wedged or busy service manager. Its
+    // receive buffer is made as small as the kernel allows, so it is full after a few
+    // status changes instead of a few hundred (what stopped the soak's camera).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind");
+    {
+        use std::os::fd::AsRawFd as _;
+        let size: libc::c_int = 1;
+        // SAFETY: setsockopt(2) on a socket we own, with a pointer to a live c_int and
+        // its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                std::ptr::from_ref(&size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUF");
+    }
+    let broker = Mosquitto::start();
+    let path = sock_path.display().to_string();
+    let _cam = Edgecam::start_env(
+        None,
+        Some(&camera_config("cam", broker.port, "")),
+        &[("NOTIFY_SOCKET", path.as_str())],
+    );
+    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    // Each join and each leave, once the status shows it, changes the status line:
+    // about 20 notifications in all, where 11 fill the queue.
+    for i in 0..7 {
+        let v = Viewer::connect(broker.port, "cam", &format!("v{i}")).await;
+        let (ok, r) = v
+            .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 1)
+            .await;
+        assert!(ok, "viewer {i} plays: {r:?}");
+        wait_status(broker.port, "cam", Duration::from_secs(10), |s| {
+            s["viewers"] == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        v.bye().await;
+        wait_status(broker.port, "cam", Duration::from_secs(10), |s| {
+            s["viewers"] == 0
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    sock.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 4096];
+    let mut queued = 0;
+    while sock.recv(&mut buf).is_ok() {
+        queued += 1;
+    }
+    assert!(
+        queued >= 10,
+        "the socket's queue filled: {queued} notifications"
+    );
+}

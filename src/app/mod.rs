@@ -20,7 +20,6 @@ use crate::media::hub::Hub;
 use crate::media::pipeline::{AudioPlan, PipelineDesc};
 use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
 use crate::media::{VideoFormat, gst};
-use crate::peer::stats::SessionSnapshot;
 use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
 use crate::service::{Health, HealthPolicy, Notifier, Observation};
 use crate::signaling::machine::{Limits, Machine, Output, PeerCommand};
@@ -62,6 +61,8 @@ pub struct Capture {
     pub state: watch::Receiver<CaptureState>,
     /// The pipeline running now, in words (changes on fallback or re-encode).
     pub source: watch::Receiver<String>,
+    /// Capture runs that ended in failure since start.
+    pub failures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Starts the capture supervisor for `desc` on `tracker`; it runs until `stop`.
@@ -82,6 +83,7 @@ pub fn start_capture(
     let (format_tx, format) = watch::channel::<Option<VideoFormat>>(None);
     let (state_tx, state) = watch::channel(CaptureState::Starting);
     let (source_tx, source) = watch::channel(desc.to_string());
+    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let fps = desc.fps(config.video.fps);
     let fallback = desc.fallback.clone().map(|fb| supervisor::Fallback {
         device: config.video.device.clone(),
@@ -109,6 +111,7 @@ pub fn start_capture(
             format: format_tx,
             state: state_tx,
             source: source_tx,
+            failures: failures.clone(),
         },
         stop,
     ));
@@ -119,6 +122,7 @@ pub fn start_capture(
         format,
         state,
         source,
+        failures,
     }
 }
 
@@ -186,6 +190,7 @@ async fn start_parts(
         format: format_rx,
         state: state_rx,
         source: source_rx,
+        failures: capture_failures,
     } = start_capture(&config, desc, tracker, stops.capture.clone());
 
     // Broker: configured, or the embedded one.
@@ -284,47 +289,29 @@ async fn start_parts(
         stops.peers.clone(),
     );
 
-    let sessions_json: Arc<Mutex<Vec<SessionSnapshot>>> = Arc::default();
+    let peer_view: Arc<Mutex<stats::PeerView>> = Arc::default();
     // Start → first encoded frame of this run, in ms (for /api/stats and the benchmark).
     let first_frame_ms: Arc<std::sync::OnceLock<u64>> = Arc::default();
     if config.http.enabled {
-        let stats: web::StatsFn = {
-            let sessions = sessions_json.clone();
-            let latency = peers.latency();
-            let (video_hub, audio_hub, state_rx, first_frame_ms) = (
-                video_hub.clone(),
-                audio_hub.clone(),
-                state_rx.clone(),
-                first_frame_ms.clone(),
-            );
+        let sources = Arc::new(stats::Sources {
+            peers: peer_view.clone(),
+            latency: peers.latency(),
+            video_hub: video_hub.clone(),
+            audio_hub: audio_hub.clone(),
+            capture_state: state_rx.clone(),
+            capture_failures,
+            first_frame_ms: first_frame_ms.clone(),
+            capture_mode: capture_mode.clone(),
+            link: link.clone(),
             // Invite mode: every invited viewer may read the stats, so no viewer sees
             // another's session id (a session id is a client id to take over).
-            let hide_sessions = admission.signed();
-            Arc::new(move || {
-                let mut sessions = sessions.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if hide_sessions {
-                    for (i, s) in sessions.iter_mut().enumerate() {
-                        s.session = format!("#{}", i + 1);
-                    }
-                }
-                let v = video_hub.stats();
-                let a = audio_hub.stats();
-                let doc = ApiStats {
-                    capture: format!("{:?}", *state_rx.borrow()),
-                    video_frames_published: v.published,
-                    audio_packets_published: a.published,
-                    keyframe_requests_sent: v.keyframe_requests_sent,
-                    capture_to_rtp_latency: latency.summary(),
-                    start_to_first_frame_ms: first_frame_ms.get().copied(),
-                    capture_mode: capture_mode.clone(),
-                    sessions,
-                    runtime_tasks: tokio::runtime::Handle::try_current()
-                        .ok()
-                        .and_then(|h| u64::try_from(h.metrics().num_alive_tasks()).ok()),
-                };
-                serde_json::to_value(doc).unwrap_or_default()
-            })
+            hide_sessions: admission.signed(),
+        });
+        let stats: web::StatsFn = {
+            let sources = sources.clone();
+            Arc::new(move || serde_json::to_value(sources.api_stats()).unwrap_or_default())
         };
+        let metrics: web::MetricsFn = Arc::new(move || crate::metrics::render(sources.metrics()));
         let page = web::PageConfig {
             broker_url: config.http.broker_ws_url.clone(),
             broker_ws_port: config
@@ -338,6 +325,7 @@ async fn start_parts(
         let router = web::router(
             page,
             stats,
+            metrics,
             config.http.web_root.clone(),
             admission.policy(),
         );
@@ -385,7 +373,7 @@ async fn start_parts(
         mqtt_task,
         reports_rx,
         peers,
-        sessions_json,
+        peer_view,
         first_frame_ms,
         machine,
         health,
@@ -411,7 +399,7 @@ pub struct Camera {
     mqtt_task: tokio::task::JoinHandle<()>,
     reports_rx: mpsc::Receiver<PeerReport>,
     peers: Peers,
-    sessions_json: Arc<Mutex<Vec<SessionSnapshot>>>,
+    peer_view: Arc<Mutex<stats::PeerView>>,
     first_frame_ms: Arc<std::sync::OnceLock<u64>>,
     machine: Machine,
     health: Health,
@@ -442,7 +430,7 @@ impl Camera {
             mqtt_task,
             mut reports_rx,
             mut peers,
-            sessions_json,
+            peer_view,
             first_frame_ms,
             mut machine,
             mut health,
@@ -508,7 +496,10 @@ impl Camera {
                 },
                 _ = housekeeping.tick() => {
                     machine.handle_timeout(Instant::now());
-                    *sessions_json.lock().unwrap_or_else(|p| p.into_inner()) = peers.snapshots();
+                    *peer_view.lock().unwrap_or_else(|p| p.into_inner()) = stats::PeerView {
+                        sessions: peers.snapshots(),
+                        totals: peers.totals(),
+                    };
                     // Petting from this loop is what proves the loop itself is not wedged.
                     observe_health!();
                 }

@@ -1,9 +1,126 @@
 //! The `/api/stats` document: what the camera is doing now, for dashboards, the
 //! benchmark and troubleshooting.
 
+use crate::media::hub::Hub;
 use crate::media::mode::CaptureMode;
-use crate::peer::stats::{LatencySummary, SessionSnapshot};
+use crate::media::supervisor::CaptureState;
+use crate::metrics::{MetricsSnapshot, ViewerGroup};
+use crate::peer::stats::{LatencyHistogram, LatencySummary, SessionSnapshot, SessionTotals};
+use crate::signaling::mqtt::{LinkState, MqttHandle};
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::watch;
+
+/// The sessions as the camera loop last saw them (refreshed once per housekeeping
+/// tick, ≤ 1 s old).
+#[derive(Debug, Clone, Default)]
+pub struct PeerView {
+    /// One entry per open session, ordered by session id.
+    pub sessions: Vec<SessionSnapshot>,
+    /// Counters summed over every session since start, open and ended.
+    pub totals: SessionTotals,
+}
+
+/// What `/api/stats` and `/metrics` read at each request.
+pub struct Sources {
+    /// Written by the camera loop.
+    pub peers: Arc<Mutex<PeerView>>,
+    /// Capture → RTP send latency, all sessions.
+    pub latency: Arc<LatencyHistogram>,
+    /// The video hub (frames published, keyframe requests).
+    pub video_hub: Hub,
+    /// The audio hub.
+    pub audio_hub: Hub,
+    /// The capture supervisor's state.
+    pub capture_state: watch::Receiver<CaptureState>,
+    /// Capture runs that ended in failure.
+    pub capture_failures: Arc<AtomicU64>,
+    /// Start → first encoded frame, ms.
+    pub first_frame_ms: Arc<OnceLock<u64>>,
+    /// The negotiated V4L2 mode, if any.
+    pub capture_mode: Option<CaptureMode>,
+    /// The MQTT link (state, connections).
+    pub link: MqttHandle,
+    /// Invite mode: session ids are replaced by `#1`, `#2`, … in `/api/stats`.
+    pub hide_sessions: bool,
+}
+
+fn runtime_tasks() -> Option<u64> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .and_then(|h| u64::try_from(h.metrics().num_alive_tasks()).ok())
+}
+
+impl Sources {
+    fn view(&self) -> PeerView {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The `/api/stats` document.
+    pub fn api_stats(&self) -> ApiStats {
+        let mut sessions = self.view().sessions;
+        if self.hide_sessions {
+            for (i, s) in sessions.iter_mut().enumerate() {
+                s.session = format!("#{}", i + 1);
+            }
+        }
+        let v = self.video_hub.stats();
+        let a = self.audio_hub.stats();
+        ApiStats {
+            capture: format!("{:?}", *self.capture_state.borrow()),
+            video_frames_published: v.published,
+            audio_packets_published: a.published,
+            keyframe_requests_sent: v.keyframe_requests_sent,
+            capture_to_rtp_latency: self.latency.summary(),
+            start_to_first_frame_ms: self.first_frame_ms.get().copied(),
+            capture_mode: self.capture_mode.clone(),
+            sessions,
+            runtime_tasks: runtime_tasks(),
+        }
+    }
+
+    /// What one `/metrics` scrape reports.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let view = self.view();
+        let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+        for s in &view.sessions {
+            let pair = s
+                .candidate_pair
+                .clone()
+                .unwrap_or_else(|| "connecting".into());
+            *groups.entry(pair).or_default() += 1;
+        }
+        let v = self.video_hub.stats();
+        let a = self.audio_hub.stats();
+        let t = view.totals;
+        MetricsSnapshot {
+            video_frames_encoded: v.published,
+            audio_packets_encoded: a.published,
+            keyframe_requests_sent: v.keyframe_requests_sent,
+            video_frames_sent: t.video_frames,
+            audio_packets_sent: t.audio_packets,
+            bytes_sent: t.bytes,
+            frames_dropped: t.dropped_frames,
+            viewer_keyframe_requests: t.keyframe_requests,
+            latency_ms_buckets: self.latency.counts(),
+            viewers: groups
+                .into_iter()
+                .map(|(candidate_pair, count)| ViewerGroup {
+                    frontend: "mqtt",
+                    candidate_pair,
+                    count,
+                })
+                .collect(),
+            capture_running: *self.capture_state.borrow() == CaptureState::Running,
+            capture_failures: self.capture_failures.load(Ordering::Relaxed),
+            mqtt_connected: self.link.state() == LinkState::Connected,
+            mqtt_connects: self.link.connects(),
+            runtime_tasks: runtime_tasks(),
+        }
+    }
+}
 
 /// `GET /api/stats` (JSON, camelCase keys). Counters are totals since this start of the
 /// camera (a reload starts them again).

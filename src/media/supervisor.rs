@@ -16,6 +16,8 @@ use super::hub::Hub;
 use super::pipeline::{EncoderPlan, PipelineDesc};
 use super::restart::{Restart, RestartConfig, RestartPolicy};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +97,8 @@ pub struct SupervisorOutputs {
     /// The pipeline running now in words (`PipelineDesc`'s `Display`): changes when
     /// the fallback or the re-encode plan takes over.
     pub source: watch::Sender<String>,
+    /// Capture runs that ended in failure (errors and stalls) since start.
+    pub failures: Arc<AtomicU64>,
 }
 
 /// How one run ended.
@@ -128,6 +132,7 @@ pub async fn run(
         format,
         state,
         source,
+        failures: failure_count,
     } = outputs;
     let mut policy = RestartPolicy::new(RestartConfig {
         min_backoff: cfg.min_backoff,
@@ -220,6 +225,7 @@ pub async fn run(
                     }
                 }
                 let now = Instant::now();
+                failure_count.fetch_add(1, Ordering::Relaxed);
                 let Restart { failures, delay } = policy.failed(started, now, end_pts);
                 // Retries are frequent: past the first ones of a streak (those that lead
                 // to the hand-over to systemd) one line per window is enough.
@@ -422,6 +428,7 @@ mod tests {
                 format: format_tx,
                 state: state_tx,
                 source: source_tx,
+                failures: Arc::default(),
             },
             stop.clone(),
         ));
@@ -511,6 +518,7 @@ mod tests {
                 format: format_tx,
                 state: state_tx,
                 source: source_tx,
+                failures: Arc::default(),
             },
             stop.clone(),
         ));

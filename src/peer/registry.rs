@@ -7,7 +7,7 @@
 //! never reaches another session or the registry.
 
 use super::session::{self, PcSlot, SessionCmd, SessionCtx, SessionError, panic_text};
-use super::stats::{LatencyHistogram, SessionSnapshot, SessionStats};
+use super::stats::{LatencyHistogram, SessionSnapshot, SessionStats, SessionTotals};
 use super::{MediaFeeds, PeerReport, PeerSettings};
 use crate::signaling::machine::{PeerCommand, PeerEvent};
 use crate::signaling::protocol::SessionId;
@@ -55,6 +55,8 @@ pub struct Peers {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     latency: Arc<LatencyHistogram>,
+    /// Counters of the sessions that ended.
+    retired: SessionTotals,
 }
 
 impl Peers {
@@ -76,6 +78,7 @@ impl Peers {
             tracker,
             shutdown,
             latency: Arc::new(LatencyHistogram::default()),
+            retired: SessionTotals::default(),
         }
     }
 
@@ -138,6 +141,9 @@ impl Peers {
             PeerCommand::Close { session } => {
                 if let Some(h) = self.sessions.remove(&session) {
                     h.cancel.cancel();
+                    // Its last frames may still be counted as it stops; the few lost
+                    // here are not worth holding the handle for.
+                    self.retired.add(&h.stats);
                 }
             }
         }
@@ -162,6 +168,15 @@ impl Peers {
             .collect();
         v.sort_by(|a, b| a.session.cmp(&b.session));
         v
+    }
+
+    /// Counters summed over every session since start, open and ended.
+    pub fn totals(&self) -> SessionTotals {
+        let mut t = self.retired;
+        for h in self.sessions.values() {
+            t.add(&h.stats);
+        }
+        t
     }
 
     /// The process-wide capture→RTP-send latency histogram.

@@ -44,6 +44,15 @@ impl LatencyHistogram {
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Samples per 1 ms bucket: `[i]` counts those in `[i, i+1)` ms, the last bucket
+    /// everything longer.
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// p50 / p99 / max (upper bucket edges, ms).
     pub fn summary(&self) -> LatencySummary {
         let counts: Vec<u64> = self
@@ -95,6 +104,32 @@ pub struct SessionStats {
     pub dropped_frames: AtomicU64,
     /// Selected candidate pair, e.g. `host/udp` (filled once connected).
     pub candidate_pair: Mutex<Option<String>>,
+}
+
+/// The per-session counters summed over sessions (for totals that outlive sessions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionTotals {
+    /// Video frames written.
+    pub video_frames: u64,
+    /// Audio packets written.
+    pub audio_packets: u64,
+    /// RTP payload bytes written.
+    pub bytes: u64,
+    /// PLI + FIR requests taken from viewers.
+    pub keyframe_requests: u64,
+    /// Frames lost to full queues.
+    pub dropped_frames: u64,
+}
+
+impl SessionTotals {
+    /// Adds one session's counters.
+    pub fn add(&mut self, s: &SessionStats) {
+        self.video_frames += s.video_frames.load(Ordering::Relaxed);
+        self.audio_packets += s.audio_packets.load(Ordering::Relaxed);
+        self.bytes += s.bytes.load(Ordering::Relaxed);
+        self.keyframe_requests += s.keyframe_requests.load(Ordering::Relaxed);
+        self.dropped_frames += s.dropped_frames.load(Ordering::Relaxed);
+    }
 }
 
 /// JSON view of one session.

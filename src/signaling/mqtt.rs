@@ -15,6 +15,7 @@ use rumqttc::{
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -99,9 +100,15 @@ pub struct MqttHandle {
     topics: Topics,
     status: Arc<Mutex<Vec<u8>>>,
     state: watch::Receiver<LinkState>,
+    connects: Arc<AtomicU64>,
 }
 
 impl MqttHandle {
+    /// Successful connections (CONNACKs) so far: the first one and every reconnect.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
     /// The link's connection state, kept current by the link task.
     pub fn state(&self) -> LinkState {
         *self.state.borrow()
@@ -238,8 +245,10 @@ pub fn start(
         topics: topics.clone(),
         status: Arc::new(Mutex::new(initial_status.to_json())),
         state,
+        connects: Arc::default(),
     };
     let status = handle.status.clone();
+    let connects = handle.connects.clone();
     let new_backoff = move || {
         backon::ExponentialBuilder::default()
             .with_min_delay(settings.min_backoff)
@@ -264,6 +273,7 @@ pub fn start(
                     log::info!("connected to broker {}", settings.url.url);
                     connected = true;
                     failures = 0;
+                    connects.fetch_add(1, Ordering::Relaxed);
                     state_tx.send_replace(LinkState::Connected);
                     backoff = new_backoff();
                     if let Err(e) =
