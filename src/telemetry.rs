@@ -43,11 +43,22 @@ pub fn init(target: LogTarget, level: &str, camera_id: &str) -> anyhow::Result<(
 ///   pairs" at every check interval (50 ms here) until the viewer's first candidate
 ///   arrives, and a viewer that sends none (the contract allows it) keeps it going:
 ///   ~20 lines/s per session.
-const NOISY: &[(&str, &str, Duration)] = &[(
-    "rtc_ice",
-    "pingAllCandidates called with no candidate pairs",
-    Duration::from_secs(60),
-)];
+/// - webrtc-rs' peer connection driver logs "Failed to write packet" at error level for
+///   every packet it cannot send, so a network that goes away (Wi-Fi down, a cable
+///   pulled) costs ~200 lines/s per session until ICE gives up (tests/faults.rs, the
+///   link-down test: ~1900 lines in 10 s).
+const NOISY: &[(&str, &str, Duration)] = &[
+    (
+        "rtc_ice",
+        "pingAllCandidates called with no candidate pairs",
+        Duration::from_secs(60),
+    ),
+    (
+        "webrtc::peer_connection",
+        "Failed to write packet",
+        Duration::from_secs(10),
+    ),
+];
 
 /// Which [`NOISY`] entry a record (warning or worse) is, if any. Pure.
 fn noisy_kind(target: &str, level: log::Level, message: &str) -> Option<usize> {
@@ -82,7 +93,9 @@ impl<L: log::Log> log::Log for Quieted<L> {
 
     fn log(&self, record: &log::Record<'_>) {
         // Only a dependency's warnings are formatted here; everything else passes as is.
-        let kind = if record.target().starts_with("rtc_ice") && self.enabled(record.metadata()) {
+        let kind = if NOISY.iter().any(|(t, _, _)| record.target().starts_with(t))
+            && self.enabled(record.metadata())
+        {
             noisy_kind(record.target(), record.level(), &record.args().to_string())
         } else {
             None
@@ -232,6 +245,17 @@ mod tests {
         assert_eq!(peer_addr(v6, 5000, true), "2001:db8:1::/48");
         assert_eq!(peer_addr(v4, 5000, false), "198.51.100.23:5000");
         assert_eq!(peer_addr(v6, 5000, false), "[2001:db8:1:2::5]:5000");
+    }
+
+    #[test]
+    fn unsendable_packets_are_noisy_and_other_driver_errors_are_not() {
+        let line = "Failed to write packet to 10.198.85.1:56392 from 10.198.85.2:41741: io error: Network is unreachable (os error 101)";
+        let target = "webrtc::peer_connection::driver";
+        assert_eq!(noisy_kind(target, log::Level::Error, line), Some(1));
+        assert_eq!(
+            noisy_kind(target, log::Level::Error, "DTLS handshake failed"),
+            None
+        );
     }
 
     #[test]
