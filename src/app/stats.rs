@@ -1,5 +1,5 @@
-//! The `/api/stats` document: what the camera is doing now, for dashboards, the
-//! benchmark and troubleshooting.
+//! What the camera is doing now: the `/api/stats` document and the sources `/metrics`
+//! reads, for dashboards, Prometheus, the benchmark and troubleshooting.
 
 use crate::media::hub::Hub;
 use crate::media::mode::CaptureMode;

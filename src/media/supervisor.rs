@@ -175,6 +175,9 @@ pub async fn run(
             &shutdown,
         )
         .await;
+        // A run's pipeline, buffers and streaming threads are gone now: hand their
+        // heap back rather than let each restart leave its high-water mark behind.
+        crate::memory::trim();
         match end {
             RunEnd::Shutdown => break,
             RunEnd::KeyframesIgnored { end_pts, waited } => {
