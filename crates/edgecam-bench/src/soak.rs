@@ -238,8 +238,11 @@ fn soak(
     let sample_every = Duration::from_secs(args.sample_s.max(1));
     let broker_every = Duration::from_secs(args.broker_restart_s.max(1));
     let capture_every = Duration::from_secs(args.capture_restart_s.max(1));
+    // Restarts fall half a sample interval off the samples, so no reading is taken
+    // while the feed or the broker is away (a reading then is a trough, not a level).
+    let offset = sample_every / 2;
     let (mut next_sample, mut next_broker, mut next_capture) =
-        (sample_every, broker_every, capture_every);
+        (sample_every, broker_every + offset, capture_every + offset);
     let (mut broker_restarts, mut capture_restarts) = (0u32, 0u32);
     let mut samples: Vec<Sample> = Vec::new();
     eprintln!(
