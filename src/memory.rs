@@ -21,7 +21,7 @@ const ARENAS: libc::c_int = 2;
 /// thread starts. glibc gives each new thread that meets a locked arena one of its own,
 /// up to 8 per core, and memory freed in one arena is not reused by another. Every
 /// capture restart starts new GStreamer streaming threads, so the soak's RSS grew with
-/// each one: +16 MiB over eight restarts in 9 minutes with glibc's default, +6.8 MiB
+/// each one: +16 MiB over eight restarts in 9 minutes with glibc's default, +6.6 MiB
 /// (and levelling off) with two arenas (docs/reliability.md, "Soak"). A camera has two
 /// or four cores and a handful of busy threads, so two arenas cost no measurable
 /// contention. An explicit `$MALLOC_ARENA_MAX` (glibc's own tunable) is left alone.

@@ -238,9 +238,9 @@ impl Notifier {
         let Some(q) = NOTES.get().and_then(Option::as_ref) else {
             return true;
         };
-        let end = std::time::Instant::now() + limit;
+        let end = Instant::now() + limit;
         while q.pending.load(Ordering::Acquire) > 0 {
-            if std::time::Instant::now() >= end {
+            if Instant::now() >= end {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -317,7 +317,7 @@ fn queue(note: Note) {
     if q.tx.try_send(note).is_err() {
         q.pending.fetch_sub(1, Ordering::AcqRel);
         let mut log = q.dropped.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(more) = log.check(std::time::Instant::now()) {
+        if let Some(more) = log.check(Instant::now()) {
             log::warn!(
                 "the service manager is not reading notifications ({NOTE_QUEUE} queued): dropping them{}",
                 crate::telemetry::suppressed(more)

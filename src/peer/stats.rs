@@ -55,11 +55,7 @@ impl LatencyHistogram {
 
     /// p50 / p99 / max (upper bucket edges, ms).
     pub fn summary(&self) -> LatencySummary {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
+        let counts = self.counts();
         let count: u64 = counts.iter().sum();
         let pct = |q: f64| -> f64 {
             if count == 0 {
