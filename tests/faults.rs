@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::viewer::{Endpoint, Viewer, wait_status};
+use common::viewer::{Endpoint, Viewer, online_camera_from, wait_status};
 use common::{Edgecam, Mosquitto, camera_config, wait_port};
+use edgecam_testkit::feed;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,67 +181,36 @@ struct Feed {
 const FEED_CAPS: &str = "video/x-raw,format=I420,width=320,height=240,framerate=15/1";
 
 impl Feed {
-    fn spawn(tail: &[String]) -> std::process::Child {
-        use std::os::unix::process::CommandExt as _;
-        std::process::Command::new("gst-launch-1.0")
-            .args([
-                "-q",
-                "videotestsrc",
-                "is-live=true",
-                "pattern=ball",
-                "!",
-                FEED_CAPS,
-                "!",
-            ])
-            .args(tail)
-            .stdout(std::process::Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("gst-launch-1.0 (gstreamer1.0-tools)")
-    }
-
     /// Raw video into shared memory (`shmsink`): its death is an error for the reader,
     /// and while it is away every start fails.
     fn shm(socket: &std::path::Path) -> Self {
-        // A killed feed leaves its socket behind; a restarted one replaces it.
-        let _ = std::fs::remove_file(socket);
-        let child = Self::spawn(&[
-            "shmsink".into(),
-            "wait-for-connection=false".into(),
-            "shm-size=4000000".into(),
-            format!("socket-path={}", socket.display()),
-        ]);
-        let end = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(socket.exists(), "the feed's socket appears");
         Self {
             socket: Some(socket.to_owned()),
-            child,
+            child: feed::shm(socket, FEED_CAPS, 4_000_000).expect("the feed"),
         }
     }
 
     fn shm_source(socket: &std::path::Path) -> String {
-        format!(
-            "shmsrc socket-path={} is-live=true do-timestamp=true ! {FEED_CAPS}",
-            socket.display()
-        )
+        feed::shm_source(socket, FEED_CAPS)
     }
 
     /// Motion JPEG over RTP to a loopback UDP port, as an IP camera sends it: a frozen
     /// sender is a stall for the reader, nothing else.
     fn rtp_jpeg(port: u16) -> Self {
-        let child = Self::spawn(&[
-            "jpegenc".into(),
-            "quality=60".into(),
-            "!".into(),
-            "rtpjpegpay".into(),
-            "!".into(),
-            "udpsink".into(),
-            "host=127.0.0.1".into(),
-            format!("port={port}"),
-        ]);
+        let child = feed::spawn(
+            FEED_CAPS,
+            &[
+                "jpegenc".into(),
+                "quality=60".into(),
+                "!".into(),
+                "rtpjpegpay".into(),
+                "!".into(),
+                "udpsink".into(),
+                "host=127.0.0.1".into(),
+                format!("port={port}"),
+            ],
+        )
+        .expect("the feed");
         Self {
             socket: None,
             child,
@@ -288,18 +258,16 @@ impl Drop for Feed {
 /// GOP, so the periodic IDR cannot stand in for the one after the source's return; and
 /// a viewer decoding it.
 async fn camera_on(source: &str) -> (Mosquitto, Edgecam, Viewer) {
-    let broker = Mosquitto::start();
-    let config = camera_config("cam", broker.port, "").replace(
-        "source = \"test\"\nwidth = 640\nheight = 360\nfps = 30",
-        &format!(
-            "source = \"pipeline\"\npipeline = \"{source}\"\nwidth = 320\nheight = 240\nfps = 15\n\
-             stall_timeout_ms = 1500\nkeyframe_interval_ms = 20000"
-        ),
-    );
-    assert!(config.contains("source = \"pipeline\""), "{config}");
-    let cam = Edgecam::start(&config);
-    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
-        s["state"] == "online"
+    let (broker, cam) = online_camera_from("cam", |port| {
+        let config = camera_config("cam", port, "").replace(
+            "source = \"test\"\nwidth = 640\nheight = 360\nfps = 30",
+            &format!(
+                "source = \"pipeline\"\npipeline = \"{source}\"\nwidth = 320\nheight = 240\nfps = 15\n\
+                 stall_timeout_ms = 1500\nkeyframe_interval_ms = 20000"
+            ),
+        );
+        assert!(config.contains("source = \"pipeline\""), "{config}");
+        config
     })
     .await;
     let viewer = Viewer::connect(broker.port, "cam", "v1").await;

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::viewer::{Viewer, wait_status};
-use common::{Edgecam, Mosquitto, camera_config, free_port};
+use common::viewer::{Viewer, online_camera_from};
+use common::{camera_config, free_port};
 use prometheus_parse::{Scrape, Value};
 use std::time::Duration;
 
@@ -41,15 +41,12 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_a_viewer_joining_playing_and_leaving() {
-    let broker = Mosquitto::start();
     let http = free_port();
-    let config = camera_config("cam", broker.port, "").replace(
-        "[http]\nenabled = false",
-        &format!("[http]\nlisten = \"127.0.0.1:{http}\""),
-    );
-    let _cam = Edgecam::start(&config);
-    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
-        s["state"] == "online"
+    let (broker, _cam) = online_camera_from("cam", |port| {
+        camera_config("cam", port, "").replace(
+            "[http]\nenabled = false",
+            &format!("[http]\nlisten = \"127.0.0.1:{http}\""),
+        )
     })
     .await;
     let idle = scrape(http);

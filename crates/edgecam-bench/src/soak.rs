@@ -14,7 +14,6 @@ use crate::procs::{Edgecam, LoadProc, Proc, free_port, mosquitto, rss_kib, stats
 use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `edgecam-bench soak` options.
@@ -120,31 +119,7 @@ fn threads(pid: u32) -> u64 {
 
 /// The feed: test pattern → raw I420 in shared memory, from its own process.
 fn feed(socket: &Path, caps: &str) -> anyhow::Result<Proc> {
-    let _ = std::fs::remove_file(socket);
-    let child = Command::new("gst-launch-1.0")
-        .args([
-            "-q",
-            "videotestsrc",
-            "is-live=true",
-            "pattern=ball",
-            "!",
-            caps,
-            "!",
-        ])
-        .args(["shmsink", "wait-for-connection=false", "shm-size=16000000"])
-        .arg(format!("socket-path={}", socket.display()))
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("gst-launch-1.0 (gstreamer1.0-tools): {e}"))?;
-    let end = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    anyhow::ensure!(
-        socket.exists(),
-        "the feed did not create {}",
-        socket.display()
-    );
+    let child = edgecam_testkit::feed::shm(socket, caps, 16_000_000).map_err(anyhow::Error::msg)?;
     Ok(Proc::new(child))
 }
 
@@ -211,13 +186,13 @@ fn soak(
     let mut source = Some(feed(&socket, caps)?);
     let config = format!(
         "[camera]\nid = \"bench\"\n[video]\nsource = \"pipeline\"\n\
-         pipeline = \"shmsrc socket-path={} is-live=true do-timestamp=true ! {caps}\"\n\
+         pipeline = \"{}\"\n\
          width = {w}\nheight = {h}\nfps = {fps}\nbitrate_kbps = 1000\n\
          [audio]\nsource = \"test\"\n[access]\nmode = \"open\"\n\
          [signaling]\nbroker = \"mqtt://127.0.0.1:{port}\"\n\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
          [webrtc]\nudp_bind = [\"127.0.0.1\"]\n",
-        socket.display()
+        edgecam_testkit::feed::shm_source(&socket, caps)
     );
     let mut cam = Edgecam::spawn(edgecam_bin, dir, "soak", &config, None, &args.edgecam_log)?;
     cam.wait_ready(Duration::from_secs(30))?;

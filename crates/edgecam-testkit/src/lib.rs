@@ -8,6 +8,9 @@
 //!   (`docs/signaling.md`: subscribe, offer, trickle ICE both ways, answer, `bye`).
 //! - [`netns`]: network namespaces joined by veth pairs, for tests that cross a
 //!   network without leaving the machine.
+//! - [`feed`]: video feeds from a separate GStreamer process, for edgecam's
+//!   `pipeline` source (capture faults on a machine without a camera, the soak).
 
+pub mod feed;
 pub mod netns;
 pub mod signal;
