@@ -66,6 +66,10 @@ pub struct MetricsSnapshot {
     pub mqtt_connects: u64,
     /// Tasks alive on the async runtime.
     pub runtime_tasks: Option<u64>,
+    /// JPEGs the snapshot branch encoded (it runs only while a snapshot is wanted).
+    pub snapshots_encoded: u64,
+    /// Snapshots served, from the cache or freshly encoded.
+    pub snapshots_served: u64,
 }
 
 #[derive(Debug)]
@@ -165,6 +169,20 @@ impl Collector for Scrape {
             "successful connections to the MQTT broker",
             None,
             s.mqtt_connects,
+        )?;
+        counter(
+            &mut e,
+            "snapshots_encoded",
+            "JPEGs the snapshot branch encoded",
+            None,
+            s.snapshots_encoded,
+        )?;
+        counter(
+            &mut e,
+            "snapshots_served",
+            "snapshots served (cached or fresh)",
+            None,
+            s.snapshots_served,
         )?;
         gauge(
             &mut e,

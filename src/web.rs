@@ -1,6 +1,6 @@
 //! HTTP server for the viewer page (`web/`, built into the binary) plus two JSON
-//! endpoints, `/config.json` (what the page needs to connect) and `/api/stats`, and
-//! `/metrics` (Prometheus, OpenMetrics text).
+//! endpoints, `/config.json` (what the page needs to connect) and `/api/stats`,
+//! `/metrics` (Prometheus, OpenMetrics text) and `/snapshot.jpg` (the current picture).
 //!
 //! In invite mode these endpoints want `Authorization: Bearer <token>` of an invitation
 //! (access-v1, "Token"); the page's static files stay public (they hold nothing, and
@@ -15,6 +15,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,11 +44,27 @@ pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 /// Produces the `/metrics` text (OpenMetrics, `crate::metrics::render`).
 pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Produces the current picture as JPEG bytes, or why there is none (a text without
+/// secrets, sent to the caller with `503`).
+pub type SnapshotFn = Arc<dyn Fn() -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync>;
+
+/// What the dynamic endpoints serve.
+#[derive(Clone)]
+pub struct Endpoints {
+    /// `/api/stats`.
+    pub stats: StatsFn,
+    /// `/metrics`.
+    pub metrics: MetricsFn,
+    /// `/snapshot.jpg`.
+    pub snapshot: SnapshotFn,
+}
+
 #[derive(Clone)]
 struct AppState {
     page: PageConfig,
     stats: StatsFn,
     metrics: MetricsFn,
+    snapshot: SnapshotFn,
     /// Invite mode: the policy bearer tokens are checked against.
     access: Option<Arc<AccessPolicy>>,
 }
@@ -101,21 +119,27 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 /// `access` (invite mode) guards the JSON endpoints.
 pub fn router(
     page: PageConfig,
-    stats: StatsFn,
-    metrics: MetricsFn,
+    endpoints: Endpoints,
     web_root: Option<PathBuf>,
     access: Option<AccessPolicy>,
 ) -> Router {
+    let Endpoints {
+        stats,
+        metrics,
+        snapshot,
+    } = endpoints;
     let state = AppState {
         page,
         stats,
         metrics,
+        snapshot,
         access: access.map(Arc::new),
     };
     let mut app = Router::new()
         .route("/config.json", get(config_json))
         .route("/api/stats", get(stats_json))
-        .route("/metrics", get(metrics_text));
+        .route("/metrics", get(metrics_text))
+        .route("/snapshot.jpg", get(snapshot_jpeg));
     match web_root {
         Some(root) => {
             app = app.fallback_service(tower_http::services::ServeDir::new(root));
@@ -190,6 +214,32 @@ async fn metrics_text(State(s): State<AppState>, headers: HeaderMap) -> Response
         (s.metrics)(),
     )
         .into_response()
+}
+
+async fn snapshot_jpeg(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = unauthorized(&s, &headers) {
+        return refused;
+    }
+    match (s.snapshot)().await {
+        Ok(jpeg) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                // Each request is the picture of its moment.
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            jpeg,
+        )
+            .into_response(),
+        Err(why) => {
+            log::info!("snapshot request not served: {why}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                why,
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Binds `addr` and serves until `shutdown`.

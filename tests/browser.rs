@@ -243,12 +243,14 @@ fn chromium_plays_an_invitation_and_drops_forged_camera_messages() {
     assert_eq!(code("/api/stats", None), "401");
     assert_eq!(code("/config.json", None), "401");
     assert_eq!(code("/metrics", None), "401");
+    assert_eq!(code("/snapshot.jpg", None), "401");
     assert_eq!(
         code("/api/stats", Some("Authorization: Bearer alice.1.AAAA")),
         "401"
     );
     assert_eq!(code("/api/stats", Some(&bearer)), "200");
     assert_eq!(code("/metrics", Some(&bearer)), "200");
+    assert_eq!(code("/snapshot.jpg", Some(&bearer)), "200");
     assert_eq!(code("/config.json", Some(&bearer)), "200");
     assert_eq!(code("/", None), "200", "the page itself is public");
     let headers = curl(&["-D", "-", "-o", "/dev/null", &format!("{base}/")]).to_ascii_lowercase();

@@ -18,6 +18,7 @@ use crate::config::{BrokerUrl, Config, Nat1To1Type};
 use crate::ice::{IcePolicy, unix_now};
 use crate::media::hub::Hub;
 use crate::media::pipeline::{AudioPlan, PipelineDesc};
+use crate::media::snapshot::Snapshots;
 use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
 use crate::media::{VideoFormat, gst};
 use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
@@ -37,6 +38,14 @@ use tokio_util::task::TaskTracker;
 /// How long shutdown may take before edgecam gives up waiting (below systemd's
 /// default `TimeoutStopSec=` of 90 s, and the unit's 10 s).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A snapshot at most this old is served again rather than encoded anew: callers
+/// polling together (dashboards, Home Assistant) share one JPEG per 200 ms.
+pub const SNAPSHOT_FRESH: Duration = Duration::from_millis(200);
+
+/// How long a snapshot request waits for a picture: the branch's first JPEG comes
+/// within a frame or two; longer covers a capture (re)start.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
@@ -63,6 +72,8 @@ pub struct Capture {
     pub source: watch::Receiver<String>,
     /// Capture runs that ended in failure since start.
     pub failures: Arc<std::sync::atomic::AtomicU64>,
+    /// JPEG snapshots of the current picture.
+    pub snapshots: Snapshots,
 }
 
 /// Starts the capture supervisor for `desc` on `tracker`; it runs until `stop`.
@@ -84,6 +95,7 @@ pub fn start_capture(
     let (state_tx, state) = watch::channel(CaptureState::Starting);
     let (source_tx, source) = watch::channel(desc.to_string());
     let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let snapshots = Snapshots::default();
     let fps = desc.fps(config.video.fps);
     let fallback = desc.fallback.clone().map(|fb| supervisor::Fallback {
         device: config.video.device.clone(),
@@ -112,6 +124,7 @@ pub fn start_capture(
             state: state_tx,
             source: source_tx,
             failures: failures.clone(),
+            snapshots: snapshots.clone(),
         },
         stop,
     ));
@@ -123,6 +136,7 @@ pub fn start_capture(
         state,
         source,
         failures,
+        snapshots,
     }
 }
 
@@ -191,6 +205,7 @@ async fn start_parts(
         state: state_rx,
         source: source_rx,
         failures: capture_failures,
+        snapshots,
     } = start_capture(&config, desc, tracker, stops.capture.clone());
 
     // Broker: configured, or the embedded one.
@@ -301,6 +316,7 @@ async fn start_parts(
             capture_state: state_rx.clone(),
             capture_failures,
             first_frame_ms: first_frame_ms.clone(),
+            snapshots: snapshots.clone(),
             capture_mode: capture_mode.clone(),
             link: link.clone(),
             // Invite mode: every invited viewer may read the stats, so no viewer sees
@@ -322,10 +338,26 @@ async fn start_parts(
             prefix: config.signaling.prefix.clone(),
             camera: camera.to_string(),
         };
+        let snapshot: web::SnapshotFn = {
+            let snapshots = snapshots.clone();
+            Arc::new(move || {
+                let snapshots = snapshots.clone();
+                Box::pin(async move {
+                    snapshots
+                        .take(SNAPSHOT_FRESH, SNAPSHOT_TIMEOUT)
+                        .await
+                        .map(|jpeg| jpeg.data)
+                        .map_err(|e| e.to_string())
+                })
+            })
+        };
         let router = web::router(
             page,
-            stats,
-            metrics,
+            web::Endpoints {
+                stats,
+                metrics,
+                snapshot,
+            },
             config.http.web_root.clone(),
             admission.policy(),
         );

@@ -3,6 +3,7 @@
 
 use crate::media::hub::Hub;
 use crate::media::mode::CaptureMode;
+use crate::media::snapshot::Snapshots;
 use crate::media::supervisor::CaptureState;
 use crate::metrics::{MetricsSnapshot, ViewerGroup};
 use crate::peer::stats::{LatencyHistogram, LatencySummary, SessionSnapshot, SessionTotals};
@@ -39,6 +40,8 @@ pub struct Sources {
     pub capture_failures: Arc<AtomicU64>,
     /// Start → first encoded frame, ms.
     pub first_frame_ms: Arc<OnceLock<u64>>,
+    /// The snapshot service (JPEGs encoded and served).
+    pub snapshots: Snapshots,
     /// The negotiated V4L2 mode, if any.
     pub capture_mode: Option<CaptureMode>,
     /// The MQTT link (state, connections).
@@ -118,6 +121,8 @@ impl Sources {
             mqtt_connected: self.link.state() == LinkState::Connected,
             mqtt_connects: self.link.connects(),
             runtime_tasks: runtime_tasks(),
+            snapshots_encoded: self.snapshots.encoded(),
+            snapshots_served: self.snapshots.served(),
         }
     }
 }

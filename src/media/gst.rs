@@ -3,7 +3,8 @@
 //! upstream force-key-unit events, and reports how a run ended (bus error, EOS, stall).
 
 use super::hub::Hub;
-use super::pipeline::{PipelineDesc, Probe};
+use super::pipeline::{EncoderPlan, PipelineDesc, Probe};
+use super::snapshot::{Gate, Snapshots};
 use super::{Frame, VideoFormat, h264};
 use crate::telemetry::{RateLimit, suppressed};
 use bytes::Bytes;
@@ -104,18 +105,19 @@ pub struct Capture {
     pipeline: gst::Pipeline,
     shared: Arc<Shared>,
     video_hub: Hub,
+    snapshots: Snapshots,
 }
 
 impl Capture {
     /// Builds and starts the pipeline; frames flow into `video_hub` / `audio_hub` with
-    /// `pts_offset` added. `format` is updated from the first keyframe.
+    /// `pts_offset` added, JPEGs of its snapshot branch (if it has one) into
+    /// `snapshots`. `format` is updated from the first keyframe.
     ///
     /// # Errors
     /// [`GstError`] when the pipeline cannot be built or started.
     pub fn start(
         desc: &PipelineDesc,
-        video_hub: &Hub,
-        audio_hub: &Hub,
+        (video_hub, audio_hub, snapshots): (&Hub, &Hub, &Snapshots),
         pts_offset: Duration,
         nominal_fps: u32,
         format: watch::Sender<Option<VideoFormat>>,
@@ -156,7 +158,9 @@ impl Capture {
         {
             install(&audio_sink, audio_hub.clone(), shared.clone(), None);
         }
+        install_snapshots(&pipeline, &video_sink, desc.encoder, snapshots);
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            snapshots.set_branch(None);
             let _ = pipeline.set_state(gst::State::Null);
             return Err(GstError::Start(format!(
                 "{e}: {}",
@@ -167,6 +171,7 @@ impl Capture {
             pipeline,
             shared,
             video_hub: video_hub.clone(),
+            snapshots: snapshots.clone(),
         })
     }
 
@@ -243,6 +248,7 @@ impl Capture {
     /// Stops the pipeline (state NULL releases `/dev/video*` and the sound card).
     pub fn stop(&self) {
         self.video_hub.set_keyframe_requester(None);
+        self.snapshots.set_branch(None);
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 }
@@ -251,6 +257,51 @@ impl Drop for Capture {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Connects the pipeline's snapshot branch (`snapshot_valve` → … → `snapshot` appsink)
+/// to `snapshots`, or tells it there is none.
+fn install_snapshots(
+    pipeline: &gst::Pipeline,
+    video_sink: &gst_app::AppSink,
+    encoder: EncoderPlan,
+    snapshots: &Snapshots,
+) {
+    let (Some(valve), Ok(sink)) = (
+        pipeline.by_name("snapshot_valve"),
+        appsink(pipeline, "snapshot"),
+    ) else {
+        snapshots.set_branch(Some(None));
+        return;
+    };
+    let publish_to = snapshots.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if let Some(map) = sample
+                    .buffer_owned()
+                    .and_then(|b| b.into_mapped_buffer_readable().ok())
+                {
+                    publish_to.publish(Bytes::from_owner(map));
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let upstream = video_sink.clone();
+    let gate: Gate = Arc::new(move |open| {
+        valve.set_property("drop", !open);
+        // The camera's own H.264 decodes from an IDR on: ask for one now rather than
+        // wait out its GOP.
+        if open && encoder == EncoderPlan::Passthrough {
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            upstream.send_event(event);
+        }
+    });
+    snapshots.set_branch(Some(Some(gate)));
 }
 
 fn appsink(pipeline: &gst::Pipeline, name: &'static str) -> Result<gst_app::AppSink, GstError> {

@@ -5,6 +5,7 @@
 //! - [`hub`]: encode once, per-viewer bounded queues with keyframe gating.
 //! - [`supervisor`]: restarts capture on error, EOS or stall; [`restart`]: when (pure).
 //! - [`devices`]: V4L2 and ALSA discovery through the `v4l` and `alsa` crates.
+//! - [`snapshot`]: JPEGs of the current picture from a branch that runs only on request.
 //! - [`h264`]: the few H.264 bitstream facts edgecam needs (NAL types, SPS profile).
 
 pub mod devices;
@@ -14,6 +15,7 @@ pub mod hub;
 pub mod mode;
 pub mod pipeline;
 pub mod restart;
+pub mod snapshot;
 pub mod supervisor;
 
 use bytes::Bytes;

@@ -293,6 +293,15 @@ fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// The closed gate of the snapshot branch (`media::snapshot`): it drops every buffer
+/// until a snapshot is wanted, so an idle branch costs nothing.
+const SNAPSHOT_VALVE: &str = "valve name=snapshot_valve drop=true";
+
+/// The end of the snapshot branch. `async=false`: a sink that gets no buffer while the
+/// valve is closed must not hold a non-live owner's pipeline in PAUSED.
+const SNAPSHOT_JPEG: &str = "videoconvert ! jpegenc quality=85 \
+     ! appsink name=snapshot sync=false async=false max-buffers=1 drop=true";
+
 fn launch_line(
     v: &VideoConfig,
     a: &AudioConfig,
@@ -376,11 +385,35 @@ fn launch_line(
         ),
         EncoderPlan::Passthrough => String::new(),
     };
-    let video_branch = format!(
-        "{source} ! {encode}h264parse config-interval=-1 \
-         ! video/x-h264,stream-format=byte-stream,alignment=au \
-         ! appsink name=video sync=false max-buffers=60 drop=true"
-    );
+    let parse =
+        "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au";
+    let video_sink = "appsink name=video sync=false max-buffers=60 drop=true";
+    let video_branch = match (encoder, &probe.h264_decoder) {
+        // The camera's own H.264: snapshots decode it (from the IDR the snapshot service
+        // asks for), and only while one is wanted. The queue does not drop: a decoder
+        // missing a frame would show mush until the next IDR.
+        (EncoderPlan::Passthrough, Some(decoder)) => {
+            let decode = if decoder == "avdec_h264" {
+                // Pictures from before the IDR would be grey mush.
+                "avdec_h264 output-corrupt=false".to_owned()
+            } else {
+                decoder.clone()
+            };
+            format!(
+                "{source} ! {parse} ! tee name=snapshot_tee ! {video_sink}  \
+                 snapshot_tee. ! {SNAPSHOT_VALVE} ! queue max-size-buffers=30 max-size-bytes=0 max-size-time=0 \
+                 ! {decode} ! {SNAPSHOT_JPEG}"
+            )
+        }
+        (EncoderPlan::Passthrough, None) => format!("{source} ! {parse} ! {video_sink}"),
+        // Raw frames: the branch taps them in front of the encoder.
+        _ => format!(
+            "{source} ! tee name=snapshot_tee ! {encode}{parse} ! {video_sink}  \
+             snapshot_tee. ! {SNAPSHOT_VALVE} \
+             ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
+             ! {SNAPSHOT_JPEG}"
+        ),
+    };
     let audio_source = match audio {
         AudioPlan::None => return video_branch,
         AudioPlan::Test => {
@@ -431,6 +464,19 @@ mod tests {
         assert!(d.launch.contains("profile=constrained-baseline"));
         assert!(d.launch.contains("h264parse config-interval=-1"));
         assert!(d.launch.contains("appsink name=video"));
+        // Snapshots tap the raw frames in front of the encoder, behind a closed valve.
+        assert!(
+            d.launch
+                .contains("! tee name=snapshot_tee ! queue max-size-buffers=2")
+                && d.launch.contains(
+                    "snapshot_tee. ! valve name=snapshot_valve drop=true \
+                     ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
+                     ! videoconvert ! jpegenc quality=85 \
+                     ! appsink name=snapshot sync=false async=false"
+                ),
+            "{}",
+            d.launch
+        );
         assert!(d.launch.contains("opusenc bitrate=32000"));
         assert!(d.launch.contains("appsink name=audio"));
     }
@@ -453,7 +499,7 @@ mod tests {
         assert!(d.fallback.is_none() && d.reencode.is_none());
         assert!(d.launch.starts_with(
             "shmsrc socket-path=/run/feed is-live=true ! video/x-raw,format=I420 ! videoconvert \
-             ! videoscale ! videorate ! video/x-raw,width=640,height=480,framerate=15/1 ! queue"
+             ! videoscale ! videorate ! video/x-raw,width=640,height=480,framerate=15/1 ! tee name=snapshot_tee ! queue"
         ), "{}", d.launch);
         assert!(d.launch.contains("key-int-max=30"));
         assert_eq!(d.to_string(), "video pipeline, encoder X264, audio none");
@@ -482,6 +528,10 @@ mod tests {
         assert_eq!(d.video, VideoPlan::V4l2(V4l2Format::H264));
         assert_eq!(d.encoder, EncoderPlan::Passthrough);
         assert!(!d.launch.contains("x264enc"));
+        assert!(
+            !d.launch.contains("snapshot"),
+            "no decoder: no snapshot branch"
+        );
         assert!(d.launch.contains(
             "v4l2src device=\"/dev/video0\" ! video/x-h264,width=1280,height=720,framerate=30/1"
         ));
@@ -583,7 +633,7 @@ mod tests {
         assert!(
             re.launch.contains(
                 "v4l2src device=\"/dev/video0\" ! video/x-h264,width=1280,height=720,framerate=30/1 \
-                 ! h264parse ! avdec_h264 ! queue"
+                 ! h264parse ! avdec_h264 ! tee name=snapshot_tee ! queue"
             ),
             "{}",
             re.launch
@@ -593,6 +643,15 @@ mod tests {
             "video v4l2 (H264) H264 1280x720@30, encoder X264 (re-encoding the camera's H.264), audio none"
         );
         assert!(re.reencode.is_none());
+        // Passed through, snapshots decode the camera's H.264 behind the valve.
+        assert!(
+            d.launch.contains(
+                "alignment=au ! tee name=snapshot_tee ! appsink name=video sync=false max-buffers=60 drop=true  \
+                 snapshot_tee. ! valve name=snapshot_valve drop=true ! queue max-size-buffers=30"
+            ) && d.launch.contains("! avdec_h264 output-corrupt=false ! videoconvert ! jpegenc"),
+            "{}",
+            d.launch
+        );
         assert_eq!(
             passthrough_patience(2000),
             std::time::Duration::from_secs(4)

@@ -15,6 +15,7 @@ use super::gst::{Capture, CaptureEnd};
 use super::hub::Hub;
 use super::pipeline::{EncoderPlan, PipelineDesc};
 use super::restart::{Restart, RestartConfig, RestartPolicy};
+use super::snapshot::Snapshots;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,6 +100,8 @@ pub struct SupervisorOutputs {
     pub source: watch::Sender<String>,
     /// Capture runs that ended in failure (errors and stalls) since start.
     pub failures: Arc<AtomicU64>,
+    /// Fed by each run's snapshot branch.
+    pub snapshots: Snapshots,
 }
 
 /// How one run ended.
@@ -133,6 +136,7 @@ pub async fn run(
         state,
         source,
         failures: failure_count,
+        snapshots,
     } = outputs;
     let mut policy = RestartPolicy::new(RestartConfig {
         min_backoff: cfg.min_backoff,
@@ -168,7 +172,7 @@ pub async fn run(
             current,
             &cfg,
             &policy,
-            (&video_hub, &audio_hub),
+            (&video_hub, &audio_hub, &snapshots),
             &format,
             (&state, running),
             fallback_device,
@@ -263,7 +267,7 @@ async fn run_once(
     desc: &PipelineDesc,
     cfg: &SupervisorConfig,
     policy: &RestartPolicy,
-    (video_hub, audio_hub): (&Hub, &Hub),
+    (video_hub, audio_hub, snapshots): (&Hub, &Hub, &Snapshots),
     format: &watch::Sender<Option<VideoFormat>>,
     (state, running): (&watch::Sender<CaptureState>, CaptureState),
     watch_device: Option<&Path>,
@@ -271,8 +275,7 @@ async fn run_once(
 ) -> RunEnd {
     let capture = match Capture::start(
         desc,
-        video_hub,
-        audio_hub,
+        (video_hub, audio_hub, snapshots),
         policy.pts_offset(),
         cfg.fps,
         format.clone(),
@@ -432,6 +435,7 @@ mod tests {
                 state: state_tx,
                 source: source_tx,
                 failures: Arc::default(),
+                snapshots: Snapshots::default(),
             },
             stop.clone(),
         ));
@@ -522,6 +526,7 @@ mod tests {
                 state: state_tx,
                 source: source_tx,
                 failures: Arc::default(),
+                snapshots: Snapshots::default(),
             },
             stop.clone(),
         ));

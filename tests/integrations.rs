@@ -1,6 +1,9 @@
-//! `GET /metrics` on a real camera with a real viewer: the OpenMetrics text parses with
-//! a Prometheus text-format parser nobody here wrote (`prometheus-parse`), and the
-//! figures follow what happened (a viewer joins, plays and leaves).
+//! The endpoints that fit edgecam into other tools, each on a real camera:
+//! - `GET /metrics` with a real viewer: the OpenMetrics text parses with a Prometheus
+//!   text-format parser nobody here wrote (`prometheus-parse`), and the figures follow
+//!   what happened (a viewer joins, plays and leaves);
+//! - `GET /snapshot.jpg`: a JPEG that a decoder nobody here wrote (`jpeg-decoder`)
+//!   decodes at the stream's size, from a branch that encodes nothing while idle.
 
 mod common;
 
@@ -8,6 +11,25 @@ use common::viewer::{Viewer, online_camera_from};
 use common::{camera_config, free_port};
 use prometheus_parse::{Scrape, Value};
 use std::time::Duration;
+
+/// `GET http://127.0.0.1:{port}{path}`: status, headers (lower-cased) and body.
+fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body_file = dir.path().join("body");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-D", "-", "-o"])
+        .arg(&body_file)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head, std::fs::read(&body_file).unwrap_or_default())
+}
 
 fn scrape(port: u16) -> Scrape {
     let out = std::process::Command::new("curl")
@@ -120,4 +142,55 @@ async fn metrics_follow_a_viewer_joining_playing_and_leaving() {
         value(&after, "edgecam_video_frames_sent_total", &[]).unwrap_or(0.0) >= sent,
         "a counter keeps what ended sessions sent"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_the_current_picture_and_costs_nothing_while_idle() {
+    let http = free_port();
+    let (_broker, _cam) = online_camera_from("cam", |port| {
+        camera_config("cam", port, "").replace(
+            "[http]\nenabled = false",
+            &format!("[http]\nlisten = \"127.0.0.1:{http}\""),
+        )
+    })
+    .await;
+    let encoded = |s: &Scrape| value(s, "edgecam_snapshots_encoded_total", &[]).unwrap_or(-1.0);
+    // Idle: the branch has encoded nothing.
+    assert_eq!(encoded(&scrape(http)), 0.0);
+
+    let started = std::time::Instant::now();
+    let (status, head, jpeg) = get(http, "/snapshot.jpg");
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: image/jpeg"), "{head}");
+    assert!(head.contains("cache-control: no-store"), "{head}");
+    let mut decoder = jpeg_decoder::Decoder::new(jpeg.as_slice());
+    let pixels = decoder.decode().expect("a JPEG that decodes");
+    let info = decoder.info().expect("JPEG info");
+    assert_eq!((info.width, info.height), (640, 360), "the stream's size");
+    assert_eq!(pixels.len(), 640 * 360 * 3);
+    // Not a blank picture: the SMPTE bars span many grey levels.
+    let levels: std::collections::BTreeSet<u8> = pixels.iter().step_by(97).copied().collect();
+    assert!(levels.len() > 20, "{} distinct levels", levels.len());
+    println!(
+        "snapshot: {} bytes, {}x{}, {} ms (curl, debug build)",
+        jpeg.len(),
+        info.width,
+        info.height,
+        took.as_millis()
+    );
+
+    // Served once, the branch closes again: nothing more is encoded while idle.
+    let after_one = encoded(&scrape(http));
+    assert!((1.0..=3.0).contains(&after_one), "{after_one}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(encoded(&scrape(http)), after_one, "the branch is closed");
+
+    // A second snapshot, past the 200 ms freshness bound, is a new picture.
+    let (status, _, second) = get(http, "/snapshot.jpg");
+    assert_eq!(status, 200);
+    assert_ne!(second, jpeg, "the moving pattern changed");
+    let s = scrape(http);
+    assert!(encoded(&s) > after_one);
+    assert_eq!(value(&s, "edgecam_snapshots_served_total", &[]), Some(2.0));
 }
