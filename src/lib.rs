@@ -5,6 +5,7 @@
 pub mod access;
 pub mod app;
 pub mod broker;
+pub mod budget;
 pub mod config;
 pub mod ice;
 pub mod media;

@@ -175,6 +175,7 @@ async fn receive(
             video: capture.video.clone(),
             audio: capture.has_audio.then(|| capture.audio.clone()),
             format: capture.format.clone(),
+            snapshots: capture.snapshots.clone(),
         },
         events_tx,
         tracker.clone(),

@@ -3,7 +3,9 @@
 //!   text-format parser nobody here wrote (`prometheus-parse`), and the figures follow
 //!   what happened (a viewer joins, plays and leaves);
 //! - `GET /snapshot.jpg`: a JPEG that a decoder nobody here wrote (`jpeg-decoder`)
-//!   decodes at the stream's size, from a branch that encodes nothing while idle.
+//!   decodes at the stream's size, from a branch that encodes nothing while idle;
+//! - the `control` data channel, from a real webrtc-rs viewer: each command and its
+//!   reply, refusals, and a flood held to its budget while the video plays on.
 
 mod common;
 
@@ -193,4 +195,95 @@ async fn a_snapshot_is_the_current_picture_and_costs_nothing_while_idle() {
     let s = scrape(http);
     assert!(encoded(&s) > after_one);
     assert_eq!(value(&s, "edgecam_snapshots_served_total", &[]), Some(2.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_channel_answers_each_command_and_holds_a_flood_to_its_budget() {
+    let (broker, _cam) = online_camera_from("cam", |port| camera_config("cam", port, "")).await;
+    let viewer = Viewer::connect_with_control(broker.port, "cam", "v1").await;
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(15), |r| r.decoded_video >= 10)
+        .await;
+    assert!(ok, "plays: {r:?}");
+
+    let stats = viewer.control(r#"{"id":1,"cmd":"stats"}"#).await.reply;
+    assert_eq!(stats["id"], 1);
+    assert_eq!(stats["ok"], true, "{stats}");
+    assert!(
+        stats["stats"]["videoFrames"].as_u64().unwrap_or(0) >= 10,
+        "{stats}"
+    );
+
+    let started = std::time::Instant::now();
+    let snap = viewer.control(r#"{"id":"s","cmd":"snapshot"}"#).await;
+    let took = started.elapsed();
+    assert_eq!(snap.reply["ok"], true, "{}", snap.reply);
+    assert_eq!(snap.reply["type"], "image/jpeg");
+    assert_eq!(
+        snap.reply["bytes"].as_u64(),
+        Some(snap.payload.len() as u64),
+        "every announced chunk arrived"
+    );
+    let mut decoder = jpeg_decoder::Decoder::new(snap.payload.as_slice());
+    decoder.decode().expect("a JPEG that decodes");
+    let info = decoder.info().expect("JPEG info");
+    assert_eq!((info.width, info.height), (640, 360));
+    println!(
+        "data channel snapshot: {} bytes in {} chunks, {} ms",
+        snap.payload.len(),
+        snap.reply["chunks"],
+        took.as_millis()
+    );
+
+    let before = viewer.report().keyframes;
+    let kf = viewer.control(r#"{"id":3,"cmd":"keyframe"}"#).await.reply;
+    assert_eq!(kf["ok"], true, "{kf}");
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(3), |r| r.keyframes > before)
+        .await;
+    assert!(ok, "an IDR follows the request: {r:?}");
+
+    let ptz = viewer
+        .control(r#"{"id":4,"cmd":"ptz","pan":5}"#)
+        .await
+        .reply;
+    assert_eq!(
+        (ptz["ok"].clone(), ptz["error"].clone()),
+        (false.into(), "unsupported".into())
+    );
+    let unknown = viewer.control(r#"{"id":5,"cmd":"reboot"}"#).await.reply;
+    assert_eq!(unknown["error"], "unknown-command", "{unknown}");
+    let junk = viewer.control("{not json").await.reply;
+    assert_eq!(junk["error"], "bad-request", "{junk}");
+
+    // A flood: once the budget is spent one `rate-limited` reply comes, then silence.
+    // The first reply that is not `ok` must say so.
+    let mut refused = None;
+    for i in 0..20 {
+        let reply = viewer
+            .control(&format!(r#"{{"id":{},"cmd":"stats"}}"#, 100 + i))
+            .await
+            .reply;
+        if reply["ok"] == false {
+            refused = Some((i, reply));
+            break;
+        }
+    }
+    let (after, reply) = refused.expect("the budget runs out within 20 requests");
+    assert_eq!(reply["error"], "rate-limited", "{reply}");
+    assert!(after >= 1, "some requests were within budget");
+    // (The silence after it is timing-bound, so `peer::control`'s unit tests check it
+    // in simulated time.)
+    // The video plays on meanwhile.
+    let frames = viewer.report().decoded_video;
+    let (ok, r) = viewer
+        .wait_until(Duration::from_secs(3), |r| r.decoded_video >= frames + 15)
+        .await;
+    assert!(ok, "video keeps playing: {r:?}");
+    // With the budget refilled, commands run again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again = viewer.control(r#"{"id":9,"cmd":"stats"}"#).await.reply;
+    assert_eq!(again["ok"], true, "{again}");
+    assert_eq!(again["id"], 9, "{again}");
+    viewer.bye().await;
 }

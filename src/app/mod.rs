@@ -18,7 +18,7 @@ use crate::config::{BrokerUrl, Config, Nat1To1Type};
 use crate::ice::{IcePolicy, unix_now};
 use crate::media::hub::Hub;
 use crate::media::pipeline::{AudioPlan, PipelineDesc};
-use crate::media::snapshot::Snapshots;
+use crate::media::snapshot::{self, Snapshots};
 use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
 use crate::media::{VideoFormat, gst};
 use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
@@ -38,14 +38,6 @@ use tokio_util::task::TaskTracker;
 /// How long shutdown may take before edgecam gives up waiting (below systemd's
 /// default `TimeoutStopSec=` of 90 s, and the unit's 10 s).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
-
-/// A snapshot at most this old is served again rather than encoded anew: callers
-/// polling together (dashboards, Home Assistant) share one JPEG per 200 ms.
-pub const SNAPSHOT_FRESH: Duration = Duration::from_millis(200);
-
-/// How long a snapshot request waits for a picture: the branch's first JPEG comes
-/// within a frame or two; longer covers a capture (re)start.
-pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
@@ -298,6 +290,7 @@ async fn start_parts(
             video: video_hub.clone(),
             audio: has_audio.then(|| audio_hub.clone()),
             format: format_rx.clone(),
+            snapshots: snapshots.clone(),
         },
         reports_tx,
         tracker.clone(),
@@ -344,7 +337,7 @@ async fn start_parts(
                 let snapshots = snapshots.clone();
                 Box::pin(async move {
                     snapshots
-                        .take(SNAPSHOT_FRESH, SNAPSHOT_TIMEOUT)
+                        .take(snapshot::FRESH, snapshot::TIMEOUT)
                         .await
                         .map(|jpeg| jpeg.data)
                         .map_err(|e| e.to_string())

@@ -13,6 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// A snapshot at most this old is served again rather than encoded anew: callers
+/// polling together (dashboards, Home Assistant, viewers) share one JPEG per 200 ms.
+pub const FRESH: Duration = Duration::from_millis(200);
+
+/// How long a snapshot request waits for a picture: the branch's first JPEG comes
+/// within a frame or two; longer covers a capture (re)start.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Opens (`true`) or closes (`false`) the pipeline's snapshot branch. Installed by the
 /// GStreamer adapter for as long as its pipeline runs.
 pub type Gate = Arc<dyn Fn(bool) + Send + Sync>;

@@ -5,12 +5,14 @@
 //!   per-session tasks, supervises them, and reports [`PeerReport`]s back.
 //! - `session`: one viewer (peer connection, tracks fed from hub subscriptions, RTCP).
 //! - [`sdp`]: offer validation (ICE servers and TURN credentials: `crate::ice`).
+//! - [`control`]: the `control` data channel's protocol (snapshot, stats, keyframe).
 //! - [`stats`]: counters and the capture→RTP-send latency histogram.
 //! - [`probe`]: a receive-only viewer that counts what arrives (selftest, benchmark).
 
 mod feedback;
 mod nat;
 
+pub mod control;
 pub mod probe;
 mod registry;
 pub mod sdp;
@@ -23,6 +25,7 @@ pub use session::rtp::RtpClock;
 
 use crate::media::VideoFormat;
 use crate::media::hub::Hub;
+use crate::media::snapshot::Snapshots;
 use crate::signaling::machine::PeerEvent;
 use crate::signaling::protocol::SessionId;
 use std::net::IpAddr;
@@ -97,6 +100,8 @@ pub struct MediaFeeds {
     pub audio: Option<Hub>,
     /// What the encoder emits, `None` until its first keyframe.
     pub format: watch::Receiver<Option<VideoFormat>>,
+    /// JPEGs of the current picture, for the `control` data channel's `snapshot`.
+    pub snapshots: Snapshots,
 }
 
 /// An event from one session, tagged with the session's generation so a late event

@@ -26,17 +26,26 @@ use webrtc::peer_connection::{
 /// How many RTP timestamps of the first frames a probe keeps.
 const TIMESTAMPS_KEPT: usize = 64;
 
-/// Errors of the probe viewer (all from webrtc-rs, with what was being done).
+/// Errors of the probe viewer.
 #[derive(Debug, thiserror::Error)]
-#[error("probe viewer: {what}: {source}")]
-pub struct ProbeError {
-    what: &'static str,
-    #[source]
-    source: webrtc::error::Error,
+pub enum ProbeError {
+    /// webrtc-rs failed, with what was being done.
+    #[error("probe viewer: {what}: {source}")]
+    Webrtc {
+        /// What the probe was doing.
+        what: &'static str,
+        /// The webrtc-rs error.
+        #[source]
+        source: webrtc::error::Error,
+    },
+    /// The `control` data channel is missing, closed, silent or said something
+    /// unexpected.
+    #[error("probe viewer: control channel: {0}")]
+    Control(String),
 }
 
 fn err(what: &'static str) -> impl FnOnce(webrtc::error::Error) -> ProbeError {
-    move |source| ProbeError { what, source }
+    move |source| ProbeError::Webrtc { what, source }
 }
 
 /// Called with each complete H.264 access unit (Annex B) as it is reassembled.
@@ -55,6 +64,30 @@ pub struct ProbeOptions {
     pub on_video: Option<VideoSink>,
     /// Receives each Opus packet.
     pub on_audio: Option<AudioSink>,
+    /// Opens a `control` data channel with the offer ([`ProbeViewer::control`]).
+    pub control: bool,
+}
+
+/// A reply on the `control` data channel, with the binary messages it announced.
+#[derive(Debug, Clone)]
+pub struct ControlReply {
+    /// The JSON reply.
+    pub reply: serde_json::Value,
+    /// The payload of a `snapshot` reply (its binary messages joined), else empty.
+    pub payload: Vec<u8>,
+}
+
+/// What the probe's control channel delivers, in order.
+enum ControlEvent {
+    Open,
+    Text(String),
+    Binary(bytes::BytesMut),
+}
+
+/// The probe's end of the `control` data channel.
+struct ControlChannel {
+    dc: Arc<dyn webrtc::data_channel::DataChannel>,
+    events: tokio::sync::Mutex<(mpsc::UnboundedReceiver<ControlEvent>, bool)>,
 }
 
 /// What the probe saw so far (JSON: camelCase, durations as `…Ms` in ms).
@@ -303,6 +336,7 @@ pub struct ProbeViewer {
     pc: Arc<dyn PeerConnection>,
     shared: Arc<Shared>,
     early: Mutex<EarlyCandidates>,
+    control: Option<ControlChannel>,
 }
 
 impl ProbeViewer {
@@ -372,14 +406,101 @@ impl ProbeViewer {
             .await
             .map_err(err("adding a transceiver"))?;
         }
+        let control = if options.control {
+            let dc = pc
+                .create_data_channel(super::control::LABEL, None)
+                .await
+                .map_err(err("creating the control data channel"))?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let reader = dc.clone();
+            tokio::spawn(async move {
+                use webrtc::data_channel::DataChannelEvent as E;
+                while let Some(event) = reader.poll().await {
+                    let forwarded = match event {
+                        E::OnOpen => ControlEvent::Open,
+                        E::OnMessage(m) if m.is_string => {
+                            ControlEvent::Text(String::from_utf8_lossy(&m.data).into_owned())
+                        }
+                        E::OnMessage(m) => ControlEvent::Binary(m.data),
+                        E::OnClose => break,
+                        _ => continue,
+                    };
+                    if tx.send(forwarded).is_err() {
+                        break;
+                    }
+                }
+            });
+            Some(ControlChannel {
+                dc,
+                events: tokio::sync::Mutex::new((rx, false)),
+            })
+        } else {
+            None
+        };
         Ok((
             Self {
                 pc,
                 shared,
                 early: Mutex::default(),
+                control,
             },
             local_rx,
         ))
+    }
+
+    /// Sends `request` (a JSON text) on the `control` data channel, once it is open,
+    /// and returns the next reply with the binary messages it announced (`chunks`).
+    ///
+    /// # Errors
+    /// Without a control channel ([`ProbeOptions::control`]), when it closes, or when
+    /// nothing comes within `limit`.
+    pub async fn control(
+        &self,
+        request: &str,
+        limit: Duration,
+    ) -> Result<ControlReply, ProbeError> {
+        let channel = self
+            .control
+            .as_ref()
+            .ok_or_else(|| ProbeError::Control("none was opened".into()))?;
+        let closed = || ProbeError::Control("closed".into());
+        let work = async {
+            let mut guard = channel.events.lock().await;
+            let (events, open) = &mut *guard;
+            while !*open {
+                match events.recv().await.ok_or_else(closed)? {
+                    ControlEvent::Open => *open = true,
+                    _ => continue,
+                }
+            }
+            channel
+                .dc
+                .send_text(request)
+                .await
+                .map_err(err("sending a control request"))?;
+            let reply = loop {
+                if let ControlEvent::Text(t) = events.recv().await.ok_or_else(closed)? {
+                    break serde_json::from_str::<serde_json::Value>(&t)
+                        .map_err(|e| ProbeError::Control(format!("reply is not JSON: {e}")))?;
+                }
+            };
+            let chunks = reply["chunks"].as_u64().unwrap_or(0);
+            let mut payload = Vec::new();
+            for _ in 0..chunks {
+                match events.recv().await.ok_or_else(closed)? {
+                    ControlEvent::Binary(b) => payload.extend_from_slice(&b),
+                    _ => {
+                        return Err(ProbeError::Control(
+                            "a text message where a snapshot chunk was due".into(),
+                        ));
+                    }
+                }
+            }
+            Ok(ControlReply { reply, payload })
+        };
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| ProbeError::Control(format!("no reply within {} ms", limit.as_millis())))?
     }
 
     /// Creates the SDP offer, applies it locally (starting ICE gathering) and returns
@@ -507,7 +628,7 @@ impl ProbeViewer {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let Some((track, media_ssrc)) = track else {
-            return Err(ProbeError {
+            return Err(ProbeError::Webrtc {
                 what: "sending a PLI",
                 source: webrtc::error::Error::Other("no video track yet".into()),
             });

@@ -4,7 +4,7 @@
 //! for bad-input tests is the testkit's [`Signal`].
 
 use bytes::Bytes;
-use edgecam::peer::probe::ProbeOptions;
+use edgecam::peer::probe::{ControlReply, ProbeOptions};
 use edgecam_testkit::signal::ProbeSession;
 pub use edgecam_testkit::signal::Signal;
 #[allow(unused_imports)] // not every test crate signs
@@ -211,6 +211,22 @@ impl Viewer {
     /// As [`Viewer::join`], with its ICE candidates on `ip` (an address of a link to a
     /// namespace the test created) instead of loopback.
     pub async fn join_on(ep: Endpoint, decode: bool, ip: &str) -> Self {
+        Self::join_full(ep, decode, ip, false).await
+    }
+
+    /// As [`Viewer::connect`], with a `control` data channel in its offer
+    /// ([`Viewer::control`]).
+    pub async fn connect_with_control(port: u16, camera: &str, session: &str) -> Self {
+        Self::join_full(
+            Endpoint::new(port, camera, session),
+            true,
+            "127.0.0.1",
+            true,
+        )
+        .await
+    }
+
+    async fn join_full(ep: Endpoint, decode: bool, ip: &str, control: bool) -> Self {
         let session = ep.session.clone();
         let video_decoded = Arc::new(AtomicU64::new(0));
         let audio_decoded = Arc::new(AtomicU64::new(0));
@@ -222,6 +238,7 @@ impl Viewer {
                 udp_addrs: vec![format!("{ip}:0")],
                 on_video: Some(Box::new(move |au| video_sink.push_video(au))),
                 on_audio: Some(Box::new(move |p| audio_sink.push_audio(p))),
+                control,
                 ..ProbeOptions::default()
             },
         )
@@ -285,6 +302,16 @@ impl Viewer {
     /// Restarts ICE on the live session (an ICE restart offer on the same session id).
     pub async fn restart_ice(&self) {
         self.inner.restart_ice().await.expect("ICE restart offer");
+    }
+
+    /// Sends a request on the `control` data channel and returns its reply (with a
+    /// snapshot's bytes), waiting at most 10 s.
+    pub async fn control(&self, request: &str) -> ControlReply {
+        self.inner
+            .probe
+            .control(request, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("control {request}: {e}"))
     }
 
     /// Sends `bye` and closes the peer connection.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
@@ -31,6 +32,9 @@ use webrtc::rtp_transceiver::RtpSender;
 const H264_PT: u8 = 102;
 const OPUS_PT: u8 = 111;
 
+/// Bytes a data channel may have queued and unacknowledged (a snapshot is ~30–200 KB).
+const DATA_CHANNEL_SEND_LIMIT: usize = 512 * 1024;
+
 /// Set once mDNS sockets turned out to be unavailable on this host.
 static MDNS_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 
@@ -40,6 +44,7 @@ pub(super) enum Internal {
     GatheringComplete,
     Ice(RTCIceConnectionState),
     State(RTCPeerConnectionState),
+    DataChannel(Arc<dyn DataChannel>),
 }
 
 pub(super) struct Handler {
@@ -69,6 +74,10 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         let _ = self.tx.send(Internal::State(state));
+    }
+
+    async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
+        let _ = self.tx.send(Internal::DataChannel(data_channel));
     }
 }
 
@@ -246,6 +255,9 @@ pub(super) async fn build(
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler { tx: tx.clone() }))
+            // A viewer that stops reading its control channel holds at most this much
+            // of the camera's memory: sends wait for room instead of queueing more.
+            .with_data_channel_send_buffer_limit(DATA_CHANNEL_SEND_LIMIT)
             .with_udp_addrs(socket_addrs(&settings.udp_bind, unspecified, port))
             .with_tcp_addrs(socket_addrs(&settings.tcp_bind, None, port))
             .build()

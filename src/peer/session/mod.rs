@@ -10,6 +10,7 @@
 //! - this file: the session's event loop.
 
 mod build;
+mod control;
 mod diag;
 mod feed;
 pub mod rtp;
@@ -214,6 +215,7 @@ pub(crate) async fn run(
     }
 
     let mut ice_state = RTCIceConnectionState::New;
+    let mut control_open = false;
     let mut gathered = Gathered::default();
     let mut outcome = Ok(());
     loop {
@@ -296,6 +298,23 @@ pub(crate) async fn run(
                             sdp_mline_index: init.sdp_mline_index,
                             username_fragment: init.username_fragment.clone(),
                         }))).await;
+                    }
+                }
+                Some(Internal::DataChannel(dc)) => {
+                    let label = dc.label().await.unwrap_or_default();
+                    if label == crate::peer::control::LABEL && !control_open {
+                        control_open = true;
+                        tasks.spawn(control::serve(dc, control::ControlCtx {
+                            id: ctx.id.clone(),
+                            stats: ctx.stats.clone(),
+                            video: video_sub.clone(),
+                            snapshots: ctx.media.snapshots.clone(),
+                        }, media_cancel.clone()));
+                    } else {
+                        // Only one control channel per session, and nothing else: a
+                        // viewer cannot make the camera hold channels it does not serve.
+                        log::info!(session_id = ctx.id.as_str(); "closing data channel {:?}: only one \"control\" channel is served", label.chars().take(64).collect::<String>());
+                        let _ = dc.close().await;
                     }
                 }
                 Some(Internal::GatheringComplete) => {

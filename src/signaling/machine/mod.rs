@@ -9,6 +9,7 @@ use super::protocol::{
     ByeReason, CandidateInit, ErrorCode, ProtocolError, SessionId, ToCamera, ToViewer,
     parse_to_camera,
 };
+use crate::budget::Bucket;
 use crate::telemetry::{RateLimit, suppressed};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -166,40 +167,6 @@ struct Session {
     /// Whether its offer passed validation (the peer layer answered it): only admitted
     /// sessions count against `max_viewers`.
     admitted: bool,
-}
-
-/// Token bucket over simulated time.
-#[derive(Debug, Clone)]
-struct Bucket {
-    capacity: f64,
-    per_sec: f64,
-    tokens: f64,
-    at: Option<Instant>,
-}
-
-impl Bucket {
-    fn new(capacity: u32, per_sec: f64) -> Self {
-        Self {
-            capacity: f64::from(capacity),
-            per_sec,
-            tokens: f64::from(capacity),
-            at: None,
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        if let Some(at) = self.at {
-            let dt = now.saturating_duration_since(at).as_secs_f64();
-            self.tokens = (self.tokens + dt * self.per_sec).min(self.capacity);
-        }
-        self.at = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// The signaling state machine for one camera.
@@ -611,7 +578,8 @@ impl Machine {
         }
         // A budget idle long enough to be full again carries no state worth keeping.
         self.session_messages.retain(|_, b| {
-            b.at.is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(10))
+            b.last_used()
+                .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(10))
         });
         self.log_flood(now);
     }
