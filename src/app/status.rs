@@ -4,6 +4,9 @@
 use crate::media::VideoFormat;
 use crate::signaling::protocol::{AudioInfo, PROTOCOL_VERSION, Status, VideoInfo};
 
+/// The extensions every edgecam camera serves (`docs/signaling.md`, "Extensions").
+pub(super) const EXTENSIONS: &[&str] = &["control-channel-v1"];
+
 /// What the status says that does not change while the camera runs.
 pub(super) struct StatusBuilder {
     pub camera: String,
@@ -40,6 +43,7 @@ impl StatusBuilder {
             max_viewers: Some(self.max_viewers),
             turn: self.turn.then_some(true),
             auth: self.signed.then(|| vec!["signed-v1".to_owned()]),
+            extensions: Some(EXTENSIONS.iter().map(|&e| e.to_owned()).collect()),
         }
     }
 }

@@ -414,6 +414,10 @@ pub struct Status {
     /// (`shared/design/access-v1.md`, "The status"); absent in open mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<Vec<String>>,
+    /// edgecam extensions a viewer may use beyond protocol 1 (`docs/signaling.md`,
+    /// "Extensions"), e.g. `["control-channel-v1"]`; viewers may ignore it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<String>>,
 }
 
 mod serde_with_null {
@@ -453,6 +457,7 @@ impl Status {
             max_viewers: None,
             turn: None,
             auth: None,
+            extensions: None,
         }
     }
 

@@ -165,6 +165,7 @@ fn status_matches_the_contract_examples() {
         max_viewers: Some(10),
         turn: None,
         auth: None,
+        extensions: None,
     };
     assert_eq!(
         String::from_utf8(online.to_json()).unwrap(),
