@@ -7,6 +7,7 @@ pub mod app;
 pub mod broker;
 pub mod budget;
 pub mod config;
+pub mod homeassistant;
 pub mod ice;
 pub mod media;
 pub mod memory;

@@ -5,7 +5,11 @@
 //! - `GET /snapshot.jpg`: a JPEG that a decoder nobody here wrote (`jpeg-decoder`)
 //!   decodes at the stream's size, from a branch that encodes nothing while idle;
 //! - the `control` data channel, from a real webrtc-rs viewer: each command and its
-//!   reply, refusals, and a flood held to its budget while the video plays on.
+//!   reply, refusals, and a flood held to its budget while the video plays on;
+//! - Home Assistant MQTT discovery on a real Mosquitto: every config message checked
+//!   against the keys and values Home Assistant documents, its templates evaluated on
+//!   the payloads they read, the camera entity's JPEG, a snapshot on request, and the
+//!   Last Will turning the entities unavailable.
 
 mod common;
 
@@ -286,4 +290,327 @@ async fn the_control_channel_answers_each_command_and_holds_a_flood_to_its_budge
     assert_eq!(again["ok"], true, "{again}");
     assert_eq!(again["id"], 9, "{again}");
     viewer.bye().await;
+}
+
+/// Keys Home Assistant documents for MQTT entities of every kind
+/// (<https://www.home-assistant.io/integrations/mqtt/>, "MQTT Discovery" and each
+/// platform's "Configuration Variables").
+const HA_COMMON_KEYS: &[&str] = &[
+    "availability",
+    "availability_mode",
+    "availability_template",
+    "availability_topic",
+    "default_entity_id",
+    "device",
+    "enabled_by_default",
+    "encoding",
+    "entity_category",
+    "entity_picture",
+    "icon",
+    "json_attributes_template",
+    "json_attributes_topic",
+    "name",
+    "object_id",
+    "origin",
+    "payload_available",
+    "payload_not_available",
+    "platform",
+    "qos",
+    "unique_id",
+];
+
+/// Per platform: (required keys, further documented keys).
+fn ha_platform_keys(component: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    match component {
+        // https://www.home-assistant.io/integrations/camera.mqtt/
+        "camera" => (&["topic"], &["image_encoding"]),
+        // https://www.home-assistant.io/integrations/sensor.mqtt/
+        "sensor" => (
+            &["state_topic"],
+            &[
+                "device_class",
+                "expire_after",
+                "force_update",
+                "last_reset_value_template",
+                "options",
+                "state_class",
+                "suggested_display_precision",
+                "unit_of_measurement",
+                "value_template",
+            ],
+        ),
+        // https://www.home-assistant.io/integrations/binary_sensor.mqtt/
+        "binary_sensor" => (
+            &["state_topic"],
+            &[
+                "device_class",
+                "expire_after",
+                "force_update",
+                "off_delay",
+                "payload_off",
+                "payload_on",
+                "value_template",
+            ],
+        ),
+        other => panic!("a component edgecam does not publish: {other}"),
+    }
+}
+
+/// Evaluates the templates edgecam uses (`{{ value_json.KEY }}`, optionally with
+/// `| default(N)`) on a JSON payload, as Home Assistant would.
+fn render(template: &str, payload: &[u8]) -> Option<String> {
+    let inner = template.strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let (path, default) = match inner.split_once('|') {
+        Some((p, f)) => (
+            p.trim(),
+            f.trim()
+                .strip_prefix("default(")
+                .and_then(|d| d.strip_suffix(')')),
+        ),
+        None => (inner, None),
+    };
+    let key = path.strip_prefix("value_json.")?;
+    let json: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    match (&json[key], default) {
+        (serde_json::Value::Null, Some(d)) => Some(d.to_owned()),
+        (serde_json::Value::Null, None) => None,
+        (serde_json::Value::String(s), _) => Some(s.clone()),
+        (v, _) => Some(v.to_string()),
+    }
+}
+
+/// Checks one discovery message the way Home Assistant's schema would.
+fn check_ha_config(topic: &str, config: &serde_json::Value) -> String {
+    let parts: Vec<&str> = topic.split('/').collect();
+    assert_eq!(
+        parts.len(),
+        5,
+        "<prefix>/<component>/<node_id>/<object_id>/config: {topic}"
+    );
+    assert_eq!((parts[0], parts[4]), ("homeassistant", "config"), "{topic}");
+    let id_ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    assert!(
+        id_ok(parts[2]) && id_ok(parts[3]),
+        "node and object ids: {topic}"
+    );
+    let component = parts[1];
+    let (required, extra) = ha_platform_keys(component);
+    let obj = config.as_object().expect("a JSON object");
+    for key in required {
+        assert!(
+            obj.get(*key).is_some_and(|v| v.is_string()),
+            "{topic}: {key} missing"
+        );
+    }
+    for key in obj.keys() {
+        assert!(
+            HA_COMMON_KEYS.contains(&key.as_str())
+                || required.contains(&key.as_str())
+                || extra.contains(&key.as_str()),
+            "{topic}: {key} is not a documented key"
+        );
+    }
+    assert!(obj["unique_id"].is_string(), "{topic}: unique_id");
+    let device = obj["device"].as_object().expect("a device block");
+    for key in device.keys() {
+        assert!(
+            [
+                "configuration_url",
+                "connections",
+                "hw_version",
+                "identifiers",
+                "manufacturer",
+                "model",
+                "model_id",
+                "name",
+                "serial_number",
+                "suggested_area",
+                "sw_version",
+                "via_device"
+            ]
+            .contains(&key.as_str()),
+            "{topic}: device.{key}"
+        );
+    }
+    assert!(
+        device["identifiers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
+    assert!(obj["origin"]["name"].is_string(), "{topic}: origin.name");
+    if let Some(c) = obj.get("state_class") {
+        assert!(["measurement", "total", "total_increasing"].contains(&c.as_str().unwrap_or("")));
+    }
+    if let Some(c) = obj.get("entity_category") {
+        assert!(["config", "diagnostic"].contains(&c.as_str().unwrap_or("")));
+    }
+    match (component, obj.get("device_class").and_then(|c| c.as_str())) {
+        ("sensor", Some("data_rate")) => assert!(
+            [
+                "bit/s", "kbit/s", "Mbit/s", "Gbit/s", "B/s", "kB/s", "MB/s", "GB/s", "KiB/s",
+                "MiB/s", "GiB/s"
+            ]
+            .contains(&obj["unit_of_measurement"].as_str().unwrap_or("")),
+            "{topic}: a data_rate unit"
+        ),
+        ("binary_sensor", Some(c)) => assert_eq!(c, "connectivity", "{topic}"),
+        (_, None) => {}
+        (_, Some(c)) => panic!("{topic}: device_class {c}"),
+    }
+    if let Some(list) = obj.get("availability") {
+        for a in list.as_array().expect("a list") {
+            assert!(a["topic"].is_string(), "{topic}: availability topic");
+        }
+    }
+    component.to_owned()
+}
+
+/// Messages seen per topic: (retained, payload), in arrival order.
+type Seen = std::collections::BTreeMap<String, Vec<(bool, Vec<u8>)>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_finds_the_camera_its_sensors_and_its_pictures_on_the_broker() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let (broker, mut cam) = online_camera_from("cam", |port| {
+        camera_config(
+            "cam",
+            port,
+            "[homeassistant]\nenabled = true\nsnapshot_interval_s = 600\ntelemetry_interval_s = 1\n",
+        )
+    })
+    .await;
+    let mut opts = MqttOptions::new("ha", "127.0.0.1", broker.port);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client
+        .subscribe("#", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    let mut got: Seen = Default::default();
+    let mut collect = async |got: &mut Seen, limit: Duration, done: &dyn Fn(&Seen) -> bool| {
+        let end = tokio::time::Instant::now() + limit;
+        while !done(got) {
+            match tokio::time::timeout_at(end, events.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => got
+                    .entry(p.topic.clone())
+                    .or_default()
+                    .push((p.retain, p.payload.to_vec())),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("broker link: {e}"),
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    let ready = collect(&mut got, Duration::from_secs(10), &|g| {
+        g.keys().filter(|t| t.starts_with("homeassistant/")).count() == 4
+            && g.contains_key("edgecam/cam/snapshot")
+            && g.contains_key("edgecam/cam/telemetry")
+    })
+    .await;
+    assert!(
+        ready,
+        "discovery, snapshot and telemetry: {:?}",
+        got.keys().collect::<Vec<_>>()
+    );
+
+    // The discovery configs, retained, as Home Assistant's schema wants them.
+    let status = got["edgecam/cam/status"].last().expect("status").1.clone();
+    let telemetry = got["edgecam/cam/telemetry"]
+        .last()
+        .expect("telemetry")
+        .1
+        .clone();
+    let payload_of = |topic: &str| -> Vec<u8> {
+        match topic {
+            "edgecam/cam/status" => status.clone(),
+            "edgecam/cam/telemetry" => telemetry.clone(),
+            other => panic!("a state topic nobody publishes: {other}"),
+        }
+    };
+    let mut components = vec![];
+    let mut unique_ids = std::collections::BTreeSet::new();
+    for (topic, messages) in got.iter().filter(|(t, _)| t.starts_with("homeassistant/")) {
+        let (retained, payload) = messages.last().expect("a message");
+        assert!(*retained, "{topic} is retained");
+        let config: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+        components.push(check_ha_config(topic, &config));
+        assert!(
+            unique_ids.insert(config["unique_id"].to_string()),
+            "unique ids"
+        );
+        assert_eq!(
+            config["device"]["identifiers"][0], "edgecam_cam",
+            "one device"
+        );
+        for a in config["availability"].as_array().into_iter().flatten() {
+            let t = a["topic"].as_str().unwrap_or("");
+            let state = render(a["value_template"].as_str().unwrap_or(""), &payload_of(t));
+            assert_eq!(state.as_deref(), Some("online"), "{topic}: availability");
+        }
+        if let Some(t) = config["state_topic"].as_str() {
+            let value = render(
+                config["value_template"].as_str().unwrap_or(""),
+                &payload_of(t),
+            )
+            .unwrap_or_else(|| panic!("{topic}: its template renders"));
+            match config["unique_id"].as_str().unwrap_or("") {
+                "edgecam_cam_viewers" => assert_eq!(value, "0"),
+                "edgecam_cam_bitrate" => {
+                    let kbps: f64 = value.parse().expect("a number");
+                    // 800 kbit/s video + 32 kbit/s audio, averaged over 1 s.
+                    assert!((200.0..3000.0).contains(&kbps), "bitrate {kbps}");
+                }
+                "edgecam_cam_online" => {
+                    assert_eq!(value, config["payload_on"].as_str().unwrap_or(""))
+                }
+                other => panic!("an unexpected sensor {other}"),
+            }
+        }
+    }
+    components.sort();
+    assert_eq!(components, ["binary_sensor", "camera", "sensor", "sensor"]);
+
+    // The camera entity's picture: a JPEG, retained.
+    let (retained, jpeg) = got["edgecam/cam/snapshot"]
+        .last()
+        .expect("a picture")
+        .clone();
+    assert!(retained);
+    let mut decoder = jpeg_decoder::Decoder::new(jpeg.as_slice());
+    decoder.decode().expect("a JPEG that decodes");
+    assert_eq!(
+        decoder.info().map(|i| (i.width, i.height)),
+        Some((640, 360))
+    );
+
+    // On request, a new picture (the periodic one is 10 minutes away).
+    let before = got["edgecam/cam/snapshot"].len();
+    client
+        .publish("edgecam/cam/snapshot/request", QoS::AtLeastOnce, false, "")
+        .await
+        .expect("request");
+    let requested = collect(&mut got, Duration::from_secs(5), &|g| {
+        g["edgecam/cam/snapshot"].len() > before
+    })
+    .await;
+    assert!(requested, "a snapshot follows the request");
+    assert_ne!(
+        got["edgecam/cam/snapshot"].last().map(|m| &m.1),
+        Some(&jpeg)
+    );
+
+    // The camera dies: its Last Will makes the entities unavailable and `online` off.
+    cam.kill();
+    let offline = collect(&mut got, Duration::from_secs(10), &|g| {
+        g["edgecam/cam/status"]
+            .last()
+            .is_some_and(|(_, p)| render("{{ value_json.state }}", p).as_deref() == Some("offline"))
+    })
+    .await;
+    assert!(offline, "the Last Will arrives and reads offline");
 }

@@ -3,6 +3,7 @@
 //! that knows all the others. Shutdown is passed in.
 
 mod admission;
+mod homeassistant;
 mod plan;
 pub mod reload;
 mod stats;
@@ -254,6 +255,10 @@ async fn start_parts(
         signed: admission.signed(),
     };
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(mqtt::INBOUND_QUEUE);
+    let snapshot_requests = config
+        .homeassistant
+        .enabled
+        .then(|| Arc::new(tokio::sync::Notify::new()));
     let (link, mqtt_task) = mqtt::start(
         MqttSettings {
             url: broker_url,
@@ -267,6 +272,7 @@ async fn start_parts(
             keep_alive: Duration::from_secs(config.signaling.keep_alive_s.into()),
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_millis(config.signaling.reconnect_max_ms.into()),
+            snapshot_requests: snapshot_requests.clone(),
         },
         topics.clone(),
         &status.build(0, None),
@@ -298,6 +304,28 @@ async fn start_parts(
     );
 
     let peer_view: Arc<Mutex<stats::PeerView>> = Arc::default();
+    if let Some(requests) = snapshot_requests {
+        let ha = homeassistant::HomeAssistant {
+            discovery: crate::homeassistant::Discovery {
+                prefix: config.homeassistant.discovery_prefix.clone(),
+                topics: topics.clone(),
+                name: status.name.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            link: link.clone(),
+            snapshots: snapshots.clone(),
+            video: video_hub.clone(),
+            audio: audio_hub.clone(),
+            peers: peer_view.clone(),
+            snapshot_interval: (config.homeassistant.snapshot_interval_s > 0)
+                .then(|| Duration::from_secs(config.homeassistant.snapshot_interval_s.into())),
+            telemetry_interval: Duration::from_secs(
+                config.homeassistant.telemetry_interval_s.into(),
+            ),
+            requests,
+        };
+        tracker.spawn(ha.run(stops.mqtt.clone()));
+    }
     // Start → first encoded frame of this run, in ms (for /api/stats and the benchmark).
     let first_frame_ms: Arc<std::sync::OnceLock<u64>> = Arc::default();
     if config.http.enabled {

@@ -70,6 +70,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[access]`
     pub access: AccessConfig,
+    /// `[homeassistant]`
+    pub homeassistant: HomeAssistantConfig,
 }
 
 impl Config {
@@ -179,6 +181,16 @@ mod tests {
             (
                 "[[webrtc.ice_servers]]\nurls = [\"turn:127.0.0.1:3478\"]",
                 "webrtc.ice_servers.username",
+            ),
+            // Home Assistant listens on its own broker, never the embedded one.
+            ("[homeassistant]\nenabled = true", "homeassistant.enabled"),
+            (
+                "[signaling]\nbroker = \"mqtt://h\"\n[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha/#\"",
+                "homeassistant.discovery_prefix",
+            ),
+            (
+                "[homeassistant]\ntelemetry_interval_s = 0",
+                "homeassistant.telemetry_interval_s",
             ),
         ] {
             match Config::parse(text, "t") {

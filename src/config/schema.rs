@@ -285,6 +285,33 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[homeassistant]`: Home Assistant MQTT discovery (`docs/integrations.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantConfig {
+    /// Publish discovery configs, snapshots and telemetry on the broker. Needs an
+    /// external broker (`signaling.broker`), the one Home Assistant uses.
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix (its MQTT integration's setting).
+    pub discovery_prefix: String,
+    /// Seconds between JPEGs on the camera entity's topic; 0 = on request only.
+    pub snapshot_interval_s: u32,
+    /// Seconds between telemetry messages (viewers, bitrate, frame rate averaged over
+    /// the interval).
+    pub telemetry_interval_s: u32,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            discovery_prefix: "homeassistant".into(),
+            snapshot_interval_s: 10,
+            telemetry_interval_s: 10,
+        }
+    }
+}
+
 /// One `[[webrtc.ice_servers]]` entry (W3C `RTCIceServer`, RFC 7064/7065 URLs).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]

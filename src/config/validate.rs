@@ -29,6 +29,37 @@ impl Config {
         {
             return invalid("access.revoked", "names must match [A-Za-z0-9_.-]{1,64}");
         }
+        let ha = &self.homeassistant;
+        if ha.enabled && self.signaling.broker.is_none() {
+            return invalid(
+                "homeassistant.enabled",
+                "needs the broker Home Assistant uses: set signaling.broker",
+            );
+        }
+        if ha.discovery_prefix.is_empty()
+            || ha.discovery_prefix.len() > 128
+            || ha
+                .discovery_prefix
+                .split('/')
+                .any(|level| level.is_empty() || level.contains(['+', '#', '\0']))
+        {
+            return invalid(
+                "homeassistant.discovery_prefix",
+                "must be 1 to 128 characters of non-empty topic levels without + or #",
+            );
+        }
+        if !(1..=3600).contains(&ha.telemetry_interval_s) {
+            return invalid(
+                "homeassistant.telemetry_interval_s",
+                "must be within 1..=3600",
+            );
+        }
+        if ha.snapshot_interval_s > 86_400 {
+            return invalid(
+                "homeassistant.snapshot_interval_s",
+                "must be within 0..=86400 (0 = on request only)",
+            );
+        }
         let v = &self.video;
         if !(16..=7680).contains(&v.width) || !v.width.is_multiple_of(2) {
             return invalid("video.width", "must be even and within 16..=7680");

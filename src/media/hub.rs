@@ -124,6 +124,7 @@ struct Inner {
     gate: Mutex<KeyframeGate>,
     requester: Mutex<Option<KeyframeRequester>>,
     published: AtomicU64,
+    published_bytes: AtomicU64,
     keyframe_requests_sent: AtomicU64,
 }
 
@@ -146,6 +147,8 @@ impl std::fmt::Debug for Hub {
 pub struct HubStats {
     /// Frames published since start.
     pub published: u64,
+    /// Bytes of the frames published since start (the encoder's output).
+    pub published_bytes: u64,
     /// Force-key-unit requests actually sent upstream.
     pub keyframe_requests_sent: u64,
     /// Current subscribers.
@@ -171,6 +174,7 @@ impl Hub {
                 gate: Mutex::new(KeyframeGate::new(keyframe_interval)),
                 requester: Mutex::new(None),
                 published: AtomicU64::new(0),
+                published_bytes: AtomicU64::new(0),
                 keyframe_requests_sent: AtomicU64::new(0),
             }),
         }
@@ -204,6 +208,9 @@ impl Hub {
     pub fn publish(&self, frame: Frame) {
         let now = Instant::now();
         self.inner.published.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .published_bytes
+            .fetch_add(frame.data.len() as u64, Ordering::Relaxed);
         let mut resync = false;
         {
             let slots = lock(&self.inner.slots);
@@ -294,6 +301,7 @@ impl Hub {
     pub fn stats(&self) -> HubStats {
         HubStats {
             published: self.inner.published.load(Ordering::Relaxed),
+            published_bytes: self.inner.published_bytes.load(Ordering::Relaxed),
             keyframe_requests_sent: self.inner.keyframe_requests_sent.load(Ordering::Relaxed),
             subscribers: lock(&self.inner.slots).len(),
         }

@@ -56,6 +56,10 @@ pub struct MqttSettings {
     pub min_backoff: Duration,
     /// Reconnect delay cap.
     pub max_backoff: Duration,
+    /// With Home Assistant enabled: also subscribe to [`Topics::snapshot_request`] and
+    /// notify this on each message there. A `Notify` rather than the inbound queue, so
+    /// that a flood of requests coalesces into one and never crowds out signaling.
+    pub snapshot_requests: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Messages queued from the broker link to the camera loop. At the contract's 64 KiB
@@ -93,12 +97,17 @@ pub enum LinkState {
     },
 }
 
+/// A retained message kept for republishing: topic and payload.
+type RetainedMessage = (String, Vec<u8>);
+
 /// Sending half of the link; cheap to clone.
 #[derive(Clone)]
 pub struct MqttHandle {
     client: AsyncClient,
     topics: Topics,
     status: Arc<Mutex<Vec<u8>>>,
+    /// Retained messages besides the status, republished on every ConnAck.
+    retained: Arc<Mutex<Vec<RetainedMessage>>>,
     state: watch::Receiver<LinkState>,
     connects: Arc<AtomicU64>,
 }
@@ -129,6 +138,41 @@ impl MqttHandle {
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
         {
             log::warn!(session_id = session.as_str(); "cannot queue message for viewer: {e}");
+        }
+    }
+
+    /// Publishes a retained message (QoS 1) and remembers it for republishing on every
+    /// reconnect, replacing one remembered for the same topic.
+    pub fn publish_retained(&self, topic: String, payload: Vec<u8>) {
+        {
+            let mut kept = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+            kept.retain(|(t, _)| *t != topic);
+            kept.push((topic.clone(), payload.clone()));
+        }
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, true, payload)
+        {
+            log::warn!("cannot queue a retained message: {e}");
+        }
+    }
+
+    /// Publishes `payload` on `topic` (QoS 0) while the link is up; drops it while the
+    /// broker is away, so large periodic payloads (snapshots) never pile up in the
+    /// request queue. Returns whether it was queued.
+    pub fn publish_if_connected(&self, topic: String, payload: Vec<u8>, retain: bool) -> bool {
+        if self.state() != LinkState::Connected {
+            return false;
+        }
+        match self
+            .client
+            .try_publish(topic, QoS::AtMostOnce, retain, payload)
+        {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("cannot queue a message: {e}");
+                false
+            }
         }
     }
 
@@ -244,10 +288,16 @@ pub fn start(
         client: client.clone(),
         topics: topics.clone(),
         status: Arc::new(Mutex::new(initial_status.to_json())),
+        retained: Arc::default(),
         state,
         connects: Arc::default(),
     };
     let status = handle.status.clone();
+    let retained = handle.retained.clone();
+    let snapshot_requests = settings
+        .snapshot_requests
+        .clone()
+        .map(|notify| (topics.snapshot_request(), notify));
     let connects = handle.connects.clone();
     let new_backoff = move || {
         backon::ExponentialBuilder::default()
@@ -281,11 +331,22 @@ pub fn start(
                     {
                         log::error!("cannot queue subscription: {e}");
                     }
+                    if let Some((topic, _)) = &snapshot_requests
+                        && let Err(e) = client.try_subscribe(topic.clone(), QoS::AtMostOnce)
+                    {
+                        log::error!("cannot queue subscription: {e}");
+                    }
                     let payload = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     if let Err(e) =
                         client.try_publish(topics.status(), QoS::AtLeastOnce, true, payload)
                     {
                         log::error!("cannot queue status: {e}");
+                    }
+                    let kept = retained.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    for (topic, payload) in kept {
+                        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
+                            log::error!("cannot queue a retained message: {e}");
+                        }
                     }
                     let _ = inbound.try_send(Inbound::Connected);
                 }
@@ -299,6 +360,16 @@ pub fn start(
                             truncate(&p.topic),
                             suppressed(more)
                         );
+                    }
+                }
+                // Any payload, even an empty one, asks for a snapshot.
+                Ok(Event::Incoming(Packet::Publish(p)))
+                    if snapshot_requests
+                        .as_ref()
+                        .is_some_and(|(t, _)| *t == p.topic) =>
+                {
+                    if let Some((_, notify)) = &snapshot_requests {
+                        notify.notify_one();
                     }
                 }
                 // A zero-length publish is how MQTT deletes a retained message (3.1.1

@@ -334,6 +334,24 @@ impl Topics {
         )
     }
 
+    /// `{prefix}/{camera}/snapshot`: JPEGs of the current picture (edgecam extension,
+    /// Home Assistant's camera entity; `docs/signaling.md`, "Extension: MQTT topics").
+    pub fn snapshot(&self) -> String {
+        format!("{}/{}/snapshot", self.prefix, self.camera)
+    }
+
+    /// `{prefix}/{camera}/snapshot/request`: any message asks for a fresh
+    /// [`Topics::snapshot`] (edgecam extension).
+    pub fn snapshot_request(&self) -> String {
+        format!("{}/{}/snapshot/request", self.prefix, self.camera)
+    }
+
+    /// `{prefix}/{camera}/telemetry`: periodic JSON figures (viewers, bitrate) for
+    /// Home Assistant's sensors (edgecam extension).
+    pub fn telemetry(&self) -> String {
+        format!("{}/{}/telemetry", self.prefix, self.camera)
+    }
+
     /// Extracts the session id from a `to-camera` topic of this camera.
     ///
     /// Returns `None` for a topic that is not this camera's `to-camera` topic, and
