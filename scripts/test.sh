@@ -17,6 +17,8 @@ cargo deny --log-level error check licenses bans sources
 cross/package.sh aarch64-unknown-linux-gnu >/dev/null
 cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null
 cross/arm64-root.sh >/dev/null
+# GStreamer's WHEP client (gst-plugins-rs whepsrc) for the WHEP test, built from crates.io.
+scripts/whep-client.sh >/dev/null
 # Every parser of remote input, fuzzed for 10 s each (scripts/fuzz.sh; the longer runs
 # and their figures are in docs/reliability.md). Its instrumented build is CPU-heavy too.
 scripts/fuzz.sh --seconds 10

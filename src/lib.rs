@@ -18,3 +18,4 @@ pub mod service;
 pub mod signaling;
 pub mod telemetry;
 pub mod web;
+pub mod whep;

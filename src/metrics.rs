@@ -22,7 +22,7 @@ const LATENCY_BOUNDS_MS: [u64; 10] = [1, 2, 5, 10, 20, 35, 50, 100, 200, 500];
 /// Open sessions of one kind, for the `edgecam_viewers` gauge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewerGroup {
-    /// Signaling front-end: `mqtt` (the only one today).
+    /// Signaling front-end: `mqtt` or `whep`.
     pub frontend: &'static str,
     /// Selected ICE candidate pair as local/remote candidate type and protocol, e.g.
     /// `host/host udp`, `relay/srflx udp`; `connecting` before one is selected.

@@ -10,17 +10,20 @@
 //! framing) and `X-Content-Type-Options`.
 
 use crate::access::gate::AccessPolicy;
+use crate::whep::{Created, WhepError, WhepRequest};
 use axum::Router;
 use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Path};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// What `/config.json` tells the page.
@@ -57,6 +60,8 @@ pub struct Endpoints {
     pub metrics: MetricsFn,
     /// `/snapshot.jpg`.
     pub snapshot: SnapshotFn,
+    /// `/whep` and `/whep/<id>`: the camera loop's WHEP front-end.
+    pub whep: mpsc::Sender<WhepRequest>,
 }
 
 #[derive(Clone)]
@@ -65,6 +70,7 @@ struct AppState {
     stats: StatsFn,
     metrics: MetricsFn,
     snapshot: SnapshotFn,
+    whep: mpsc::Sender<WhepRequest>,
     /// Invite mode: the policy bearer tokens are checked against.
     access: Option<Arc<AccessPolicy>>,
 }
@@ -127,19 +133,25 @@ pub fn router(
         stats,
         metrics,
         snapshot,
+        whep,
     } = endpoints;
     let state = AppState {
         page,
         stats,
         metrics,
         snapshot,
+        whep,
         access: access.map(Arc::new),
     };
     let mut app = Router::new()
         .route("/config.json", get(config_json))
         .route("/api/stats", get(stats_json))
         .route("/metrics", get(metrics_text))
-        .route("/snapshot.jpg", get(snapshot_jpeg));
+        .route("/snapshot.jpg", get(snapshot_jpeg))
+        .route("/whep", post(whep_offer))
+        .route("/whep/{id}", patch(whep_patch).delete(whep_delete))
+        // Bodies are SDP: the contract's 64 KiB, not axum's 2 MB default.
+        .layer(DefaultBodyLimit::max(crate::whep::MAX_BODY_BYTES));
     match web_root {
         Some(root) => {
             app = app.fallback_service(tower_http::services::ServeDir::new(root));
@@ -239,6 +251,154 @@ async fn snapshot_jpeg(State(s): State<AppState>, headers: HeaderMap) -> Respons
             )
                 .into_response()
         }
+    }
+}
+
+/// How long a WHEP request may wait for the camera loop (an answer includes ICE
+/// gathering, which TURN may stretch to a few seconds).
+const WHEP_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn whep_status(e: &WhepError) -> StatusCode {
+    match e {
+        WhepError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WhepError::BadOffer(_) | WhepError::BadFragment(_) => StatusCode::BAD_REQUEST,
+        WhepError::NotFound => StatusCode::NOT_FOUND,
+        WhepError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        WhepError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn whep_refusal(e: &WhepError) -> Response {
+    log::info!("WHEP request refused: {e}");
+    let mut r = (whep_status(e), e.to_string()).into_response();
+    if matches!(e, WhepError::Busy(_)) {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    }
+    r
+}
+
+/// Hands `make(reply)` to the camera loop and waits for its reply.
+async fn ask_camera<T>(
+    s: &AppState,
+    make: impl FnOnce(oneshot::Sender<Result<T, WhepError>>) -> WhepRequest,
+) -> Result<T, WhepError> {
+    let (tx, rx) = oneshot::channel();
+    s.whep
+        .try_send(make(tx))
+        .map_err(|_| WhepError::Busy("the camera has too many WHEP requests queued".into()))?;
+    match tokio::time::timeout(WHEP_WAIT, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(WhepError::Internal("the session ended".into())),
+        Err(_) => Err(WhepError::Internal("no answer in time".into())),
+    }
+}
+
+fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
+}
+
+/// `POST /whep` (draft-ietf-wish-whep §4.2; RFC 9725 §4.2): an SDP offer in,
+/// `201 Created` with the answer, `Location` and ICE servers as `Link` headers out.
+async fn whep_offer(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = unauthorized(&s, &headers) {
+        return refused;
+    }
+    if !content_type_is(&headers, "application/sdp") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be Content-Type: application/sdp",
+        )
+            .into_response();
+    }
+    let Ok(sdp) = String::from_utf8(body.to_vec()) else {
+        return whep_refusal(&WhepError::BadOffer("not UTF-8".into()));
+    };
+    match ask_camera(&s, |reply| WhepRequest::Offer { sdp, reply }).await {
+        Ok(Created {
+            id,
+            answer,
+            ice_servers,
+        }) => {
+            let mut r = (StatusCode::CREATED, answer).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("/whep/{id}")) {
+                h.insert(header::LOCATION, v);
+            }
+            for link in crate::whep::ice_server_links(&ice_servers) {
+                if let Ok(v) = HeaderValue::from_str(&link) {
+                    h.append(header::LINK, v);
+                }
+            }
+            r
+        }
+        Err(e) => whep_refusal(&e),
+    }
+}
+
+/// `PATCH /whep/<id>` with `application/trickle-ice-sdpfrag` (RFC 9725 §4.3): the
+/// caller's trickled candidates; `204`, or `422` for an ICE restart.
+async fn whep_patch(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = unauthorized(&s, &headers) {
+        return refused;
+    }
+    let Ok(id) = crate::signaling::protocol::Id::parse(&id) else {
+        return whep_refusal(&WhepError::NotFound);
+    };
+    if !content_type_is(&headers, "application/trickle-ice-sdpfrag") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "PATCH wants Content-Type: application/trickle-ice-sdpfrag",
+        )
+            .into_response();
+    }
+    let fragment = match std::str::from_utf8(&body)
+        .map_err(|_| WhepError::BadFragment("not UTF-8".into()))
+        .and_then(crate::whep::parse_sdpfrag)
+    {
+        Ok(f) => f,
+        Err(e) => return whep_refusal(&e),
+    };
+    match ask_camera(&s, |reply| WhepRequest::Patch {
+        id,
+        fragment,
+        reply,
+    })
+    .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => whep_refusal(&e),
+    }
+}
+
+/// `DELETE /whep/<id>` (RFC 9725 §4.2): ends the session; `200`, or `404`.
+async fn whep_delete(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = unauthorized(&s, &headers) {
+        return refused;
+    }
+    let Ok(id) = crate::signaling::protocol::Id::parse(&id) else {
+        return whep_refusal(&WhepError::NotFound);
+    };
+    match ask_camera(&s, |reply| WhepRequest::Delete { id, reply }).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => whep_refusal(&e),
     }
 }
 

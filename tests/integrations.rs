@@ -9,13 +9,18 @@
 //! - Home Assistant MQTT discovery on a real Mosquitto: every config message checked
 //!   against the keys and values Home Assistant documents, its templates evaluated on
 //!   the payloads they read, the camera entity's JPEG, a snapshot on request, and the
-//!   Last Will turning the entities unavailable.
+//!   Last Will turning the entities unavailable;
+//! - WHEP: GStreamer's `whepsrc` (gst-plugins-rs, built from crates.io by
+//!   `scripts/whep-client.sh`) decodes H.264 and Opus from the camera beside an MQTT
+//!   viewer, within the same viewer limit; bearer tokens, `PATCH` and `DELETE`.
 
 mod common;
 
-use common::viewer::{Viewer, online_camera_from};
-use common::{camera_config, free_port};
+use common::viewer::{Viewer, online_camera_from, wait_status};
+use common::{Edgecam, Mosquitto, camera_config, free_port};
 use prometheus_parse::{Scrape, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// `GET http://127.0.0.1:{port}{path}`: status, headers (lower-cased) and body.
@@ -613,4 +618,409 @@ async fn home_assistant_finds_the_camera_its_sensors_and_its_pictures_on_the_bro
     })
     .await;
     assert!(offline, "the Last Will arrives and reads offline");
+}
+
+/// The directory with GStreamer's WHEP client plugin (`scripts/whep-client.sh`, cached).
+fn whep_plugin_dir() -> std::path::PathBuf {
+    let out = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/whep-client.sh"
+    ))
+    .output()
+    .expect("scripts/whep-client.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// `curl` with `args`; the status code and the response headers (names lower-cased,
+/// values as sent).
+fn curl_status(args: &[&str]) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-D", "-", "-o", "/dev/null"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let head: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| match l.split_once(':') {
+            Some((name, value)) => format!("{}:{value}\n", name.to_ascii_lowercase()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head)
+}
+
+/// A `whepsrc` pipeline decoding video and audio into counting appsinks.
+struct WhepClient {
+    pipeline: gstreamer::Pipeline,
+    video: Arc<AtomicU64>,
+    audio: Arc<AtomicU64>,
+    first_video: Arc<std::sync::OnceLock<std::time::Instant>>,
+    started: std::time::Instant,
+}
+
+impl WhepClient {
+    fn start(endpoint: &str, token: &str) -> Self {
+        use gstreamer::prelude::*;
+        // whepsrc's pads all have the template caps application/x-rtp, so gst-launch's
+        // delayed linking could hand the audio pad to the video branch: each pad is
+        // linked here, by the `media` of its caps, to a decoding branch of its own.
+        let launch = format!(
+            "whepsrc name=w whep-endpoint={endpoint} auth-token={token} use-link-headers=true \
+             video-caps=\"application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,packetization-mode=(string)1,profile-level-id=(string)42e01f\" \
+             audio-caps=\"application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000,encoding-params=(string)2\""
+        );
+        let whepsrc = gstreamer::parse::launch(&launch).expect("whepsrc");
+        let pipeline = gstreamer::Pipeline::new();
+        pipeline.add(&whepsrc).expect("add whepsrc");
+        let started = std::time::Instant::now();
+        let (video, audio) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let first_video: Arc<std::sync::OnceLock<std::time::Instant>> = Arc::default();
+        let weak = pipeline.downgrade();
+        let (v, a, f) = (video.clone(), audio.clone(), first_video.clone());
+        whepsrc.connect_pad_added(move |_, pad| {
+            // Its caps are known only once media flows: the pad is linked when its
+            // first buffer waits in a blocking probe, by the `media` of its caps.
+            let (weak, v, a, f) = (weak.clone(), v.clone(), a.clone(), f.clone());
+            pad.add_probe(
+                gstreamer::PadProbeType::BLOCK
+                    | gstreamer::PadProbeType::BUFFER
+                    | gstreamer::PadProbeType::BUFFER_LIST,
+                move |pad, _| {
+                    let Some(pipeline) = weak.upgrade() else {
+                        return gstreamer::PadProbeReturn::Remove;
+                    };
+                    let media = pad
+                        .current_caps()
+                        .and_then(|c| c.structure(0).and_then(|s| s.get::<String>("media").ok()))
+                        .unwrap_or_default();
+                    let (chain, count, first) = match media.as_str() {
+                        "video" => (
+                            "rtph264depay ! h264parse ! openh264dec ! videoconvert",
+                            v.clone(),
+                            Some(f.clone()),
+                        ),
+                        "audio" => ("rtpopusdepay ! opusdec ! audioconvert", a.clone(), None),
+                        _ => return gstreamer::PadProbeReturn::Remove,
+                    };
+                    let branch = gstreamer::parse::bin_from_description(
+                        &format!("queue ! {chain} ! appsink name=sink sync=false"),
+                        true,
+                    )
+                    .expect("a decoding branch");
+                    let sink = branch
+                        .by_name("sink")
+                        .and_then(|e| e.downcast::<gstreamer_app::AppSink>().ok())
+                        .expect("appsink");
+                    sink.set_callbacks(
+                        gstreamer_app::AppSinkCallbacks::builder()
+                            .new_sample(move |s| {
+                                let _ = s.pull_sample();
+                                if let Some(first) = &first {
+                                    let _ = first.set(std::time::Instant::now());
+                                }
+                                count.fetch_add(1, Ordering::Relaxed);
+                                Ok(gstreamer::FlowSuccess::Ok)
+                            })
+                            .build(),
+                    );
+                    let _ = pipeline.add(&branch);
+                    let _ = branch.sync_state_with_parent();
+                    if let Some(sinkpad) = branch.static_pad("sink") {
+                        let _ = pad.link(&sinkpad);
+                    }
+                    gstreamer::PadProbeReturn::Remove
+                },
+            );
+        });
+        pipeline
+            .set_state(gstreamer::State::Playing)
+            .expect("playing");
+        Self {
+            pipeline,
+            video,
+            audio,
+            first_video,
+            started,
+        }
+    }
+
+    /// Waits until both counts reach their minimum, at most `limit`.
+    async fn decoded(&self, video: u64, audio: u64, limit: Duration) -> (u64, u64) {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            let got = (
+                self.video.load(Ordering::Relaxed),
+                self.audio.load(Ordering::Relaxed),
+            );
+            if (got.0 >= video && got.1 >= audio) || std::time::Instant::now() >= end {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Error and warning messages the pipeline posted so far.
+    fn bus_errors(&self) -> Vec<String> {
+        use gstreamer::prelude::*;
+        let Some(bus) = self.pipeline.bus() else {
+            return vec![];
+        };
+        std::iter::from_fn(|| {
+            bus.pop_filtered(&[
+                gstreamer::MessageType::Error,
+                gstreamer::MessageType::Warning,
+            ])
+        })
+        .map(|m| match m.view() {
+            gstreamer::MessageView::Error(e) => format!("error: {} ({:?})", e.error(), e.debug()),
+            gstreamer::MessageView::Warning(w) => {
+                format!("warning: {} ({:?})", w.error(), w.debug())
+            }
+            _ => String::new(),
+        })
+        .collect()
+    }
+
+    fn first_frame_after(&self) -> Option<Duration> {
+        self.first_video
+            .get()
+            .map(|t| t.duration_since(self.started))
+    }
+}
+
+impl Drop for WhepClient {
+    fn drop(&mut self) {
+        use gstreamer::prelude::*;
+        let _ = self.pipeline.set_state(gstreamer::State::Null);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_client_nobody_here_wrote_decodes_h264_and_opus_beside_an_mqtt_viewer() {
+    use edgecam_testkit::signal::Invitation;
+    let plugins = whep_plugin_dir();
+    gstreamer::init().expect("gst init");
+    assert!(
+        gstreamer::Registry::get().scan_path(&plugins),
+        "whepsrc registered from {}",
+        plugins.display()
+    );
+    // The camera alone in a namespace: webrtcbin's ICE agent (libnice) gathers no
+    // loopback candidates, so the client reaches the camera over a veth link.
+    let link = common::netns::HostLink::new().expect("namespace and veth (the suite runs as root)");
+    let broker = Mosquitto::start_also_on(&link.host_ip);
+    // A TURN server beside the camera: WHEP callers get its minted credentials as
+    // `Link` headers.
+    let _turn = common::nat::Coturn::start_in(
+        &link.ns,
+        &link.ns_ip,
+        &common::nat::CoturnOptions {
+            secret: "whep-turn-secret",
+            tls: None,
+            clock_ahead: None,
+        },
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("access-secret");
+    std::fs::write(&secret_file, [7u8; 32]).expect("secret");
+    let config = camera_config("cam", broker.port, "")
+        .replace(
+            &format!("broker = \"mqtt://127.0.0.1:{}\"", broker.port),
+            &format!("broker = \"mqtt://{}:{}\"", link.host_ip, broker.port),
+        )
+        .replace(
+            "[http]\nenabled = false",
+            &format!("[http]\nlisten = \"{}:8080\"", link.ns_ip),
+        )
+        .replace(
+            "[access]\nmode = \"open\"",
+            &format!("[access]\nmode = \"invite\"\nsecret_file = \"{}\"", secret_file.display()),
+        )
+        .replace(
+            "udp_bind = [\"127.0.0.1\"]",
+            &format!(
+                "udp_bind = [\"{ip}\"]\nmax_viewers = 2\n\
+                 [[webrtc.ice_servers]]\nurls = [\"turn:{ip}:3478\"]\nsecret = \"whep-turn-secret\"",
+                ip = link.ns_ip
+            ),
+        );
+    let cam = Edgecam::start_in(Some(&link.ns), Some(&config));
+    wait_status(broker.port, "cam", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    let base = format!("http://{}:8080", link.ns_ip);
+    let whep = format!("{base}/whep");
+    let exp = edgecam::ice::unix_now() + 3600;
+    let secret = edgecam::access::keys::Secret::from_bytes([7u8; 32]);
+    let token = |name: &str| {
+        edgecam::access::keys::ViewerKey::derive(&secret, "cam", name, exp).token("cam", name, exp)
+    };
+
+    // Without an invitation's token: 401, before any SDP is looked at.
+    let (code, _) = curl_status(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/sdp",
+        "--data",
+        "v=0",
+        &whep,
+    ]);
+    assert_eq!(code, 401);
+    let bob = format!("Authorization: Bearer {}", token("bob"));
+    let (code, _) = curl_status(&[
+        "-X",
+        "POST",
+        "-H",
+        &bob,
+        "-H",
+        "Content-Type: text/plain",
+        "--data",
+        "v=0",
+        &whep,
+    ]);
+    assert_eq!(code, 415, "an offer is application/sdp");
+    let (code, _) = curl_status(&[
+        "-X",
+        "POST",
+        "-H",
+        &bob,
+        "-H",
+        "Content-Type: application/sdp",
+        "--data",
+        "v=0",
+        &whep,
+    ]);
+    assert_eq!(code, 400, "a malformed offer");
+
+    // An MQTT viewer and a WHEP client, in one run.
+    let invited = common::viewer::Endpoint::new(broker.port, "cam", "v1")
+        .invited(Invitation::mint(&secret, "cam", "alice", exp));
+    let mqtt = Viewer::join_on(invited, true, &link.host_ip).await;
+    let client = WhepClient::start(&whep, &token("carol"));
+    let (v, a) = client.decoded(30, 25, Duration::from_secs(20)).await;
+    assert!(
+        v >= 30 && a >= 25,
+        "whepsrc decoded {v} video frames and {a} audio buffers: {:?}",
+        client.bus_errors()
+    );
+    let (ok, r) = mqtt
+        .wait_until(Duration::from_secs(10), |r| r.decoded_video >= 30)
+        .await;
+    assert!(ok, "the MQTT viewer plays too: {r:?}");
+    println!(
+        "time to first decoded frame: WHEP (whepsrc, POST → frame) {} ms, MQTT (webrtc-rs, offer → frame) {} ms",
+        client.first_frame_after().map_or(0, |d| d.as_millis()),
+        r.first_frame_after_offer.map_or(0, |d| d.as_millis())
+    );
+
+    // Both slots are taken: a third viewer, over WHEP, gets 503 and Retry-After.
+    let offer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\n\
+                 a=mid:0\r\na=recvonly\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+                 a=fingerprint:sha-256 00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00\r\n\
+                 a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:102 H264/90000\r\n\
+                 a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
+    let (code, head) = curl_status(&[
+        "-X",
+        "POST",
+        "-H",
+        &bob,
+        "-H",
+        "Content-Type: application/sdp",
+        "--data-binary",
+        offer,
+        &whep,
+    ]);
+    assert_eq!(
+        code, 503,
+        "the viewer limit holds across front-ends: {head}"
+    );
+    assert!(head.contains("retry-after: 2"), "{head}");
+
+    // The live WHEP session's resource: PATCH with a candidate, then an ICE restart
+    // (422), DELETE (200), and then it is gone (404).
+    mqtt.bye().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, head) = curl_status(&[
+        "-X",
+        "POST",
+        "-H",
+        &bob,
+        "-H",
+        "Content-Type: application/sdp",
+        "--data-binary",
+        offer,
+        &whep,
+    ]);
+    assert_eq!(code, 201, "a slot is free again: {head}");
+    assert!(head.contains("content-type: application/sdp"), "{head}");
+    let turn_link = head
+        .lines()
+        .find(|l| l.starts_with("link: "))
+        .unwrap_or_else(|| panic!("ICE servers as Link headers: {head}"));
+    assert!(
+        turn_link.starts_with(&format!(
+            "link: <turn:{}:3478>; rel=\"ice-server\"; username=\"",
+            link.ns_ip
+        )) && turn_link.contains(":whep-")
+            && turn_link.ends_with("; credential-type=\"password\""),
+        "a TURN server with credentials minted for this session: {turn_link}"
+    );
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .map(|l| l.trim().to_owned())
+        .expect("a Location header");
+    assert!(location.starts_with("/whep/whep-"), "{location}");
+    let resource = format!("{base}{location}");
+    let frag = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\n\
+                a=candidate:1 1 udp 2130706431 10.0.0.1 9 typ host\r\na=end-of-candidates\r\n";
+    let sdpfrag = "Content-Type: application/trickle-ice-sdpfrag";
+    let (code, _) = curl_status(&[
+        "-X",
+        "PATCH",
+        "-H",
+        &bob,
+        "-H",
+        sdpfrag,
+        "--data-binary",
+        frag,
+        &resource,
+    ]);
+    assert_eq!(code, 204, "trickled candidates: {}", cam.log_text());
+    let restart = frag.replace("abcd", "efgh");
+    let (code, _) = curl_status(&[
+        "-X",
+        "PATCH",
+        "-H",
+        &bob,
+        "-H",
+        sdpfrag,
+        "--data-binary",
+        &restart,
+        &resource,
+    ]);
+    assert_eq!(code, 422, "ICE restarts are not supported");
+    let (code, _) = curl_status(&["-X", "DELETE", &resource]);
+    assert_eq!(code, 401, "DELETE wants the token too");
+    let (code, _) = curl_status(&["-X", "DELETE", "-H", &bob, &resource]);
+    assert_eq!(code, 200);
+    let (code, _) = curl_status(&["-X", "DELETE", "-H", &bob, &resource]);
+    assert_eq!(code, 404, "gone");
+
+    // The whepsrc session played on throughout.
+    let before = client.video.load(Ordering::Relaxed);
+    let (v, _) = client.decoded(before + 15, 0, Duration::from_secs(5)).await;
+    assert!(v >= before + 15, "whepsrc still plays: {before} → {v}");
 }

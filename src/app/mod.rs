@@ -8,6 +8,7 @@ mod plan;
 pub mod reload;
 mod stats;
 mod status;
+mod whep;
 
 use admission::Admission;
 pub use plan::{install_crypto_provider, plan, preflight, probe};
@@ -22,7 +23,7 @@ use crate::media::pipeline::{AudioPlan, PipelineDesc};
 use crate::media::snapshot::{self, Snapshots};
 use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
 use crate::media::{VideoFormat, gst};
-use crate::peer::{MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
+use crate::peer::{Frontend, MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
 use crate::service::{Health, HealthPolicy, Notifier, Observation};
 use crate::signaling::machine::{Limits, Machine, Output, PeerCommand};
 use crate::signaling::mqtt::{self, Inbound, MqttHandle, MqttSettings};
@@ -304,6 +305,9 @@ async fn start_parts(
     );
 
     let peer_view: Arc<Mutex<stats::PeerView>> = Arc::default();
+    // WHEP requests from the HTTP server to the camera loop; each waits for its reply, so
+    // a few queued are plenty (more get `503`).
+    let (whep_tx, whep_rx) = mpsc::channel::<crate::whep::WhepRequest>(16);
     if let Some(requests) = snapshot_requests {
         let ha = homeassistant::HomeAssistant {
             discovery: crate::homeassistant::Discovery {
@@ -378,6 +382,7 @@ async fn start_parts(
                 stats,
                 metrics,
                 snapshot,
+                whep: whep_tx,
             },
             config.http.web_root.clone(),
             admission.policy(),
@@ -422,6 +427,7 @@ async fn start_parts(
         admission,
         status,
         inbound_rx,
+        whep_rx,
         link,
         mqtt_task,
         reports_rx,
@@ -448,6 +454,7 @@ pub struct Camera {
     admission: Admission,
     status: StatusBuilder,
     inbound_rx: mpsc::Receiver<Inbound>,
+    whep_rx: mpsc::Receiver<crate::whep::WhepRequest>,
     link: MqttHandle,
     mqtt_task: tokio::task::JoinHandle<()>,
     reports_rx: mpsc::Receiver<PeerReport>,
@@ -479,6 +486,7 @@ impl Camera {
             mut admission,
             status,
             mut inbound_rx,
+            mut whep_rx,
             link,
             mqtt_task,
             mut reports_rx,
@@ -509,6 +517,8 @@ impl Camera {
             }};
         }
         let mut housekeeping = tokio::time::interval(notifier.check_interval());
+        let mut whep = whep::WhepFront::default();
+        let mut reserved_log = crate::telemetry::RateLimit::new(Duration::from_secs(10));
         loop {
             let wake = machine.poll_timeout().map_or_else(
                 || tokio::time::Instant::now() + Duration::from_secs(1),
@@ -517,11 +527,18 @@ impl Camera {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 msg = inbound_rx.recv() => match msg {
+                    Some(Inbound::Message { session, .. }) if crate::whep::is_whep_id(&session) => {
+                        // Reserved for WHEP sessions: MQTT cannot reach into one.
+                        if let Some(held_back) = reserved_log.check(Instant::now()) {
+                            log::warn!(session_id = session.as_str(); "dropping an MQTT message on a session id starting with whep- (reserved){}", crate::telemetry::suppressed(held_back));
+                        }
+                    }
                     Some(Inbound::Message { session, payload }) => admission.inbound(&mut machine, &link, session, &payload),
                     Some(Inbound::Connected) => log::info!("signaling online as {}", topics.status()),
                     Some(Inbound::Disconnected(why)) => log::warn!("signaling offline ({why}); live sessions keep playing"),
                     None => break,
                 },
+                Some(req) = whep_rx.recv() => whep.request(req, &mut machine),
                 report = reports_rx.recv() => {
                     if let Some(r) = report && peers.is_current(&r.session, r.generation) {
                         machine.handle_peer(Instant::now(), r.session, r.event);
@@ -560,8 +577,11 @@ impl Camera {
             drain(
                 &mut machine,
                 &mut peers,
-                &link,
-                &mut admission,
+                FrontEnds {
+                    link: &link,
+                    admission: &mut admission,
+                    whep: &mut whep,
+                },
                 &ice,
                 &status,
                 &format_rx,
@@ -578,8 +598,11 @@ impl Camera {
         drain(
             &mut machine,
             &mut peers,
-            &link,
-            &mut admission,
+            FrontEnds {
+                link: &link,
+                admission: &mut admission,
+                whep: &mut whep,
+            },
             &ice,
             &status,
             &format_rx,
@@ -625,33 +648,60 @@ fn report_health(
     }
 }
 
+/// Where the machine's messages to viewers go: MQTT (sealed in invite mode) or, for
+/// WHEP sessions, the waiting HTTP request.
+struct FrontEnds<'a> {
+    link: &'a MqttHandle,
+    admission: &'a mut Admission,
+    whep: &'a mut whep::WhepFront,
+}
+
 fn drain(
     machine: &mut Machine,
     peers: &mut Peers,
-    link: &MqttHandle,
-    admission: &mut Admission,
+    fronts: FrontEnds<'_>,
     ice: &IcePolicy,
     status: &StatusBuilder,
     format: &watch::Receiver<Option<VideoFormat>>,
 ) {
+    let FrontEnds {
+        link,
+        admission,
+        whep,
+    } = fronts;
     while let Some(out) = machine.poll_output() {
         match out {
             Output::Send { session, msg } => {
-                link.send_payload(&session, admission.seal(&session, &msg));
+                if !whep.deliver(&session, &msg, ice) {
+                    link.send_payload(&session, admission.seal(&session, &msg));
+                }
             }
+            Output::SendConfig { session } if whep.owns(&session) => {}
             Output::SendConfig { session } => {
                 let config = ice.viewer_config(&session, unix_now());
                 link.send_payload(&session, admission.seal(&session, &config));
             }
             Output::Peer(cmd) => {
+                let frontend = match &cmd {
+                    PeerCommand::Offer { session, .. }
+                    | PeerCommand::AddCandidate { session, .. }
+                    | PeerCommand::Close { session }
+                        if whep.owns(session) =>
+                    {
+                        Frontend::Whep
+                    }
+                    _ => Frontend::Mqtt,
+                };
                 if let PeerCommand::Close { session } = &cmd {
                     admission.session_ended(session);
+                    whep.closed(session);
                 }
-                peers.command(cmd);
+                peers.command_for(cmd, frontend);
             }
             Output::Status { viewers } => {
                 link.publish_status(&status.build(viewers, format.borrow().as_ref()));
             }
         }
     }
+    whep.settle();
 }

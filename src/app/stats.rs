@@ -87,13 +87,13 @@ impl Sources {
     /// What one `/metrics` scrape reports.
     pub fn metrics(&self) -> MetricsSnapshot {
         let view = self.view();
-        let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+        let mut groups: BTreeMap<(&'static str, String), u64> = BTreeMap::new();
         for s in &view.sessions {
             let pair = s
                 .candidate_pair
                 .clone()
                 .unwrap_or_else(|| "connecting".into());
-            *groups.entry(pair).or_default() += 1;
+            *groups.entry((s.frontend, pair)).or_default() += 1;
         }
         let v = self.video_hub.stats();
         let a = self.audio_hub.stats();
@@ -110,8 +110,8 @@ impl Sources {
             latency_ms_buckets: self.latency.counts(),
             viewers: groups
                 .into_iter()
-                .map(|(candidate_pair, count)| ViewerGroup {
-                    frontend: "mqtt",
+                .map(|((frontend, candidate_pair), count)| ViewerGroup {
+                    frontend,
                     candidate_pair,
                     count,
                 })

@@ -32,6 +32,32 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// The signaling front-end a session came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Frontend {
+    /// MQTT (signaling-v1): candidates trickle both ways.
+    #[default]
+    Mqtt,
+    /// WHEP (`crate::whep`): the answer carries all of the camera's candidates.
+    Whep,
+}
+
+impl Frontend {
+    /// The label in metrics and stats: `mqtt`, `whep`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Mqtt => "mqtt",
+            Self::Whep => "whep",
+        }
+    }
+
+    /// Whether the camera trickles its candidates (else it answers once gathering is
+    /// complete, with all of them in the SDP).
+    pub fn trickles(self) -> bool {
+        self == Self::Mqtt
+    }
+}
+
 /// Settings shared by all sessions.
 #[derive(Debug, Clone, Default)]
 pub struct PeerSettings {

@@ -8,7 +8,7 @@
 
 use super::session::{self, PcSlot, SessionCmd, SessionCtx, SessionError, panic_text};
 use super::stats::{LatencyHistogram, SessionSnapshot, SessionStats, SessionTotals};
-use super::{MediaFeeds, PeerReport, PeerSettings};
+use super::{Frontend, MediaFeeds, PeerReport, PeerSettings};
 use crate::signaling::machine::{PeerCommand, PeerEvent};
 use crate::signaling::protocol::SessionId;
 use futures::FutureExt as _;
@@ -34,6 +34,7 @@ struct Handle {
     tx: mpsc::Sender<SessionCmd>,
     cancel: CancellationToken,
     stats: Arc<SessionStats>,
+    frontend: Frontend,
 }
 
 impl Handle {
@@ -89,8 +90,14 @@ impl Peers {
             .is_some_and(|h| h.generation == generation)
     }
 
-    /// Carries out one command of the signaling machine.
+    /// Carries out one command of the signaling machine for an MQTT session.
     pub fn command(&mut self, cmd: PeerCommand) {
+        self.command_for(cmd, Frontend::Mqtt);
+    }
+
+    /// Carries out one command of the signaling machine; a new session is set up for
+    /// `frontend`.
+    pub fn command_for(&mut self, cmd: PeerCommand, frontend: Frontend) {
         match cmd {
             PeerCommand::Offer { session, sdp } => {
                 if let Some(h) = self.sessions.get(&session) {
@@ -111,6 +118,7 @@ impl Peers {
                     cancel: cancel.clone(),
                     stats: stats.clone(),
                     latency: self.latency.clone(),
+                    frontend,
                 };
                 let slot = PcSlot::default();
                 let report = ReportTo {
@@ -130,6 +138,7 @@ impl Peers {
                         tx,
                         cancel,
                         stats,
+                        frontend,
                     },
                 );
             }
@@ -164,7 +173,11 @@ impl Peers {
         let mut v: Vec<_> = self
             .sessions
             .iter()
-            .map(|(id, h)| h.stats.snapshot(id.as_str()))
+            .map(|(id, h)| {
+                let mut s = h.stats.snapshot(id.as_str());
+                s.frontend = h.frontend.label();
+                s
+            })
             .collect();
         v.sort_by(|a, b| a.session.cmp(&b.session));
         v

@@ -46,7 +46,10 @@ pub fn check_offer(sdp: &str, cap: &SendCapability) -> Result<OfferInfo, OfferEr
         !m.attributes
             .iter()
             .any(|a| a.key == "sendonly" || a.key == "inactive")
-            && m.media_name.port.value != 0
+            // Port 0 rejects an m-line, unless it is `bundle-only` (RFC 8843 §6): an
+            // offerer such as GStreamer's webrtcbin (max-bundle) marks every m-line but
+            // the first that way, and they carry media over the first one's transport.
+            && (m.media_name.port.value != 0 || m.attributes.iter().any(|a| a.key == "bundle-only"))
     };
     let audio = desc
         .media_descriptions
@@ -143,6 +146,23 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
             check_offer(&offer(&with_audio), &cap()),
             Ok(OfferInfo { audio: true })
         );
+    }
+
+    #[test]
+    fn a_bundle_only_m_line_with_port_0_is_live_and_a_plain_port_0_is_not() {
+        // webrtcbin (max-bundle): the second m-line rides on the first's transport.
+        let bundled = format!(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio0\r\na=recvonly\r\na=rtpmap:111 OPUS/48000/2\r\n{}",
+            VIDEO_H264
+                .replace("m=video 9", "m=video 0")
+                .replace("a=mid:0\r\n", "a=mid:video1\r\na=bundle-only\r\n")
+        );
+        assert_eq!(
+            check_offer(&offer(&bundled), &cap()),
+            Ok(OfferInfo { audio: true })
+        );
+        let rejected = offer(&VIDEO_H264.replace("m=video 9", "m=video 0"));
+        assert_eq!(check_offer(&rejected, &cap()), Err(OfferError::NoVideo));
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub struct SessionSnapshot {
     pub dropped_frames: u64,
     /// Selected candidate pair type.
     pub candidate_pair: Option<String>,
+    /// Signaling front-end: `mqtt` or `whep`.
+    pub frontend: &'static str,
 }
 
 impl SessionStats {
@@ -164,6 +166,7 @@ impl SessionStats {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            frontend: "mqtt",
         }
     }
 }

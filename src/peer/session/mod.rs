@@ -55,6 +55,7 @@ pub(crate) struct SessionCtx {
     pub cancel: CancellationToken,
     pub stats: Arc<SessionStats>,
     pub latency: Arc<LatencyHistogram>,
+    pub frontend: super::Frontend,
 }
 
 impl SessionCtx {
@@ -169,8 +170,17 @@ pub(crate) async fn run(
         audio,
     } = built;
     slot.set(pc.clone());
+    let mut gathered = Gathered::default();
+    // Events that came while a complete answer was awaited, for the main loop.
+    let mut replay = std::collections::VecDeque::new();
     match answer(&pc, first_offer).await {
-        Ok(sdp) => ctx.report(PeerEvent::Answer(sdp)).await,
+        Ok(sdp) if ctx.frontend.trickles() => ctx.report(PeerEvent::Answer(sdp)).await,
+        Ok(sdp) => {
+            let sdp = complete_answer(&pc, &mut internal, &mut gathered, &mut replay)
+                .await
+                .unwrap_or(sdp);
+            ctx.report(PeerEvent::Answer(sdp)).await;
+        }
         Err(Reject(code, message)) => {
             ctx.report(PeerEvent::OfferRejected { code, message }).await;
             let _ = pc.close().await;
@@ -216,7 +226,6 @@ pub(crate) async fn run(
 
     let mut ice_state = RTCIceConnectionState::New;
     let mut control_open = false;
-    let mut gathered = Gathered::default();
     let mut outcome = Ok(());
     loop {
         tokio::select! {
@@ -283,10 +292,13 @@ pub(crate) async fn run(
                     }
                 }
             },
-            ev = internal.recv() => match ev {
+            ev = next_internal(&mut replay, &mut internal) => match ev {
                 None => break,
                 Some(Internal::Candidate(init)) => {
                     gathered.count(&init.candidate);
+                    if !ctx.frontend.trickles() {
+                        continue;
+                    }
                     let lines = match &ctx.settings.nat_1to1_ip {
                         Some(public) => crate::peer::nat::nat_1to1_candidates(&init.candidate, public, ctx.settings.nat_1to1_srflx),
                         None => vec![init.candidate.clone()],
@@ -318,7 +330,9 @@ pub(crate) async fn run(
                     }
                 }
                 Some(Internal::GatheringComplete) => {
-                    ctx.report(PeerEvent::LocalCandidate(None)).await;
+                    if ctx.frontend.trickles() {
+                        ctx.report(PeerEvent::LocalCandidate(None)).await;
+                    }
                     log::info!(session_id = ctx.id.as_str(); "ICE gathering complete: {gathered}");
                     if ctx.settings.ice.camera_has_turn() && gathered.relay == 0 {
                         log::warn!(session_id = ctx.id.as_str(); "no relay candidate from the TURN server(s): allocation refused or unreachable (wrong/expired credentials or secret, or TURN port blocked); see the webrtc log line above");
@@ -373,4 +387,51 @@ pub(crate) async fn run(
     }
     log::info!(session_id = ctx.id.as_str(); "session {} closed", ctx.id);
     outcome
+}
+
+/// How long a non-trickle front-end's answer waits for ICE gathering to complete (TURN
+/// allocations usually take tens of ms; a TURN server that does not answer is not
+/// waited for beyond this).
+const GATHERING_WAIT: Duration = Duration::from_secs(5);
+
+/// For a front-end that cannot trickle (WHEP): waits until ICE gathering completes (at
+/// most [`GATHERING_WAIT`]) and returns the local description, whose SDP then carries
+/// every candidate (RFC 8829 §5.2: `localDescription` includes gathered candidates).
+/// Other events that arrive meanwhile are kept in `replay` for the main loop.
+async fn complete_answer(
+    pc: &Arc<dyn PeerConnection>,
+    internal: &mut mpsc::UnboundedReceiver<Internal>,
+    gathered: &mut Gathered,
+    replay: &mut std::collections::VecDeque<Internal>,
+) -> Option<String> {
+    let wait = async {
+        while let Some(ev) = internal.recv().await {
+            match ev {
+                Internal::Candidate(init) => gathered.count(&init.candidate),
+                Internal::GatheringComplete => {
+                    replay.push_back(Internal::GatheringComplete);
+                    return;
+                }
+                other => replay.push_back(other),
+            }
+        }
+    };
+    if tokio::time::timeout(GATHERING_WAIT, wait).await.is_err() {
+        log::warn!(
+            "ICE gathering incomplete after {} ms: answering with the candidates so far",
+            GATHERING_WAIT.as_millis()
+        );
+    }
+    pc.local_description().await.map(|d| d.sdp)
+}
+
+/// The next event: first those kept while a complete answer was awaited.
+async fn next_internal(
+    replay: &mut std::collections::VecDeque<Internal>,
+    internal: &mut mpsc::UnboundedReceiver<Internal>,
+) -> Option<Internal> {
+    match replay.pop_front() {
+        Some(ev) => Some(ev),
+        None => internal.recv().await,
+    }
 }
