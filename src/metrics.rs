@@ -19,6 +19,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Upper bounds of the capture → RTP send latency histogram's buckets, ms.
 const LATENCY_BOUNDS_MS: [u64; 10] = [1, 2, 5, 10, 20, 35, 50, 100, 200, 500];
 
+/// Upper bounds of the time-to-first-frame histogram's buckets, ms.
+const FIRST_FRAME_BOUNDS_MS: [u64; 10] = [100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000];
+
 /// Open sessions of one kind, for the `edgecam_viewers` gauge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewerGroup {
@@ -54,6 +57,10 @@ pub struct MetricsSnapshot {
     /// Capture → RTP send latency: samples per 1 ms bucket (`[i]` counts samples in
     /// `[i, i+1)` ms; the last bucket takes everything longer).
     pub latency_ms_buckets: Vec<u64>,
+    /// Offer → first video frame sent, per session: samples per 10 ms bucket.
+    pub first_frame_10ms_buckets: Vec<u64>,
+    /// Refused requests: (front-end `mqtt`/`http`, reason, count).
+    pub auth_refusals: Vec<(&'static str, &'static str, u64)>,
     /// Open sessions by front-end and candidate pair.
     pub viewers: Vec<ViewerGroup>,
     /// Whether capture is delivering frames now.
@@ -220,10 +227,31 @@ impl Collector for Scrape {
                 metric.encode(family.encode_family(&labels)?)?;
             }
         }
-        let (sum, count, buckets) = latency_buckets(&s.latency_ms_buckets);
+        {
+            let mut family = e.encode_descriptor(
+                "auth_refusals",
+                "requests refused for want of a valid invitation, by front-end and reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for &(frontend, reason, n) in &s.auth_refusals {
+                let labels = [("frontend", frontend), ("reason", reason)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let (sum, count, buckets) = latency_buckets(&s.latency_ms_buckets, 1, &LATENCY_BOUNDS_MS);
         e.encode_descriptor(
             "capture_to_rtp_latency",
             "capture timestamp to RTP send, per frame per viewer",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        let (sum, count, buckets) =
+            latency_buckets(&s.first_frame_10ms_buckets, 10, &FIRST_FRAME_BOUNDS_MS);
+        e.encode_descriptor(
+            "time_to_first_frame",
+            "offer received to first video frame sent, per session",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?
@@ -231,25 +259,25 @@ impl Collector for Scrape {
     }
 }
 
-/// Regroups 1 ms bucket counts into [`LATENCY_BOUNDS_MS`] (plus `+Inf`), in seconds:
-/// `(sum, count, [(upper bound, samples in that bucket)])`. A sample in the 1 ms bucket
-/// `[i, i+1)` counts at its upper edge, as the JSON summary does.
-fn latency_buckets(ms: &[u64]) -> (f64, u64, Vec<(f64, u64)>) {
-    let mut out: Vec<(f64, u64)> = LATENCY_BOUNDS_MS
+/// Regroups counts of `width_ms` buckets into `bounds` (ms, plus `+Inf`), in seconds:
+/// `(sum, count, [(upper bound, samples in that bucket)])`. A sample in the bucket
+/// `[i, i+1) × width_ms` counts at its upper edge, as the JSON summary does.
+fn latency_buckets(counts: &[u64], width_ms: u64, bounds: &[u64]) -> (f64, u64, Vec<(f64, u64)>) {
+    let mut out: Vec<(f64, u64)> = bounds
         .iter()
         .map(|&b| (b as f64 / 1000.0, 0))
         .chain(std::iter::once((f64::INFINITY, 0)))
         .collect();
     let (mut sum, mut count) = (0.0, 0);
-    for (i, &n) in ms.iter().enumerate() {
+    for (i, &n) in counts.iter().enumerate() {
         if n == 0 {
             continue;
         }
-        let upper_ms = (i + 1) as u64;
-        let slot = LATENCY_BOUNDS_MS
+        let upper_ms = (i + 1) as u64 * width_ms;
+        let slot = bounds
             .iter()
             .position(|&b| upper_ms <= b)
-            .unwrap_or(LATENCY_BOUNDS_MS.len());
+            .unwrap_or(bounds.len());
         out[slot].1 += n;
         sum += upper_ms as f64 / 1000.0 * n as f64;
         count += n;
@@ -279,12 +307,18 @@ mod tests {
         ms[0] = 3; // [0, 1) ms → le 0.001
         ms[4] = 2; // [4, 5) ms → le 0.005
         ms[999] = 1; // beyond 500 ms → +Inf
-        let (sum, count, b) = latency_buckets(&ms);
+        let (sum, count, b) = latency_buckets(&ms, 1, &LATENCY_BOUNDS_MS);
         assert_eq!(count, 6);
         assert!((sum - (0.003 + 0.010 + 1.0)).abs() < 1e-9, "{sum}");
         assert_eq!(b[0], (0.001, 3));
         assert_eq!(b[2], (0.005, 2));
         assert_eq!(b.last().copied(), Some((f64::INFINITY, 1)));
+        // 10 ms buckets: [250, 260) ms counts at 260 ms, in the le=0.3 s bucket.
+        let mut tenths = vec![0; 1000];
+        tenths[25] = 1;
+        let (sum, count, b) = latency_buckets(&tenths, 10, &FIRST_FRAME_BOUNDS_MS);
+        assert_eq!((count, b[2]), (1, (0.3, 1)));
+        assert!((sum - 0.26).abs() < 1e-9);
     }
 
     #[test]
@@ -299,6 +333,7 @@ mod tests {
             }],
             capture_running: true,
             latency_ms_buckets: vec![0, 5],
+            auth_refusals: vec![("mqtt", "bad signature", 3)],
             runtime_tasks: Some(9),
             ..MetricsSnapshot::default()
         });
@@ -309,6 +344,7 @@ mod tests {
             "edgecam_capture_running 1",
             "edgecam_mqtt_connected 0",
             "edgecam_runtime_tasks 9",
+            "edgecam_auth_refusals_total{frontend=\"mqtt\",reason=\"bad signature\"} 3",
             "edgecam_capture_to_rtp_latency_seconds_bucket{le=\"0.002\"} 5",
             "edgecam_capture_to_rtp_latency_seconds_count 5",
         ] {

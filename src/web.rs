@@ -10,6 +10,7 @@
 //! framing) and `X-Content-Type-Options`.
 
 use crate::access::gate::AccessPolicy;
+use crate::access::refusals::Refusals;
 use crate::whep::{Created, WhepError, WhepRequest};
 use axum::Router;
 use axum::extract::State;
@@ -62,6 +63,8 @@ pub struct Endpoints {
     pub snapshot: SnapshotFn,
     /// `/whep` and `/whep/<id>`: the camera loop's WHEP front-end.
     pub whep: mpsc::Sender<WhepRequest>,
+    /// Where refused bearer tokens are counted.
+    pub refusals: Arc<Refusals>,
 }
 
 #[derive(Clone)]
@@ -71,6 +74,7 @@ struct AppState {
     metrics: MetricsFn,
     snapshot: SnapshotFn,
     whep: mpsc::Sender<WhepRequest>,
+    refusals: Arc<Refusals>,
     /// Invite mode: the policy bearer tokens are checked against.
     access: Option<Arc<AccessPolicy>>,
 }
@@ -134,6 +138,7 @@ pub fn router(
         metrics,
         snapshot,
         whep,
+        refusals,
     } = endpoints;
     let state = AppState {
         page,
@@ -141,6 +146,7 @@ pub fn router(
         metrics,
         snapshot,
         whep,
+        refusals,
         access: access.map(Arc::new),
     };
     let mut app = Router::new()
@@ -194,6 +200,7 @@ fn unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| policy.admits_bearer(t.trim(), now));
     (!ok).then(|| {
+        s.refusals.count("http", "no valid bearer token");
         (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

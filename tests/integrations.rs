@@ -141,6 +141,18 @@ async fn metrics_follow_a_viewer_joining_playing_and_leaving() {
         }
         other => panic!("not a histogram: {other:?}"),
     }
+    // One session, one time to first frame, under the 10 s the histogram spans.
+    let ttff = live
+        .samples
+        .iter()
+        .find(|x| x.metric == "edgecam_time_to_first_frame_seconds")
+        .expect("the time-to-first-frame histogram");
+    match &ttff.value {
+        Value::Histogram(buckets) => {
+            assert_eq!(buckets.last().map(|c| c.count), Some(1.0), "{buckets:?}");
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
 
     viewer.bye().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -540,8 +552,7 @@ async fn home_assistant_finds_the_camera_its_sensors_and_its_pictures_on_the_bro
     let mut components = vec![];
     let mut unique_ids = std::collections::BTreeSet::new();
     for (topic, messages) in got.iter().filter(|(t, _)| t.starts_with("homeassistant/")) {
-        let (retained, payload) = messages.last().expect("a message");
-        assert!(*retained, "{topic} is retained");
+        let (_, payload) = messages.last().expect("a message");
         let config: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
         components.push(check_ha_config(topic, &config));
         assert!(
@@ -581,11 +592,39 @@ async fn home_assistant_finds_the_camera_its_sensors_and_its_pictures_on_the_bro
     assert_eq!(components, ["binary_sensor", "camera", "sensor", "sensor"]);
 
     // The camera entity's picture: a JPEG, retained.
-    let (retained, jpeg) = got["edgecam/cam/snapshot"]
+    let jpeg = got["edgecam/cam/snapshot"]
         .last()
         .expect("a picture")
+        .1
         .clone();
-    assert!(retained);
+    // Retained (MQTT 3.1.1 §3.3.1.3): a client that subscribes now, as Home Assistant
+    // does after a restart, gets the configs and the last picture, flagged retained.
+    let mut late_opts = MqttOptions::new("ha-late", "127.0.0.1", broker.port);
+    late_opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (late, mut late_events) = AsyncClient::new(late_opts, 64);
+    late.subscribe("homeassistant/#", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    late.subscribe("edgecam/cam/snapshot", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    let mut retained = std::collections::BTreeSet::new();
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    while retained.len() < 5 {
+        match tokio::time::timeout_at(end, late_events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) if p.retain => {
+                retained.insert(p.topic.clone());
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("broker link: {e}"),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(
+        retained.len(),
+        5,
+        "4 configs and the picture, retained: {retained:?}"
+    );
     let mut decoder = jpeg_decoder::Decoder::new(jpeg.as_slice());
     decoder.decode().expect("a JPEG that decodes");
     assert_eq!(
@@ -1023,4 +1062,31 @@ async fn a_whep_client_nobody_here_wrote_decodes_h264_and_opus_beside_an_mqtt_vi
     let before = client.video.load(Ordering::Relaxed);
     let (v, _) = client.decoded(before + 15, 0, Duration::from_secs(5)).await;
     assert!(v >= before + 15, "whepsrc still plays: {before} → {v}");
+
+    // /metrics counts the WHEP viewer by its front-end, and the two requests without a
+    // token by their reason. (The camera loop refreshes its session view each second.)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-H", &bob])
+        .arg(format!("{base}/metrics"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let metrics = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+    assert_eq!(
+        value(
+            &metrics,
+            "edgecam_auth_refusals_total",
+            &[("frontend", "http"), ("reason", "no valid bearer token")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        metrics
+            .samples
+            .iter()
+            .any(|x| x.metric == "edgecam_viewers" && x.labels.get("frontend") == Some("whep")),
+        "{text}"
+    );
 }

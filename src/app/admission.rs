@@ -4,12 +4,14 @@
 //! the identity.
 
 use crate::access::gate::{AccessPolicy, Admitted, Gate};
+use crate::access::refusals::Refusals;
 use crate::access::store;
 use crate::config::{AccessMode, Config};
 use crate::signaling::machine::Machine;
 use crate::signaling::mqtt::MqttHandle;
 use crate::signaling::protocol::{ErrorCode, SessionId, ToViewer};
 use crate::telemetry::{RateLimit, suppressed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// systemd-timesyncd's flag file: present once the clock was synchronised.
@@ -19,6 +21,7 @@ const TIMESYNC_FLAG: &str = "/run/systemd/timesync/synchronized";
 pub(super) struct Admission {
     gate: Option<Gate>,
     refusal_log: RateLimit,
+    refusals: Arc<Refusals>,
 }
 
 impl Admission {
@@ -53,12 +56,18 @@ impl Admission {
         Ok(Self {
             gate,
             refusal_log: RateLimit::new(Duration::from_secs(10)),
+            refusals: Arc::default(),
         })
     }
 
     /// The invite policy, for the HTTP endpoints' bearer tokens (`None`: open).
     pub(super) fn policy(&self) -> Option<crate::access::gate::AccessPolicy> {
         self.gate.as_ref().map(|g| g.policy().clone())
+    }
+
+    /// Refused requests by front-end and reason (MQTT here, HTTP in `web`).
+    pub(super) fn refusals(&self) -> Arc<Refusals> {
+        self.refusals.clone()
     }
 
     /// Whom the embedded broker should admit.
@@ -97,6 +106,7 @@ impl Admission {
             }
             Ok(Admitted::Plain) => machine.handle_message(Instant::now(), session, payload),
             Err(why) => {
+                self.refusals.count("mqtt", why.0);
                 if let Some(held_back) = self.refusal_log.check(Instant::now()) {
                     log::warn!(session_id = session.as_str(); "unauthorized request on session {session}: {why}{}", suppressed(held_back));
                 }

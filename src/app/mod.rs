@@ -336,6 +336,8 @@ async fn start_parts(
         let sources = Arc::new(stats::Sources {
             peers: peer_view.clone(),
             latency: peers.latency(),
+            first_frame: peers.first_frame(),
+            refusals: admission.refusals(),
             video_hub: video_hub.clone(),
             audio_hub: audio_hub.clone(),
             capture_state: state_rx.clone(),
@@ -383,6 +385,7 @@ async fn start_parts(
                 metrics,
                 snapshot,
                 whep: whep_tx,
+                refusals: admission.refusals(),
             },
             config.http.web_root.clone(),
             admission.policy(),

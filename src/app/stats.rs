@@ -30,6 +30,10 @@ pub struct Sources {
     pub peers: Arc<Mutex<PeerView>>,
     /// Capture → RTP send latency, all sessions.
     pub latency: Arc<LatencyHistogram>,
+    /// Offer → first video frame sent, all sessions (10 ms buckets).
+    pub first_frame: Arc<LatencyHistogram>,
+    /// Refused requests by front-end and reason.
+    pub refusals: Arc<crate::access::refusals::Refusals>,
     /// The video hub (frames published, keyframe requests).
     pub video_hub: Hub,
     /// The audio hub.
@@ -77,6 +81,7 @@ impl Sources {
             audio_packets_published: a.published,
             keyframe_requests_sent: v.keyframe_requests_sent,
             capture_to_rtp_latency: self.latency.summary(),
+            time_to_first_frame: self.first_frame.summary(),
             start_to_first_frame_ms: self.first_frame_ms.get().copied(),
             capture_mode: self.capture_mode.clone(),
             sessions,
@@ -108,6 +113,8 @@ impl Sources {
             frames_dropped: t.dropped_frames,
             viewer_keyframe_requests: t.keyframe_requests,
             latency_ms_buckets: self.latency.counts(),
+            first_frame_10ms_buckets: self.first_frame.counts(),
+            auth_refusals: self.refusals.snapshot(),
             viewers: groups
                 .into_iter()
                 .map(|((frontend, candidate_pair), count)| ViewerGroup {
@@ -143,6 +150,9 @@ pub struct ApiStats {
     pub keyframe_requests_sent: u64,
     /// Capture → RTP send latency over all sessions (p50/p99/max, ms).
     pub capture_to_rtp_latency: LatencySummary,
+    /// Offer received → first video frame sent, per session (p50/p99/max, ms; 10 ms
+    /// resolution).
+    pub time_to_first_frame: LatencySummary,
     /// Start → first encoded frame, ms; `null` until then.
     pub start_to_first_frame_ms: Option<u64>,
     /// The V4L2 mode negotiated from the camera's offer (`kind`, `fourcc`, `width`,
@@ -173,6 +183,12 @@ mod tests {
                 p99_ms: 2.0,
                 max_ms: 2.0,
             },
+            time_to_first_frame: LatencySummary {
+                count: 1,
+                p50_ms: 260.0,
+                p99_ms: 260.0,
+                max_ms: 260.0,
+            },
             start_to_first_frame_ms: None,
             capture_mode: None,
             sessions: vec![],
@@ -197,6 +213,7 @@ mod tests {
                 "runtimeTasks",
                 "sessions",
                 "startToFirstFrameMs",
+                "timeToFirstFrame",
                 "videoFramesPublished"
             ]
         );

@@ -56,6 +56,7 @@ pub struct Peers {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     latency: Arc<LatencyHistogram>,
+    first_frame: Arc<LatencyHistogram>,
     /// Counters of the sessions that ended.
     retired: SessionTotals,
 }
@@ -79,6 +80,8 @@ impl Peers {
             tracker,
             shutdown,
             latency: Arc::new(LatencyHistogram::default()),
+            // Up to 10 s in 10 ms steps: a TURN/TCP set-up can take seconds.
+            first_frame: Arc::new(LatencyHistogram::with_width_ms(10)),
             retired: SessionTotals::default(),
         }
     }
@@ -118,6 +121,8 @@ impl Peers {
                     cancel: cancel.clone(),
                     stats: stats.clone(),
                     latency: self.latency.clone(),
+                    first_frame: self.first_frame.clone(),
+                    offered_at: std::time::Instant::now(),
                     frontend,
                 };
                 let slot = PcSlot::default();
@@ -190,6 +195,11 @@ impl Peers {
             t.add(&h.stats);
         }
         t
+    }
+
+    /// The process-wide offer → first-video-frame-sent histogram (10 ms buckets).
+    pub fn first_frame(&self) -> Arc<LatencyHistogram> {
+        self.first_frame.clone()
     }
 
     /// The process-wide capture→RTP-send latency histogram.

@@ -1,5 +1,6 @@
-//! Per-process and per-session counters: frames and bytes sent, PLI/FIR received, and
-//! the capture→RTP-send latency histogram (1 ms buckets, lock-free).
+//! Per-process and per-session counters: frames and bytes sent, PLI/FIR received, the
+//! capture→RTP-send latency histogram (1 ms buckets) and the time-to-first-frame
+//! histogram (10 ms buckets), lock-free.
 
 use serde::Serialize;
 use std::sync::Mutex;
@@ -8,17 +9,17 @@ use std::time::Duration;
 
 const BUCKETS: usize = 1000;
 
-/// Latency histogram with 1 ms buckets from 0 to 999 ms (larger values land in the last).
+/// Latency histogram of 1000 buckets of `width_ms` each (1 ms by default: 0 to 999 ms;
+/// larger values land in the last).
 #[derive(Debug)]
 pub struct LatencyHistogram {
     buckets: Box<[AtomicU64]>,
+    width_ms: u64,
 }
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        Self {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-        }
+        Self::with_width_ms(1)
     }
 }
 
@@ -36,16 +37,30 @@ pub struct LatencySummary {
 }
 
 impl LatencyHistogram {
+    /// A histogram of 1000 buckets `width_ms` wide (at least 1): it spans
+    /// `1000 × width_ms` ms.
+    pub fn with_width_ms(width_ms: u64) -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            width_ms: width_ms.max(1),
+        }
+    }
+
+    /// Bucket width, ms.
+    pub fn width_ms(&self) -> u64 {
+        self.width_ms
+    }
+
     /// Records one sample.
     pub fn record(&self, d: Duration) {
-        let i = usize::try_from(d.as_millis())
+        let i = usize::try_from(d.as_millis() / u128::from(self.width_ms))
             .unwrap_or(usize::MAX)
             .min(BUCKETS - 1);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Samples per 1 ms bucket: `[i]` counts those in `[i, i+1)` ms, the last bucket
-    /// everything longer.
+    /// Samples per bucket: `[i]` counts those in `[i, i+1) × width_ms` ms, the last
+    /// bucket everything longer.
     pub fn counts(&self) -> Vec<u64> {
         self.buckets
             .iter()
@@ -66,15 +81,15 @@ impl LatencyHistogram {
             for (i, c) in counts.iter().enumerate() {
                 seen += c;
                 if seen >= target {
-                    return (i + 1) as f64;
+                    return ((i + 1) as u64 * self.width_ms) as f64;
                 }
             }
-            BUCKETS as f64
+            (BUCKETS as u64 * self.width_ms) as f64
         };
         let max_ms = counts
             .iter()
             .rposition(|&c| c > 0)
-            .map_or(0.0, |i| (i + 1) as f64);
+            .map_or(0.0, |i| ((i + 1) as u64 * self.width_ms) as f64);
         LatencySummary {
             count,
             p50_ms: pct(0.50),
@@ -189,5 +204,11 @@ mod tests {
         assert_eq!(s.max_ms, 100.0);
         h.record(Duration::from_secs(5));
         assert_eq!(h.summary().max_ms, 1000.0);
+        let wide = LatencyHistogram::with_width_ms(10);
+        wide.record(Duration::from_millis(255));
+        wide.record(Duration::from_secs(60));
+        assert_eq!(wide.counts()[25], 1);
+        let s = wide.summary();
+        assert_eq!((s.p50_ms, s.max_ms), (260.0, 10_000.0));
     }
 }

@@ -18,6 +18,14 @@ use webrtc::rtp_transceiver::RtpSender;
 /// TURN overhead, as browsers do.
 const RTP_MTU: usize = 1200;
 
+/// The histograms a feed records into.
+pub(super) struct Timing {
+    /// Capture → RTP send, every frame.
+    pub latency: Arc<LatencyHistogram>,
+    /// Offer → first frame sent (video only): when the offer came, and where to record.
+    pub first_frame: Option<(Instant, Arc<LatencyHistogram>)>,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn feed(
     kind: MediaKind,
@@ -27,9 +35,13 @@ pub(super) async fn feed(
     sub: Arc<Subscription>,
     mut live: watch::Receiver<bool>,
     stats: Arc<SessionStats>,
-    latency: Arc<LatencyHistogram>,
+    timing: Timing,
     cancel: CancellationToken,
 ) {
+    let Timing {
+        latency,
+        first_frame,
+    } = timing;
     tokio::select! {
         r = live.wait_for(|l| *l) => if r.is_err() { return; },
         () = cancel.cancelled() => return,
@@ -98,10 +110,15 @@ pub(super) async fn feed(
         }
         latency.record(frame.captured_at.elapsed());
         stats.bytes.fetch_add(bytes, Ordering::Relaxed);
-        match kind {
+        let sent_before = match kind {
             MediaKind::Video => stats.video_frames.fetch_add(1, Ordering::Relaxed),
             MediaKind::Audio => stats.audio_packets.fetch_add(1, Ordering::Relaxed),
         };
+        if sent_before == 0
+            && let Some((offered_at, histogram)) = &first_frame
+        {
+            histogram.record(offered_at.elapsed());
+        }
         if last_drop_log.elapsed() >= Duration::from_secs(5) {
             let dropped = sub.take_dropped();
             if dropped > 0 {

@@ -55,6 +55,10 @@ pub(crate) struct SessionCtx {
     pub cancel: CancellationToken,
     pub stats: Arc<SessionStats>,
     pub latency: Arc<LatencyHistogram>,
+    /// Offer → first video frame sent, all sessions.
+    pub first_frame: Arc<LatencyHistogram>,
+    /// When the session's first offer reached the peer layer.
+    pub offered_at: std::time::Instant,
     pub frontend: super::Frontend,
 }
 
@@ -200,7 +204,10 @@ pub(crate) async fn run(
         video_sub.clone(),
         live_rx.clone(),
         ctx.stats.clone(),
-        ctx.latency.clone(),
+        feed::Timing {
+            latency: ctx.latency.clone(),
+            first_frame: Some((ctx.offered_at, ctx.first_frame.clone())),
+        },
         media_cancel.clone(),
     ));
     tasks.spawn(feed::forward_keyframe_requests(
@@ -219,7 +226,10 @@ pub(crate) async fn run(
             sub,
             live_rx.clone(),
             ctx.stats.clone(),
-            ctx.latency.clone(),
+            feed::Timing {
+                latency: ctx.latency.clone(),
+                first_frame: None,
+            },
             media_cancel.clone(),
         ));
     }
