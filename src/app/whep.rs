@@ -173,3 +173,128 @@ impl WhepFront {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signaling::machine::{Limits, Output, PeerCommand, PeerEvent};
+    use crate::whep::SdpFrag;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+                         m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=ice-ufrag:abcd\r\n";
+
+    /// Posts an offer through `front` and returns the session the machine opened for it.
+    fn post(
+        front: &mut WhepFront,
+        machine: &mut Machine,
+    ) -> (SessionId, oneshot::Receiver<Result<Created, WhepError>>) {
+        let (reply, rx) = oneshot::channel();
+        front.request(
+            WhepRequest::Offer {
+                sdp: OFFER.into(),
+                reply,
+            },
+            machine,
+        );
+        let id = std::iter::from_fn(|| machine.poll_output())
+            .find_map(|o| match o {
+                Output::Peer(PeerCommand::Offer { session, .. }) => Some(session),
+                _ => None,
+            })
+            .expect("the machine hands the offer to the peer layer");
+        (id, rx)
+    }
+
+    /// What `app::drain` does with the machine's output, for WHEP sessions.
+    fn drain(front: &mut WhepFront, machine: &mut Machine) {
+        while let Some(out) = machine.poll_output() {
+            match out {
+                Output::Send { session, msg } => {
+                    assert!(front.deliver(&session, &msg, &IcePolicy::default()));
+                }
+                Output::Peer(PeerCommand::Close { session }) => front.closed(&session),
+                _ => {}
+            }
+        }
+        front.settle();
+    }
+
+    #[test]
+    fn a_rejected_offer_reaches_its_post_although_the_close_comes_first() {
+        let (mut front, mut machine) = (
+            WhepFront::default(),
+            Machine::new(Limits::default(), Instant::now()),
+        );
+        let (id, mut rx) = post(&mut front, &mut machine);
+        assert!(crate::whep::is_whep_id(&id) && front.owns(&id));
+        machine.handle_peer(
+            Instant::now(),
+            id.clone(),
+            PeerEvent::OfferRejected {
+                code: ErrorCode::BadOffer,
+                message: "no H.264".into(),
+            },
+        );
+        drain(&mut front, &mut machine);
+        assert_eq!(
+            rx.try_recv().expect("answered"),
+            Err(WhepError::BadOffer("no H.264".into()))
+        );
+        assert!(!front.owns(&id), "nothing is left behind");
+    }
+
+    #[test]
+    fn an_answer_completes_the_post_and_patches_and_deletes_follow_the_session() {
+        let (mut front, mut machine) = (
+            WhepFront::default(),
+            Machine::new(Limits::default(), Instant::now()),
+        );
+        let (id, mut rx) = post(&mut front, &mut machine);
+        machine.handle_peer(
+            Instant::now(),
+            id.clone(),
+            PeerEvent::Answer("v=0 answer".into()),
+        );
+        drain(&mut front, &mut machine);
+        let created = rx.try_recv().expect("answered").expect("created");
+        assert_eq!(
+            (created.id.clone(), created.answer.as_str()),
+            (id.clone(), "v=0 answer")
+        );
+
+        let patch = |front: &mut WhepFront, machine: &mut Machine, ufrag: &str, id: &SessionId| {
+            let (reply, mut rx) = oneshot::channel();
+            front.request(
+                WhepRequest::Patch {
+                    id: id.clone(),
+                    fragment: SdpFrag {
+                        ufrag: Some(ufrag.into()),
+                        end_of_candidates: true,
+                        ..SdpFrag::default()
+                    },
+                    reply,
+                },
+                machine,
+            );
+            rx.try_recv().expect("answered at once")
+        };
+        assert_eq!(patch(&mut front, &mut machine, "abcd", &id), Ok(()));
+        assert!(matches!(
+            patch(&mut front, &mut machine, "efgh", &id),
+            Err(WhepError::Unprocessable(_))
+        ));
+        let (reply, mut rx) = oneshot::channel();
+        front.request(
+            WhepRequest::Delete {
+                id: id.clone(),
+                reply,
+            },
+            &mut machine,
+        );
+        assert_eq!(rx.try_recv().expect("answered"), Ok(()));
+        assert_eq!(
+            patch(&mut front, &mut machine, "abcd", &id),
+            Err(WhepError::NotFound)
+        );
+    }
+}
