@@ -149,13 +149,32 @@ pub fn router(
         refusals,
         access: access.map(Arc::new),
     };
+    let mut whep = Router::new()
+        .route("/whep", post(whep_offer))
+        .route("/whep/{id}", patch(whep_patch).delete(whep_delete));
+    if state.access.is_some() {
+        // A WHEP player on another origin (a dashboard, go2rtc's page) may call it,
+        // because every request carries a token of its own. Never in open mode: any web
+        // page a LAN visitor opens could otherwise pull the camera through their
+        // browser.
+        whep = whep.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([
+                    axum::http::Method::POST,
+                    axum::http::Method::PATCH,
+                    axum::http::Method::DELETE,
+                ])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .expose_headers([header::LOCATION, header::LINK]),
+        );
+    }
     let mut app = Router::new()
         .route("/config.json", get(config_json))
         .route("/api/stats", get(stats_json))
         .route("/metrics", get(metrics_text))
         .route("/snapshot.jpg", get(snapshot_jpeg))
-        .route("/whep", post(whep_offer))
-        .route("/whep/{id}", patch(whep_patch).delete(whep_delete))
+        .merge(whep)
         // Bodies are SDP: the contract's 64 KiB, not axum's 2 MB default.
         .layer(DefaultBodyLimit::max(crate::whep::MAX_BODY_BYTES));
     match web_root {

@@ -177,6 +177,17 @@ async fn a_snapshot_is_the_current_picture_and_costs_nothing_while_idle() {
         )
     })
     .await;
+    // Open mode: no CORS on WHEP, or any page a LAN visitor opens could pull the camera.
+    let (_, head) = curl_status(&[
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: http://evil.example",
+        "-H",
+        "Access-Control-Request-Method: POST",
+        &format!("http://127.0.0.1:{http}/whep"),
+    ]);
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
     let encoded = |s: &Scrape| value(s, "edgecam_snapshots_encoded_total", &[]).unwrap_or(-1.0);
     // Idle: the branch has encoded nothing.
     assert_eq!(encoded(&scrape(http)), 0.0);
@@ -906,6 +917,25 @@ async fn a_whep_client_nobody_here_wrote_decodes_h264_and_opus_beside_an_mqtt_vi
         edgecam::access::keys::ViewerKey::derive(&secret, "cam", name, exp).token("cam", name, exp)
     };
 
+    // A WHEP player on another origin may call it (CORS), as every request carries a
+    // token of its own.
+    let (code, head) = curl_status(&[
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: http://dashboard.example",
+        "-H",
+        "Access-Control-Request-Method: POST",
+        "-H",
+        "Access-Control-Request-Headers: authorization, content-type",
+        &whep,
+    ]);
+    assert_eq!(code, 200, "{head}");
+    assert!(head.contains("access-control-allow-origin: *"), "{head}");
+    assert!(
+        head.contains("access-control-allow-headers: authorization,content-type"),
+        "{head}"
+    );
     // Without an invitation's token: 401, before any SDP is looked at.
     let (code, _) = curl_status(&[
         "-X",
