@@ -161,8 +161,13 @@ struct EndGuard;
 
 impl Drop for EndGuard {
     fn drop(&mut self) {
-        ENDED.store(true, std::sync::atomic::Ordering::SeqCst);
+        mark_ended();
     }
+}
+
+/// Records that the embedded broker no longer works (its thread or its router ended).
+fn mark_ended() {
+    ENDED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Whether the embedded broker is still running; `true` when none was started (an

@@ -95,9 +95,19 @@ fn run(mut tx: LinkTx, mut rx: LinkRx, mut meter: LinkRx, keep: &RwLock<String>,
                 let _ = meter.ready();
             }
             Ok(_) => {}
-            // Before the deadline: the router is gone (the broker thread ended).
+            // Before the deadline: the router is gone. Either the broker thread ended, or
+            // rumqttd's router thread panicked while its listeners live on (seen under a
+            // connection flood: an `Event::Ready` for a link already gone hits an
+            // `unwrap` in its scheduler, upstream bytebeamio/rumqtt#991). Both leave a
+            // broker that routes nothing and cannot be restarted in-process: mark it
+            // ended, so the health check stops petting the watchdog and systemd
+            // restarts edgecam.
             Err(_) if Instant::now() < deadline => {
-                log::error!("embedded broker: retained-message sweeper lost the router");
+                log::error!(
+                    "embedded broker: its router is gone (retained-message sweeper lost it); \
+                     signaling through it has stopped"
+                );
+                super::mark_ended();
                 return;
             }
             Err(_) => {}
