@@ -989,7 +989,8 @@ async fn a_whep_client_nobody_here_wrote_decodes_h264_and_opus_beside_an_mqtt_vi
         .await;
     assert!(ok, "the MQTT viewer plays too: {r:?}");
     println!(
-        "time to first decoded frame: WHEP (whepsrc, POST → frame) {} ms, MQTT (webrtc-rs, offer → frame) {} ms",
+        "time to first decoded frame: WHEP (whepsrc: pipeline start → decoded frame, its own ICE gathering and POST included) {} ms, \
+         MQTT (webrtc-rs: offer published → first complete IDR) {} ms",
         client.first_frame_after().map_or(0, |d| d.as_millis()),
         r.first_frame_after_offer.map_or(0, |d| d.as_millis())
     );

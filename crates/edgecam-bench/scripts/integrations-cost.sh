@@ -83,7 +83,7 @@ PY
 )"
 measure_launch() { # measure_launch <description> → "cpu% rss"
   # shellcheck disable=SC2086
-  eval "gst-launch-1.0 -q $1" >/dev/null 2>&1 & local pid=$!
+  eval "exec gst-launch-1.0 -q $1" >/dev/null 2>&1 & local pid=$!
   pids+=("$pid")
   sleep 3
   local c; c="$(cpu "$pid" "$window")"
