@@ -23,23 +23,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// `GET http://127.0.0.1:{port}{path}`: status, headers (lower-cased) and body.
+/// `GET http://127.0.0.1:{port}{path}`: status, headers (names lower-cased) and body.
 fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let body_file = dir.path().join("body");
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5", "-D", "-", "-o"])
-        .arg(&body_file)
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl");
-    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head, std::fs::read(&body_file).unwrap_or_default())
+    // The later --max-time wins: 5 s, as for a scrape.
+    curl(&["--max-time", "5", &format!("http://127.0.0.1:{port}{path}")])
+}
+
+/// A camera online on a fresh broker, its HTTP server on `127.0.0.1:<port>`; the port.
+async fn camera_with_http() -> (u16, common::Mosquitto, Edgecam) {
+    let http = free_port();
+    let (broker, cam) = online_camera_from("cam", |port| {
+        camera_config("cam", port, "").replace(
+            "[http]\nenabled = false",
+            &format!("[http]\nlisten = \"127.0.0.1:{http}\""),
+        )
+    })
+    .await;
+    (http, broker, cam)
+}
+
+/// Decodes a JPEG with a decoder nobody here wrote: (width, height, RGB pixels).
+fn decode_jpeg(jpeg: &[u8]) -> (u16, u16, Vec<u8>) {
+    let mut decoder = jpeg_decoder::Decoder::new(jpeg);
+    let pixels = decoder.decode().expect("a JPEG that decodes");
+    let info = decoder.info().expect("JPEG info");
+    (info.width, info.height, pixels)
 }
 
 fn scrape(port: u16) -> Scrape {
@@ -74,14 +82,7 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_a_viewer_joining_playing_and_leaving() {
-    let http = free_port();
-    let (broker, _cam) = online_camera_from("cam", |port| {
-        camera_config("cam", port, "").replace(
-            "[http]\nenabled = false",
-            &format!("[http]\nlisten = \"127.0.0.1:{http}\""),
-        )
-    })
-    .await;
+    let (http, broker, _cam) = camera_with_http().await;
     let idle = scrape(http);
     assert_eq!(value(&idle, "edgecam_mqtt_connected", &[]), Some(1.0));
     assert_eq!(value(&idle, "edgecam_mqtt_connects_total", &[]), Some(1.0));
@@ -169,14 +170,7 @@ async fn metrics_follow_a_viewer_joining_playing_and_leaving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_the_current_picture_and_costs_nothing_while_idle() {
-    let http = free_port();
-    let (_broker, _cam) = online_camera_from("cam", |port| {
-        camera_config("cam", port, "").replace(
-            "[http]\nenabled = false",
-            &format!("[http]\nlisten = \"127.0.0.1:{http}\""),
-        )
-    })
-    .await;
+    let (http, _broker, _cam) = camera_with_http().await;
     // Open mode: no CORS on WHEP, or any page a LAN visitor opens could pull the camera.
     let (_, head) = curl_status(&[
         "-X",
@@ -198,10 +192,8 @@ async fn a_snapshot_is_the_current_picture_and_costs_nothing_while_idle() {
     assert_eq!(status, 200, "{head}");
     assert!(head.contains("content-type: image/jpeg"), "{head}");
     assert!(head.contains("cache-control: no-store"), "{head}");
-    let mut decoder = jpeg_decoder::Decoder::new(jpeg.as_slice());
-    let pixels = decoder.decode().expect("a JPEG that decodes");
-    let info = decoder.info().expect("JPEG info");
-    assert_eq!((info.width, info.height), (640, 360), "the stream's size");
+    let (width, height, pixels) = decode_jpeg(&jpeg);
+    assert_eq!((width, height), (640, 360), "the stream's size");
     assert_eq!(pixels.len(), 640 * 360 * 3);
     // Not a blank picture: the SMPTE bars span many grey levels.
     let levels: std::collections::BTreeSet<u8> = pixels.iter().step_by(97).copied().collect();
@@ -209,8 +201,8 @@ async fn a_snapshot_is_the_current_picture_and_costs_nothing_while_idle() {
     println!(
         "snapshot: {} bytes, {}x{}, {} ms (curl, debug build)",
         jpeg.len(),
-        info.width,
-        info.height,
+        width,
+        height,
         took.as_millis()
     );
 
@@ -256,10 +248,8 @@ async fn the_control_channel_answers_each_command_and_holds_a_flood_to_its_budge
         Some(snap.payload.len() as u64),
         "every announced chunk arrived"
     );
-    let mut decoder = jpeg_decoder::Decoder::new(snap.payload.as_slice());
-    decoder.decode().expect("a JPEG that decodes");
-    let info = decoder.info().expect("JPEG info");
-    assert_eq!((info.width, info.height), (640, 360));
+    let (width, height, _) = decode_jpeg(&snap.payload);
+    assert_eq!((width, height), (640, 360));
     println!(
         "data channel snapshot: {} bytes in {} chunks, {} ms",
         snap.payload.len(),
@@ -636,12 +626,8 @@ async fn home_assistant_finds_the_camera_its_sensors_and_its_pictures_on_the_bro
         5,
         "4 configs and the picture, retained: {retained:?}"
     );
-    let mut decoder = jpeg_decoder::Decoder::new(jpeg.as_slice());
-    decoder.decode().expect("a JPEG that decodes");
-    assert_eq!(
-        decoder.info().map(|i| (i.width, i.height)),
-        Some((640, 360))
-    );
+    let (width, height, _) = decode_jpeg(&jpeg);
+    assert_eq!((width, height), (640, 360));
 
     // On request, a new picture (the periodic one is 10 minutes away).
     let before = got["edgecam/cam/snapshot"].len();
@@ -689,8 +675,18 @@ fn whep_plugin_dir() -> std::path::PathBuf {
 /// `curl` with `args`; the status code and the response headers (names lower-cased,
 /// values as sent).
 fn curl_status(args: &[&str]) -> (u16, String) {
+    let (code, head, _) = curl(args);
+    (code, head)
+}
+
+/// `curl` with `args`: the status code, the response headers (names lower-cased, values
+/// as sent) and the body.
+fn curl(args: &[&str]) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body_file = dir.path().join("body");
     let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-D", "-", "-o", "/dev/null"])
+        .args(["-sS", "--max-time", "10", "-D", "-", "-o"])
+        .arg(&body_file)
         .args(args)
         .output()
         .expect("curl");
@@ -706,7 +702,7 @@ fn curl_status(args: &[&str]) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (code, head)
+    (code, head, std::fs::read(&body_file).unwrap_or_default())
 }
 
 /// A `whepsrc` pipeline decoding video and audio into counting appsinks.
