@@ -16,6 +16,7 @@ pub mod peer;
 pub mod selftest;
 pub mod service;
 pub mod signaling;
+pub mod talk;
 pub mod telemetry;
 pub mod web;
 pub mod whep;

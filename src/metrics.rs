@@ -77,6 +77,12 @@ pub struct MetricsSnapshot {
     pub snapshots_encoded: u64,
     /// Snapshots served, from the cache or freshly encoded.
     pub snapshots_served: u64,
+    /// Talk-back audio packets from viewers by outcome (`played`, `refused`: another
+    /// viewer held the floor, `dropped`: queue full, oversized or playback failed);
+    /// empty without `[audio] playback_device`.
+    pub talk_packets: Vec<(&'static str, u64)>,
+    /// Times a viewer took the talk-back floor.
+    pub talk_turns: u64,
 }
 
 #[derive(Debug)]
@@ -238,6 +244,25 @@ impl Collector for Scrape {
                 let labels = [("frontend", frontend), ("reason", reason)];
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
+        }
+        if !s.talk_packets.is_empty() {
+            let mut family = e.encode_descriptor(
+                "talk_packets",
+                "talk-back audio packets received from viewers, by outcome",
+                None,
+                MetricType::Counter,
+            )?;
+            for &(outcome, n) in &s.talk_packets {
+                ConstCounter::new(n).encode(family.encode_family(&[("outcome", outcome)])?)?;
+            }
+            drop(family);
+            counter(
+                &mut e,
+                "talk_turns",
+                "times a viewer took the talk-back floor",
+                None,
+                s.talk_turns,
+            )?;
         }
         let (sum, count, buckets) = latency_buckets(&s.latency_ms_buckets, 1, &LATENCY_BOUNDS_MS);
         e.encode_descriptor(

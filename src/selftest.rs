@@ -176,6 +176,7 @@ async fn receive(
             audio: capture.has_audio.then(|| capture.audio.clone()),
             format: capture.format.clone(),
             snapshots: capture.snapshots.clone(),
+            talk: None,
         },
         events_tx,
         tracker.clone(),

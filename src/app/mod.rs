@@ -10,6 +10,7 @@ mod stats;
 mod status;
 mod whep;
 
+use crate::talk::Talkback;
 use admission::Admission;
 pub use plan::{install_crypto_provider, plan, preflight, probe};
 pub use stats::ApiStats;
@@ -254,6 +255,7 @@ async fn start_parts(
         }),
         turn: ice.has_turn(),
         signed: admission.signed(),
+        talk: config.audio.playback_device.is_some(),
     };
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(mqtt::INBOUND_QUEUE);
     let snapshot_requests = config
@@ -282,6 +284,11 @@ async fn start_parts(
     )?;
 
     let (reports_tx, reports_rx) = mpsc::channel::<PeerReport>(crate::peer::REPORT_QUEUE);
+    let talk = config
+        .audio
+        .playback_device
+        .clone()
+        .map(|device| Talkback::start(device, tracker, stops.peers.clone()));
     let peers = Peers::new(
         PeerSettings {
             camera: camera.to_string(),
@@ -298,6 +305,7 @@ async fn start_parts(
             audio: has_audio.then(|| audio_hub.clone()),
             format: format_rx.clone(),
             snapshots: snapshots.clone(),
+            talk: talk.clone(),
         },
         reports_tx,
         tracker.clone(),
@@ -344,6 +352,7 @@ async fn start_parts(
             capture_failures,
             first_frame_ms: first_frame_ms.clone(),
             snapshots: snapshots.clone(),
+            talk: talk.clone(),
             capture_mode: capture_mode.clone(),
             link: link.clone(),
             // Invite mode: every invited viewer may read the stats, so no viewer sees

@@ -46,6 +46,8 @@ pub struct Sources {
     pub first_frame_ms: Arc<OnceLock<u64>>,
     /// The snapshot service (JPEGs encoded and served).
     pub snapshots: Snapshots,
+    /// Talk-back, when `[audio] playback_device` is set.
+    pub talk: Option<crate::talk::Talkback>,
     /// The negotiated V4L2 mode, if any.
     pub capture_mode: Option<CaptureMode>,
     /// The MQTT link (state, connections).
@@ -130,6 +132,18 @@ impl Sources {
             runtime_tasks: runtime_tasks(),
             snapshots_encoded: self.snapshots.encoded(),
             snapshots_served: self.snapshots.served(),
+            talk_packets: self.talk.as_ref().map_or_else(Vec::new, |t| {
+                let c = t.counters();
+                vec![
+                    ("played", c.played.load(Ordering::Relaxed)),
+                    ("refused", c.refused.load(Ordering::Relaxed)),
+                    ("dropped", c.dropped.load(Ordering::Relaxed)),
+                ]
+            }),
+            talk_turns: self
+                .talk
+                .as_ref()
+                .map_or(0, |t| t.counters().turns.load(Ordering::Relaxed)),
         }
     }
 }

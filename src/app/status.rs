@@ -7,6 +7,10 @@ use crate::signaling::protocol::{AudioInfo, PROTOCOL_VERSION, Status, VideoInfo}
 /// The extensions every edgecam camera serves (`docs/signaling.md`, "Extensions").
 pub(super) const EXTENSIONS: &[&str] = &["control-channel-v1"];
 
+/// The extension a camera with a speaker (`[audio] playback_device`) adds: viewers may
+/// offer their audio `sendrecv` and talk (`docs/signaling.md`, "Two-way audio").
+pub(super) const TALK_EXTENSION: &str = "talk-v1";
+
 /// What the status says that does not change while the camera runs.
 pub(super) struct StatusBuilder {
     pub camera: String,
@@ -19,6 +23,8 @@ pub(super) struct StatusBuilder {
     pub turn: bool,
     /// Invite mode: the status advertises `auth: ["signed-v1"]`.
     pub signed: bool,
+    /// Talk-back is on: the status advertises [`TALK_EXTENSION`].
+    pub talk: bool,
 }
 
 impl StatusBuilder {
@@ -43,7 +49,14 @@ impl StatusBuilder {
             max_viewers: Some(self.max_viewers),
             turn: self.turn.then_some(true),
             auth: self.signed.then(|| vec!["signed-v1".to_owned()]),
-            extensions: Some(EXTENSIONS.iter().map(|&e| e.to_owned()).collect()),
+            extensions: Some(
+                EXTENSIONS
+                    .iter()
+                    .copied()
+                    .chain(self.talk.then_some(TALK_EXTENSION))
+                    .map(str::to_owned)
+                    .collect(),
+            ),
         }
     }
 }

@@ -174,6 +174,9 @@ pub struct AudioConfig {
     pub bitrate_kbps: u32,
     /// 1 (mono) or 2 (stereo).
     pub channels: u32,
+    /// ALSA PCM that viewers' talk-back plays on (e.g. `default` or `hw:1,0`); unset =
+    /// no two-way audio. Viewers talk one at a time.
+    pub playback_device: Option<String>,
 }
 
 impl Default for AudioConfig {
@@ -183,6 +186,7 @@ impl Default for AudioConfig {
             device: "default".into(),
             bitrate_kbps: 32,
             channels: 1,
+            playback_device: None,
         }
     }
 }

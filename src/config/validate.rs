@@ -106,6 +106,14 @@ impl Config {
         if !(1..=2).contains(&self.audio.channels) {
             return invalid("audio.channels", "must be 1 or 2");
         }
+        if self.audio.playback_device.as_deref().is_some_and(|d| {
+            d.trim().is_empty() || d.len() > 256 || d.chars().any(char::is_control)
+        }) {
+            return invalid(
+                "audio.playback_device",
+                "must be an ALSA PCM name (e.g. \"default\" or \"hw:1,0\"), or left out for no two-way audio",
+            );
+        }
         if self.signaling.prefix.is_empty()
             || self.signaling.prefix.contains(['+', '#'])
             || self.signaling.prefix.starts_with('/')

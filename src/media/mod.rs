@@ -1,7 +1,9 @@
-//! Capture → encode → fan-out. Only [`gst`] touches the `gstreamer` crate.
+//! Capture → encode → fan-out, and talk-back playback. Only [`gst`] and [`playback`]
+//! touch the `gstreamer` crate.
 //!
 //! - [`pipeline`]: pure pipeline description from config and probed elements.
-//! - [`gst`]: the one GStreamer adapter (appsinks, bus, force-key-unit).
+//! - [`gst`]: the capture GStreamer adapter (appsinks, bus, force-key-unit).
+//! - [`playback`]: the talk-back GStreamer adapter (Opus RTP → ALSA).
 //! - [`hub`]: encode once, per-viewer bounded queues with keyframe gating.
 //! - [`supervisor`]: restarts capture on error, EOS or stall; [`restart`]: when (pure).
 //! - [`devices`]: V4L2 and ALSA discovery through the `v4l` and `alsa` crates.
@@ -14,6 +16,7 @@ pub mod h264;
 pub mod hub;
 pub mod mode;
 pub mod pipeline;
+pub mod playback;
 pub mod restart;
 pub mod snapshot;
 pub mod supervisor;

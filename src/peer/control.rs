@@ -5,8 +5,10 @@
 //!
 //! Commands: `snapshot` (a JPEG of the current picture, sent after the reply as binary
 //! messages of at most [`CHUNK_BYTES`]), `stats` (this session's counters), `keyframe`
-//! (an IDR for this viewer, coalesced with the others' requests) and `ptz` (reserved:
-//! answered `unsupported`). Anything else is refused, and all of it is held to a budget.
+//! (an IDR for this viewer, coalesced with the others' requests), `talk` / `talk-end`
+//! (take and give up the floor for two-way audio: one talker at a time) and `ptz`
+//! (reserved: answered `unsupported`). Anything else is refused, and all of it is held
+//! to a budget.
 
 use crate::budget::Bucket;
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,10 @@ pub enum Command {
     Stats,
     /// An IDR for this viewer.
     Keyframe,
+    /// Take the floor to talk through the camera's speaker (one talker at a time).
+    Talk,
+    /// Give the floor up.
+    TalkEnd,
 }
 
 impl Command {
@@ -62,6 +68,8 @@ impl Command {
             Self::Snapshot => "snapshot",
             Self::Stats => "stats",
             Self::Keyframe => "keyframe",
+            Self::Talk => "talk",
+            Self::TalkEnd => "talk-end",
         }
     }
 }
@@ -80,6 +88,8 @@ pub enum ControlError {
     RateLimited,
     /// The command could not be carried out now (e.g. no picture yet).
     Unavailable,
+    /// `talk` while another viewer is talking.
+    Busy,
 }
 
 impl ControlError {
@@ -91,6 +101,7 @@ impl ControlError {
             Self::Unsupported => "unsupported",
             Self::RateLimited => "rate-limited",
             Self::Unavailable => "unavailable",
+            Self::Busy => "busy",
         }
     }
 }
@@ -173,6 +184,8 @@ impl Control {
             "snapshot" => Command::Snapshot,
             "stats" => Command::Stats,
             "keyframe" => Command::Keyframe,
+            "talk" => Command::Talk,
+            "talk-end" => Command::TalkEnd,
             "ptz" => {
                 return Action::Reply(refusal(
                     req.id.as_ref(),
@@ -186,7 +199,7 @@ impl Control {
                     req.id.as_ref(),
                     None,
                     ControlError::UnknownCommand,
-                    "known commands: snapshot, stats, keyframe, ptz",
+                    "known commands: snapshot, stats, keyframe, talk, talk-end, ptz",
                 ));
             }
         };

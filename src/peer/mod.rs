@@ -128,6 +128,8 @@ pub struct MediaFeeds {
     pub format: watch::Receiver<Option<VideoFormat>>,
     /// JPEGs of the current picture, for the `control` data channel's `snapshot`.
     pub snapshots: Snapshots,
+    /// Talk-back to the camera's speaker, `None` without `[audio] playback_device`.
+    pub talk: Option<crate::talk::Talkback>,
 }
 
 /// An event from one session, tagged with the session's generation so a late event

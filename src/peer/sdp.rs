@@ -16,6 +16,9 @@ pub struct SendCapability {
 pub struct OfferInfo {
     /// The offer has an audio m-line the viewer receives on (`recvonly`/`sendrecv`).
     pub audio: bool,
+    /// The offer has an audio m-line the viewer sends on (`sendrecv`/`sendonly`):
+    /// it can talk through the camera's speaker.
+    pub talk: bool,
 }
 
 /// Why an offer was refused (all map to `bad-offer`).
@@ -42,19 +45,29 @@ pub enum OfferError {
 pub fn check_offer(sdp: &str, cap: &SendCapability) -> Result<OfferInfo, OfferError> {
     let desc = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(|e| OfferError::Unparseable(e.to_string()))?;
+    // Port 0 rejects an m-line, unless it is `bundle-only` (RFC 8843 §6): an offerer
+    // such as GStreamer's webrtcbin (max-bundle) marks every m-line but the first that
+    // way, and they carry media over the first one's transport.
+    let open = |m: &rtc::sdp::description::media::MediaDescription| {
+        m.media_name.port.value != 0 || m.attributes.iter().any(|a| a.key == "bundle-only")
+    };
+    let has = |m: &rtc::sdp::description::media::MediaDescription, key: &str| {
+        m.attributes.iter().any(|a| a.key == key)
+    };
     let receives = |m: &rtc::sdp::description::media::MediaDescription| {
-        !m.attributes
-            .iter()
-            .any(|a| a.key == "sendonly" || a.key == "inactive")
-            // Port 0 rejects an m-line, unless it is `bundle-only` (RFC 8843 §6): an
-            // offerer such as GStreamer's webrtcbin (max-bundle) marks every m-line but
-            // the first that way, and they carry media over the first one's transport.
-            && (m.media_name.port.value != 0 || m.attributes.iter().any(|a| a.key == "bundle-only"))
+        !has(m, "sendonly") && !has(m, "inactive") && open(m)
+    };
+    let sends = |m: &rtc::sdp::description::media::MediaDescription| {
+        !has(m, "recvonly") && !has(m, "inactive") && open(m)
     };
     let audio = desc
         .media_descriptions
         .iter()
         .any(|m| m.media_name.media == "audio" && receives(m));
+    let talk = desc
+        .media_descriptions
+        .iter()
+        .any(|m| m.media_name.media == "audio" && sends(m));
     let mut saw_video = false;
     for media in desc
         .media_descriptions
@@ -80,7 +93,7 @@ pub fn check_offer(sdp: &str, cap: &SendCapability) -> Result<OfferInfo, OfferEr
             .filter(|(pt, _)| h264_pts.contains(pt))
             .any(|(_, params)| fmtp_compatible(params, &cap.profile_level_id));
         if usable {
-            return Ok(OfferInfo { audio });
+            return Ok(OfferInfo { audio, talk });
         }
     }
     if saw_video {
@@ -137,15 +150,38 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
     fn accepts_a_browser_style_recvonly_h264_offer() {
         assert_eq!(
             check_offer(&offer(VIDEO_H264), &cap()),
-            Ok(OfferInfo { audio: false })
+            Ok(OfferInfo {
+                audio: false,
+                talk: false
+            })
         );
         let with_audio = format!(
             "{VIDEO_H264}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\n"
         );
         assert_eq!(
             check_offer(&offer(&with_audio), &cap()),
-            Ok(OfferInfo { audio: true })
+            Ok(OfferInfo {
+                audio: true,
+                talk: false
+            })
         );
+        // A page with a talk button offers its audio m-line sendrecv; a direction
+        // left out means sendrecv too (RFC 8866 §6.7).
+        for (dir, audio, talk) in [
+            ("a=sendrecv\r\n", true, true),
+            ("", true, true),
+            ("a=sendonly\r\n", false, true),
+            ("a=inactive\r\n", false, false),
+        ] {
+            let sdp = offer(
+                &with_audio.replace("a=recvonly\r\na=rtpmap:111", &format!("{dir}a=rtpmap:111")),
+            );
+            assert_eq!(
+                check_offer(&sdp, &cap()),
+                Ok(OfferInfo { audio, talk }),
+                "{dir:?}"
+            );
+        }
     }
 
     #[test]
@@ -159,7 +195,10 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
         );
         assert_eq!(
             check_offer(&offer(&bundled), &cap()),
-            Ok(OfferInfo { audio: true })
+            Ok(OfferInfo {
+                audio: true,
+                talk: false
+            })
         );
         let rejected = offer(&VIDEO_H264.replace("m=video 9", "m=video 0"));
         assert_eq!(check_offer(&rejected, &cap()), Err(OfferError::NoVideo));

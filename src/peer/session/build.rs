@@ -12,6 +12,9 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::{
+    RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
+};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +23,7 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
@@ -45,6 +49,8 @@ pub(super) enum Internal {
     Ice(RTCIceConnectionState),
     State(RTCPeerConnectionState),
     DataChannel(Arc<dyn DataChannel>),
+    /// A track the viewer sends (its microphone, for talk-back).
+    Track(Arc<dyn TrackRemote>),
 }
 
 pub(super) struct Handler {
@@ -78,6 +84,10 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
         let _ = self.tx.send(Internal::DataChannel(data_channel));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tx.send(Internal::Track(track));
     }
 }
 
@@ -140,8 +150,19 @@ fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLo
     )))
 }
 
+/// What the camera receives from a viewer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Receive {
+    /// The viewer may talk: its audio m-line stays `sendrecv` (or `recvonly`).
+    pub talk: bool,
+    /// The receive-only audio transceiver added for talk-back on a camera without a
+    /// microphone.
+    pub recvonly_audio: Option<RTCRtpTransceiverId>,
+}
+
 pub(super) struct Built {
     pub pc: Arc<dyn PeerConnection>,
+    pub receive: Receive,
     pub internal: mpsc::UnboundedReceiver<Internal>,
     pub keyframe_requests: mpsc::Receiver<()>,
     pub video: SendTrack,
@@ -224,10 +245,13 @@ fn socket_addrs(ips: &[IpAddr], default: Option<IpAddr>, port: u16) -> Vec<Strin
         .collect()
 }
 
+/// Builds the session's peer connection. `audio`: the viewer receives audio; `talk`:
+/// the viewer sends audio and the camera plays it (`[audio] playback_device`).
 pub(super) async fn build(
     ctx: &SessionCtx,
     profile_level_id: &str,
     audio: bool,
+    talk: bool,
 ) -> Result<Built, Reject> {
     let policy = transport_policy(ctx);
     let ice_servers = ice_servers(ctx);
@@ -236,7 +260,7 @@ pub(super) async fn build(
     let build_pc = async |mode: MulticastDnsMode, port: u16| {
         // Capacity 1: PLIs arriving while one is pending coalesce (`KeyframeFeedback`).
         let (keyframe_tx, keyframe_rx) = mpsc::channel(1);
-        let (engine, registry) = media_engine(profile_level_id, audio, keyframe_tx)?;
+        let (engine, registry) = media_engine(profile_level_id, audio || talk, keyframe_tx)?;
         let setting_engine = SettingEngineBuilder::new()
             .with_multicast_dns_mode(mode)
             .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
@@ -321,6 +345,9 @@ pub(super) async fn build(
         .add_track(video_track.clone() as Arc<dyn TrackLocal>)
         .await
         .map_err(internal_err)?;
+    // `add_track` makes a sendrecv transceiver; [`answer`] narrows it to sendonly
+    // unless this viewer may talk.
+    let mut recvonly_audio = None;
     let audio = if audio && ctx.media.audio.is_some() {
         let ssrc = rand::random::<u32>();
         let track = local_track(RtpCodecKind::Audio, codec_opus(), ssrc);
@@ -330,10 +357,29 @@ pub(super) async fn build(
             .map_err(internal_err)?;
         Some((track, sender, ssrc))
     } else {
+        if talk {
+            // A camera without a microphone still has a speaker: receive only.
+            let t = pc
+                .add_transceiver_from_kind(
+                    RtpCodecKind::Audio,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        streams: vec![],
+                        send_encodings: vec![],
+                    }),
+                )
+                .await
+                .map_err(internal_err)?;
+            recvonly_audio = Some(t.id());
+        }
         None
     };
     Ok(Built {
         pc,
+        receive: Receive {
+            talk,
+            recvonly_audio,
+        },
         internal,
         keyframe_requests,
         video: (video_track, video_sender, video_ssrc),
@@ -356,11 +402,39 @@ fn port_in_use(udp_bind: &[IpAddr], port: u16) -> bool {
             })
 }
 
-/// Applies an offer and returns the answer SDP.
-pub(super) async fn answer(pc: &Arc<dyn PeerConnection>, sdp: String) -> Result<String, Reject> {
+/// Applies an offer and returns the answer SDP. The camera receives only a talking
+/// viewer's audio (`receive`); every other m-line the viewer offers to send on is
+/// answered `sendonly`, or `inactive` where the camera sends nothing either (RFC 3264
+/// §6.1), so a browser never sends media nobody plays.
+pub(super) async fn answer(
+    pc: &Arc<dyn PeerConnection>,
+    sdp: String,
+    receive: Receive,
+) -> Result<String, Reject> {
     let bad = |e: webrtc::error::Error| Reject(ErrorCode::BadOffer, e.to_string());
     let offer = RTCSessionDescription::offer(sdp).map_err(bad)?;
     pc.set_remote_description(offer).await.map_err(bad)?;
+    for t in pc.get_transceivers().await {
+        let direction = t.direction().await.map_err(internal_err)?;
+        let kind = match t.sender().await.ok().flatten() {
+            Some(sender) => Some(sender.track().kind().await),
+            None => None,
+        };
+        let narrowed = match direction {
+            RTCRtpTransceiverDirection::Sendrecv
+                if !(receive.talk && kind == Some(RtpCodecKind::Audio)) =>
+            {
+                RTCRtpTransceiverDirection::Sendonly
+            }
+            RTCRtpTransceiverDirection::Recvonly
+                if !(receive.talk && receive.recvonly_audio == Some(t.id())) =>
+            {
+                RTCRtpTransceiverDirection::Inactive
+            }
+            _ => continue,
+        };
+        t.set_direction(narrowed).await.map_err(internal_err)?;
+    }
     let answer = pc.create_answer(None).await.map_err(bad)?;
     pc.set_local_description(answer).await.map_err(bad)?;
     pc.local_description()

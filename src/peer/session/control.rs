@@ -6,6 +6,8 @@ use crate::media::snapshot::{self, Snapshots};
 use crate::peer::control::{self, Action, Command, Control, ControlError};
 use crate::peer::stats::SessionStats;
 use crate::signaling::protocol::SessionId;
+use crate::talk::Talkback;
+use crate::talk::floor::Claim;
 use crate::telemetry::{RateLimit, suppressed};
 use bytes::BytesMut;
 use serde_json::{Map, json};
@@ -20,6 +22,8 @@ pub(super) struct ControlCtx {
     pub stats: Arc<SessionStats>,
     pub video: Arc<Subscription>,
     pub snapshots: Snapshots,
+    /// Talk-back, when this viewer may talk (its audio m-line was answered sendrecv).
+    pub talk: Option<Talkback>,
 }
 
 /// Serves `dc` until it closes or `cancel`.
@@ -81,6 +85,33 @@ async fn run(
         Command::Keyframe => {
             ctx.video.request_keyframe();
             dc.send_text(&control::ok(id, cmd, Map::new())).await
+        }
+        Command::Talk | Command::TalkEnd => {
+            let Some(talk) = &ctx.talk else {
+                let reply = control::refusal(
+                    id,
+                    Some(cmd.name()),
+                    ControlError::Unsupported,
+                    "no talk-back: the camera has no [audio] playback_device, or this session's audio is not sendrecv",
+                );
+                return dc.send_text(&reply).await;
+            };
+            if cmd == Command::TalkEnd {
+                talk.release(&ctx.id).await;
+                return dc.send_text(&control::ok(id, cmd, Map::new())).await;
+            }
+            match talk.claim(&ctx.id).await {
+                Claim::Granted => dc.send_text(&control::ok(id, cmd, Map::new())).await,
+                Claim::Busy => {
+                    let reply = control::refusal(
+                        id,
+                        Some(cmd.name()),
+                        ControlError::Busy,
+                        "another viewer is talking",
+                    );
+                    dc.send_text(&reply).await
+                }
+            }
         }
         Command::Snapshot => {
             let jpeg = ctx.snapshots.take(snapshot::FRESH, snapshot::TIMEOUT).await;

@@ -14,6 +14,7 @@ mod control;
 mod diag;
 mod feed;
 pub mod rtp;
+mod talk;
 
 use super::sdp::{SendCapability, check_offer};
 use super::stats::{LatencyHistogram, SessionStats};
@@ -159,7 +160,9 @@ pub(crate) async fn run(
             return Ok(());
         }
     };
-    let built = match build(&ctx, &cap.profile_level_id, info.audio).await {
+    // The viewer offers to send audio and the camera has a speaker.
+    let talk = info.talk && ctx.media.talk.is_some();
+    let built = match build(&ctx, &cap.profile_level_id, info.audio, talk).await {
         Ok(b) => b,
         Err(Reject(code, message)) => {
             ctx.report(PeerEvent::OfferRejected { code, message }).await;
@@ -168,6 +171,7 @@ pub(crate) async fn run(
     };
     let Built {
         pc,
+        receive,
         mut internal,
         keyframe_requests,
         video,
@@ -177,7 +181,7 @@ pub(crate) async fn run(
     let mut gathered = Gathered::default();
     // Events that came while a complete answer was awaited, for the main loop.
     let mut replay = std::collections::VecDeque::new();
-    match answer(&pc, first_offer).await {
+    match answer(&pc, first_offer, receive).await {
         Ok(sdp) if ctx.frontend.trickles() => ctx.report(PeerEvent::Answer(sdp)).await,
         Ok(sdp) => {
             let sdp = complete_answer(&pc, &mut internal, &mut gathered, &mut replay)
@@ -236,6 +240,7 @@ pub(crate) async fn run(
 
     let mut ice_state = RTCIceConnectionState::New;
     let mut control_open = false;
+    let mut talk_open = false;
     let mut outcome = Ok(());
     loop {
         tokio::select! {
@@ -287,7 +292,7 @@ pub(crate) async fn run(
                         }
                     }
                     gathered = Gathered::default();
-                    match answer(&pc, sdp).await {
+                    match answer(&pc, sdp, receive).await {
                         Ok(sdp) => {
                             ctx.report(PeerEvent::Answer(sdp)).await;
                             if matches!(ice_state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
@@ -331,12 +336,26 @@ pub(crate) async fn run(
                             stats: ctx.stats.clone(),
                             video: video_sub.clone(),
                             snapshots: ctx.media.snapshots.clone(),
+                            talk: ctx.media.talk.clone().filter(|_| receive.talk),
                         }, media_cancel.clone()));
                     } else {
                         // Only one control channel per session, and nothing else: a
                         // viewer cannot make the camera hold channels it does not serve.
                         log::info!(session_id = ctx.id.as_str(); "closing data channel {:?}: only one \"control\" channel is served", label.chars().take(64).collect::<String>());
                         let _ = dc.close().await;
+                    }
+                }
+                Some(Internal::Track(track)) => {
+                    let kind = track.kind().await;
+                    match ctx.media.talk.clone() {
+                        Some(talkback) if receive.talk && !talk_open && kind == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio => {
+                            talk_open = true;
+                            log::debug!(session_id = ctx.id.as_str(); "receiving the viewer's audio for talk-back");
+                            tasks.spawn(talk::receive(track, ctx.id.clone(), talkback, media_cancel.clone()));
+                        }
+                        // Answered sendonly/inactive, so nothing should come; what does
+                        // is left to webrtc-rs's bounded queue and dropped.
+                        _ => log::debug!(session_id = ctx.id.as_str(); "ignoring a {kind} track from the viewer"),
                     }
                 }
                 Some(Internal::GatheringComplete) => {
@@ -392,6 +411,10 @@ pub(crate) async fn run(
     }
     media_cancel.cancel();
     while tasks.join_next().await.is_some() {}
+    if let Some(talkback) = ctx.media.talk.as_ref().filter(|_| receive.talk) {
+        // A `talk` claim without audio (or audio that ended early) holds the floor too.
+        talkback.release(&ctx.id).await;
+    }
     if let Err(e) = pc.close().await {
         log::debug!(session_id = ctx.id.as_str(); "close: {e}");
     }
