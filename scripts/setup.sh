@@ -11,7 +11,7 @@ RUN_PKGS=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugi
   gstreamer1.0-x)
 TEST_PKGS=(mosquitto mosquitto-clients chromium iproute2 nodejs npm coturn nftables openssl faketime curl
   systemd qemu-system-x86 mmdebstrap e2fsprogs qemu-user-static arch-test python3
-  libgstreamer-plugins-bad1.0-dev gstreamer1.0-nice)
+  libgstreamer-plugins-bad1.0-dev gstreamer1.0-nice pulseaudio pulseaudio-utils libasound2-plugins)
 
 want=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then want+=("${TEST_PKGS[@]}"); fi

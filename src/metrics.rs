@@ -246,16 +246,17 @@ impl Collector for Scrape {
             }
         }
         if !s.talk_packets.is_empty() {
-            let mut family = e.encode_descriptor(
-                "talk_packets",
-                "talk-back audio packets received from viewers, by outcome",
-                None,
-                MetricType::Counter,
-            )?;
-            for &(outcome, n) in &s.talk_packets {
-                ConstCounter::new(n).encode(family.encode_family(&[("outcome", outcome)])?)?;
+            {
+                let mut family = e.encode_descriptor(
+                    "talk_packets",
+                    "talk-back audio packets received from viewers, by outcome",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for &(outcome, n) in &s.talk_packets {
+                    ConstCounter::new(n).encode(family.encode_family(&[("outcome", outcome)])?)?;
+                }
             }
-            drop(family);
             counter(
                 &mut e,
                 "talk_turns",

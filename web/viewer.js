@@ -295,7 +295,15 @@
     }
     pc.addTransceiver('video', { direction: 'recvonly' });
     const cam = state.cameras.get(state.camera);
-    if (!cam || cam.audio) pc.addTransceiver('audio', { direction: 'recvonly' });
+    // A camera with a speaker (extension talk-v1): the audio m-line is sendrecv from the
+    // start, with no track, so talking later is a replaceTrack, not a renegotiation.
+    const offered = !!(cam && Array.isArray(cam.extensions) && cam.extensions.includes('talk-v1'));
+    // getUserMedia exists only in a secure context (HTTPS, or localhost).
+    const talk = offered && window.isSecureContext && !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+    state.audioTx = null;
+    if (talk || !cam || cam.audio) state.audioTx = pc.addTransceiver('audio', { direction: talk ? 'sendrecv' : 'recvonly' });
+    state.control = talk ? openControl(pc) : null;
+    setTalk(talk ? 'idle' : offered ? 'insecure' : 'off');
     const stream = new MediaStream();
     $('video').srcObject = stream;
     pc.ontrack = (e) => {
@@ -433,8 +441,80 @@
   }
 
   function closePeer() {
+    stopMic();
     if (state.pc) { state.pc.onconnectionstatechange = null; state.pc.close(); }
     state.pc = null;
+    state.control = null;
+    if (state.talk !== 'off') setTalk('off');
+  }
+
+  // --- Two-way audio (docs/signaling.md, "Two-way audio"; docs/integrations.md) ------
+  // The `control` data channel: one JSON reply per request, matched by id.
+  function openControl(pc) {
+    const dc = pc.createDataChannel('control');
+    const ctl = { dc, next: 1, pending: new Map() };
+    dc.onmessage = (e) => {
+      if (typeof e.data !== 'string') return;
+      let reply; try { reply = JSON.parse(e.data); } catch (err) { return; }
+      const done = ctl.pending.get(reply.id);
+      if (done) { ctl.pending.delete(reply.id); done(reply); }
+    };
+    return ctl;
+  }
+
+  function request(cmd) {
+    const ctl = state.control;
+    if (!ctl || ctl.dc.readyState !== 'open') return Promise.resolve({ ok: false, error: 'unavailable', message: 'control channel not open' });
+    const id = ctl.next++;
+    return new Promise((resolve) => {
+      ctl.pending.set(id, resolve);
+      setTimeout(() => { if (ctl.pending.delete(id)) resolve({ ok: false, error: 'timeout', message: 'no reply' }); }, 5000);
+      ctl.dc.send(JSON.stringify({ id, cmd }));
+    });
+  }
+
+  // state.talk: off (not offered) | insecure (offered, but no getUserMedia here) | idle |
+  // asking | talking | busy | error
+  function setTalk(s, why) {
+    state.talk = s;
+    state.talkError = why || null;
+    const b = $('talk');
+    if (!b) return;
+    b.hidden = s === 'off';
+    b.textContent = s === 'talking' ? 'Stop talking' : s === 'asking' ? 'Asking…' : 'Talk';
+    b.classList.toggle('active', s === 'talking');
+    b.disabled = s === 'asking';
+    if (why) note(why);
+  }
+
+  function stopMic() {
+    if (state.mic) for (const t of state.mic.getTracks()) t.stop();
+    state.mic = null;
+  }
+
+  async function toggleTalk() {
+    if (state.talk === 'talking') {
+      stopMic();
+      if (state.audioTx) await state.audioTx.sender.replaceTrack(null).catch(() => {});
+      request('talk-end');
+      setTalk('idle');
+      return;
+    }
+    if (state.talk === 'insecure') { note('talking needs this page over HTTPS (or on localhost): browsers give no microphone to plain-HTTP pages'); return; }
+    if (!state.audioTx || state.talk === 'off' || state.talk === 'asking') return;
+    setTalk('asking');
+    try {
+      // Echo cancellation keeps the camera's own sound, played here, out of what is sent back.
+      state.mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true } });
+    } catch (e) { setTalk('error', 'microphone: ' + e.message); return; }
+    const reply = await request('talk');
+    if (!reply.ok) {
+      stopMic();
+      setTalk(reply.error === 'busy' ? 'busy' : 'error', reply.error === 'busy' ? 'someone else is talking: try again when they stop' : 'cannot talk: ' + (reply.message || reply.error));
+      return;
+    }
+    await state.audioTx.sender.replaceTrack(state.mic.getAudioTracks()[0]);
+    setTalk('talking');
   }
 
   function scheduleRestart(ms) {
@@ -504,6 +584,11 @@
     s.connectionState = pc.connectionState;
     s.session = state.session;
     s.rejected = state.rejected;
+    s.talk = state.talk;
+    s.talkError = state.talkError;
+    if (state.audioTx) {
+      report.forEach((r) => { if (r.type === 'outbound-rtp' && r.kind === 'audio') s.talkPacketsSent = r.packetsSent || 0; });
+    }
     state.stats = s;
     $('s-resolution').textContent = s.width ? `${s.width}×${s.height}` : '–';
     $('s-fps').textContent = s.framesPerSecond != null ? s.framesPerSecond.toFixed(0) + ' fps' : '–';
@@ -522,6 +607,7 @@
   });
   $('unmute').onclick = () => { const v = $('video'); v.muted = !v.muted; $('unmute').textContent = v.muted ? 'Unmute' : 'Mute'; };
   $('stop').onclick = () => stop(false);
+  $('talk').onclick = () => { toggleTalk().catch((e) => setTalk('error', 'talk: ' + e.message)); };
   $('reconnect').onclick = () => { if (state.camera) { stop(true); state.stopped = false; state.client.end(true); state.session = null; connectBroker(state.brokerUrl); } };
   setInterval(() => { pollStats().catch(() => {}); }, 1000);
 

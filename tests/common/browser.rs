@@ -36,6 +36,7 @@ pub struct Browser {
     timeout: Duration,
     hold: Option<Duration>,
     accept_any_cert: bool,
+    talk: Option<(PathBuf, Duration)>,
 }
 
 impl Browser {
@@ -48,7 +49,15 @@ impl Browser {
             timeout: Duration::from_secs(45),
             hold: None,
             accept_any_cert: false,
+            talk: None,
         }
+    }
+
+    /// Two-way audio (see `--talk-wav` in `view.mjs`): the fake microphone plays `wav`,
+    /// the page talks for `t`, and a second page is refused meanwhile.
+    pub fn talk(mut self, wav: &Path, t: Duration) -> Self {
+        self.talk = Some((wav.to_owned(), t));
+        self
     }
 
     /// Gives up on playback after `t`.
@@ -86,6 +95,11 @@ impl Browser {
             .arg(profile.path());
         if self.accept_any_cert {
             cmd.args(["--accept-any-cert", "1"]);
+        }
+        if let Some((wav, t)) = &self.talk {
+            cmd.arg("--talk-wav")
+                .arg(wav)
+                .args(["--talk-ms", &t.as_millis().to_string()]);
         }
         if let Some(hold) = self.hold {
             cmd.args(["--hold-ms", &hold.as_millis().to_string()]);

@@ -7,6 +7,10 @@
 //   --hold-ms N: once playing, print {"phase":"playing",...} and keep watching for N ms
 //   (the caller may change the network meanwhile); the result then reports the final
 //   figures and those at the moment playback started.
+//   --talk-wav FILE --talk-ms N: two-way audio. Chromium's fake microphone plays FILE;
+//   once playing, the page presses Talk and talks for N ms. Meanwhile a second page
+//   (another session) presses Talk and must be refused; after the first stops, the
+//   second presses again and must get the floor. Reported under "talk".
 import { chromium } from 'playwright-core';
 
 const args = Object.fromEntries(
@@ -29,11 +33,57 @@ const browser = await chromium.launch({
     `--user-data-dir=${args['user-data-dir'] || '/tmp/edgecam-chromium-' + process.pid}`,
     // Tests that run their own TURN-over-TLS server with a certificate they made.
     ...(args['accept-any-cert'] === '1' ? ['--ignore-certificate-errors'] : []),
+    // Two-way audio: a fake microphone playing a file, no permission prompt, and the
+    // test's plain-HTTP camera treated as the secure context getUserMedia needs.
+    ...(args['talk-wav'] ? [
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      `--use-file-for-fake-audio-capture=${args['talk-wav']}`,
+      `--unsafely-treat-insecure-origin-as-secure=${new URL(url).origin}`,
+    ] : []),
     '--disable-features=WebRtcHideLocalIpsWithMdns,Translate,MediaRouter,OptimizationHints',
     'about:blank',
   ],
 });
 let result = { ok: false, url };
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const statsOf = (p) => p.evaluate(() => (window.edgecam ? window.edgecam.stats() : {}));
+// Clicks Talk on `p` and polls (at most 10 s) until its talk state has left `from`
+// and `asking`; returns the new state.
+async function pressTalk(p) {
+  const from = await p.evaluate(() => window.edgecam.state.talk);
+  await p.click('#talk');
+  const end = Date.now() + 10000;
+  let s = from;
+  while (Date.now() < end) {
+    s = await p.evaluate(() => window.edgecam.state.talk);
+    if (s !== 'asking' && s !== from) break;
+    await sleep(100);
+  }
+  return s;
+}
+
+// The two-way audio script (see --talk-wav above).
+async function talkTurns(first, talkMs) {
+  const t = {};
+  t.before = await first.evaluate(() => window.edgecam.state.talk);
+  t.first = await pressTalk(first);
+  const second = await browser.newPage();
+  await second.goto(url, { waitUntil: 'load', timeout: 10000 });
+  const end = Date.now() + 20000;
+  while (Date.now() < end && !((await statsOf(second)).framesDecoded > 0)) await sleep(200);
+  t.second = await pressTalk(second);
+  t.secondError = await second.evaluate(() => window.edgecam.state.talkError);
+  await sleep(talkMs);
+  t.firstPacketsSent = (await statsOf(first)).talkPacketsSent || 0;
+  t.afterStop = await pressTalk(first);
+  t.secondAfterRelease = await pressTalk(second);
+  await sleep(1000);
+  t.secondPacketsSent = (await statsOf(second)).talkPacketsSent || 0;
+  await second.click('#talk');
+  await second.close();
+  return t;
+}
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const consoleLines = [];
@@ -65,9 +115,15 @@ try {
     }
     ok = stats.framesDecoded > playingStats.framesDecoded;
   }
+  let talk = null;
+  if (ok && args['talk-wav']) {
+    talk = await talkTurns(page, Number(args['talk-ms'] || 3000));
+    console.log(JSON.stringify({ phase: 'talked', talk }));
+    ok = talk.first === 'talking' && talk.second === 'busy' && talk.secondAfterRelease === 'talking';
+  }
   const log = await page.evaluate(() => (window.edgecam ? window.edgecam.state.log : []));
   result = {
-    ok, url, stats, playingStats, log, console: consoleLines.slice(-20), elapsedMs: Date.now() - started,
+    ok, url, stats, playingStats, talk, log, console: consoleLines.slice(-20), elapsedMs: Date.now() - started,
   };
   if (args.screenshot) await page.screenshot({ path: args.screenshot });
 } catch (e) {

@@ -10,7 +10,10 @@
 //!   network without leaving the machine.
 //! - [`feed`]: video feeds from a separate GStreamer process, for edgecam's
 //!   `pipeline` source (capture faults on a machine without a camera, the soak).
+//! - [`sound`]: a PulseAudio null sink to play talk-back on and record it, tone files,
+//!   and a tone's measured frequency (two-way audio tests).
 
 pub mod feed;
 pub mod netns;
 pub mod signal;
+pub mod sound;
