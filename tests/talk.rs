@@ -9,6 +9,7 @@ mod common;
 
 use common::browser::Browser;
 use common::netns::NetPair;
+use common::viewer::{Endpoint, Viewer, wait_status};
 use common::{Edgecam, Mosquitto};
 use edgecam_testkit::sound::{self, Pulse};
 use std::time::Duration;
@@ -84,4 +85,68 @@ fn chromium_talks_through_the_camera_one_talker_at_a_time() {
         log.contains("talk-back: refused, another viewer is talking"),
         "{log}"
     );
+}
+
+/// The suite's webrtc-rs viewer talks (the same viewer talks in the device lab): its
+/// 880 Hz tone comes out of the camera's speaker. A camera without a speaker
+/// advertises no `talk-v1` and refuses `talk` as unsupported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_rs_viewer_talks_and_a_camera_without_a_speaker_declines() {
+    let pulse = Pulse::start().expect("PulseAudio null sink");
+    let broker = Mosquitto::start();
+    let speaker = common::camera_config("door", broker.port, "").replace(
+        "[audio]\nsource = \"test\"\n",
+        "[audio]\nsource = \"test\"\nplayback_device = \"pulse\"\n",
+    );
+    let server = pulse.server();
+    let _cam = Edgecam::start_env(None, Some(&speaker), &[("PULSE_SERVER", server.as_str())]);
+    let status = wait_status(broker.port, "door", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    assert!(
+        status["extensions"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x == "talk-v1")),
+        "{status}"
+    );
+    let viewer = Viewer::join_talking(Endpoint::new(broker.port, "door", "talker")).await;
+    viewer
+        .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 5)
+        .await;
+    assert_eq!(
+        viewer.control(r#"{"id":1,"cmd":"talk"}"#).await.reply["ok"],
+        true
+    );
+    let recording = pulse.record().expect("record the null sink");
+    let sent = viewer.talk_tone(880, Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let samples = recording.stop().expect("recording");
+    let tone = sound::measure_tone(&samples, sound::RATE);
+    println!("webrtc-rs talker: {sent} Opus packets sent; heard {tone:?}");
+    assert!(sent >= 90, "{sent} packets sent");
+    assert!(tone.sounding_ms >= 1500, "{tone:?}");
+    assert!((tone.hz - 880.0).abs() < 880.0 * 0.03, "{tone:?}");
+    viewer.bye().await;
+
+    let mute = Mosquitto::start();
+    let _plain = Edgecam::start(&common::camera_config("plain", mute.port, ""));
+    let status = wait_status(mute.port, "plain", Duration::from_secs(15), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    assert!(
+        !status["extensions"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x == "talk-v1")),
+        "{status}"
+    );
+    let viewer = Viewer::join_talking(Endpoint::new(mute.port, "plain", "talker")).await;
+    viewer
+        .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 5)
+        .await;
+    let reply = viewer.control(r#"{"id":2,"cmd":"talk"}"#).await.reply;
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(reply["error"], "unsupported", "{reply}");
+    viewer.bye().await;
 }

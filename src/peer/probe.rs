@@ -15,6 +15,8 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -22,6 +24,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
     register_default_interceptors,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
 /// How many RTP timestamps of the first frames a probe keeps.
 const TIMESTAMPS_KEPT: usize = 64;
@@ -66,6 +69,17 @@ pub struct ProbeOptions {
     pub on_audio: Option<AudioSink>,
     /// Opens a `control` data channel with the offer ([`ProbeViewer::control`]).
     pub control: bool,
+    /// Offers its audio `sendrecv`, to talk through the camera ([`ProbeViewer::talk`]).
+    pub talk: bool,
+}
+
+/// The probe's microphone: an Opus track and its RTP sequence and timestamp.
+struct TalkTrack {
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    /// Next sequence number and RTP timestamp (48 kHz).
+    next: tokio::sync::Mutex<(u16, u32)>,
 }
 
 /// A reply on the `control` data channel, with the binary messages it announced.
@@ -337,6 +351,7 @@ pub struct ProbeViewer {
     shared: Arc<Shared>,
     early: Mutex<EarlyCandidates>,
     control: Option<ControlChannel>,
+    talk: Option<TalkTrack>,
 }
 
 impl ProbeViewer {
@@ -395,7 +410,43 @@ impl ProbeViewer {
             .await
             .map_err(err("building the peer connection"))?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        let talk = if options.talk {
+            let ssrc = rand::random::<u32>();
+            let track = super::session::local_track(
+                RtpCodecKind::Audio,
+                super::session::codec_opus(),
+                ssrc,
+            );
+            let transceiver = pc
+                .add_transceiver_from_track(
+                    track.clone() as Arc<dyn TrackLocal>,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Sendrecv,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(err("adding the talk transceiver"))?;
+            let sender = transceiver
+                .sender()
+                .await
+                .map_err(err("the talk transceiver's sender"))?
+                .ok_or_else(|| ProbeError::Control("talk transceiver has no sender".into()))?;
+            Some(TalkTrack {
+                track,
+                sender,
+                ssrc,
+                next: tokio::sync::Mutex::new((rand::random(), rand::random())),
+            })
+        } else {
+            None
+        };
+        let kinds: &[RtpCodecKind] = if talk.is_some() {
+            &[RtpCodecKind::Video]
+        } else {
+            &[RtpCodecKind::Video, RtpCodecKind::Audio]
+        };
+        for &kind in kinds {
             pc.add_transceiver_from_kind(
                 kind,
                 Some(RTCRtpTransceiverInit {
@@ -443,6 +494,7 @@ impl ProbeViewer {
                 shared,
                 early: Mutex::default(),
                 control,
+                talk,
             },
             local_rx,
         ))
@@ -501,6 +553,52 @@ impl ProbeViewer {
         tokio::time::timeout(limit, work)
             .await
             .map_err(|_| ProbeError::Control(format!("no reply within {} ms", limit.as_millis())))?
+    }
+
+    /// Sends one Opus packet (RFC 7587: one packet per RTP payload) lasting `samples`
+    /// at 48 kHz on the talk track, with the negotiated payload type.
+    ///
+    /// # Errors
+    /// Without a talk track ([`ProbeOptions::talk`]), before the answer negotiated
+    /// one, or when the connection is gone.
+    pub async fn talk(&self, opus: bytes::Bytes, samples: u32) -> Result<(), ProbeError> {
+        let talk = self
+            .talk
+            .as_ref()
+            .ok_or_else(|| ProbeError::Control("no talk track".into()))?;
+        let params = talk
+            .sender
+            .get_parameters()
+            .await
+            .map_err(err("the talk track's parameters"))?;
+        let payload_type = params
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|c| c.payload_type)
+            .ok_or_else(|| ProbeError::Control("no codec negotiated for talk".into()))?;
+        let mut next = talk.next.lock().await;
+        let (sequence_number, timestamp) = *next;
+        *next = (
+            sequence_number.wrapping_add(1),
+            timestamp.wrapping_add(samples),
+        );
+        drop(next);
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                payload_type,
+                sequence_number,
+                timestamp,
+                ssrc: talk.ssrc,
+                ..Default::default()
+            },
+            payload: opus,
+        };
+        talk.track
+            .write_rtp(packet)
+            .await
+            .map_err(err("sending talk audio"))
     }
 
     /// Creates the SDP offer, applies it locally (starting ICE gathering) and returns

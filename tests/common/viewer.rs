@@ -226,7 +226,18 @@ impl Viewer {
         .await
     }
 
+    /// As [`Viewer::join`], offering its audio `sendrecv` with a `control` channel, so
+    /// that it can talk through the camera ([`Viewer::talk_tone`]).
+    #[allow(dead_code)] // not every test crate talks
+    pub async fn join_talking(ep: Endpoint) -> Self {
+        Self::join_opts(ep, true, "127.0.0.1", true, true).await
+    }
+
     async fn join_full(ep: Endpoint, decode: bool, ip: &str, control: bool) -> Self {
+        Self::join_opts(ep, decode, ip, control, false).await
+    }
+
+    async fn join_opts(ep: Endpoint, decode: bool, ip: &str, control: bool, talk: bool) -> Self {
         let session = ep.session.clone();
         let video_decoded = Arc::new(AtomicU64::new(0));
         let audio_decoded = Arc::new(AtomicU64::new(0));
@@ -239,6 +250,7 @@ impl Viewer {
                 on_video: Some(Box::new(move |au| video_sink.push_video(au))),
                 on_audio: Some(Box::new(move |p| audio_sink.push_audio(p))),
                 control,
+                talk,
                 ..ProbeOptions::default()
             },
         )
@@ -312,6 +324,57 @@ impl Viewer {
             .control(request, Duration::from_secs(10))
             .await
             .unwrap_or_else(|e| panic!("control {request}: {e}"))
+    }
+
+    /// Talks: a sine tone of `hz` for `duration`, encoded by GStreamer
+    /// (`audiotestsrc ! opusenc`, 20 ms frames) and sent in real time on the talk
+    /// track. Returns how many Opus packets were sent.
+    #[allow(dead_code)] // not every test crate talks
+    pub async fn talk_tone(&self, hz: u32, duration: Duration) -> u64 {
+        const FRAME: u32 = 960; // 20 ms at 48 kHz
+        gst::init().expect("gst init");
+        let frames = u32::try_from(duration.as_millis() / 20).unwrap_or(u32::MAX);
+        let pipeline = gst::parse::launch(&format!(
+            "audiotestsrc is-live=true wave=sine volume=0.5 freq={hz} samplesperbuffer={FRAME} \
+             num-buffers={frames} ! audio/x-raw,rate=48000,channels=1 \
+             ! opusenc frame-size=20 bitrate=32000 ! appsink name=sink sync=false"
+        ))
+        .expect("tone pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("pipeline");
+        let sink = pipeline
+            .by_name("sink")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .expect("appsink");
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let Some(map) = sample
+                        .buffer_owned()
+                        .and_then(|b| b.into_mapped_buffer_readable().ok())
+                    {
+                        let _ = tx.blocking_send(Bytes::from_owner(map));
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline.set_state(gst::State::Playing).expect("tone plays");
+        let (mut sent, mut encoded) = (0, 0);
+        let limit = Instant::now() + duration + Duration::from_secs(10);
+        while encoded < frames {
+            let Ok(Some(packet)) = tokio::time::timeout_at(limit.into(), rx.recv()).await else {
+                break;
+            };
+            encoded += 1;
+            if self.inner.probe.talk(packet, FRAME).await.is_ok() {
+                sent += 1;
+            }
+        }
+        let _ = pipeline.set_state(gst::State::Null);
+        sent
     }
 
     /// Sends `bye` and closes the peer connection.

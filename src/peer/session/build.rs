@@ -119,7 +119,7 @@ fn codec_h264(profile_level_id: &str) -> RTCRtpCodec {
     }
 }
 
-fn codec_opus() -> RTCRtpCodec {
+pub(crate) fn codec_opus() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: "audio/opus".to_owned(),
         clock_rate: 48_000,
@@ -129,7 +129,11 @@ fn codec_opus() -> RTCRtpCodec {
     }
 }
 
-fn local_track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+pub(crate) fn local_track(
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+    ssrc: u32,
+) -> Arc<TrackLocalStaticRTP> {
     let name = match kind {
         RtpCodecKind::Audio => "audio",
         _ => "video",

@@ -24,6 +24,7 @@ use crate::signaling::machine::PeerEvent;
 use crate::signaling::protocol::{CandidateInit, ErrorCode, SessionId};
 use crate::telemetry;
 use build::{Built, Internal, Reject, answer, build, ice_servers, transport_policy};
+pub(crate) use build::{codec_opus, local_track};
 use diag::{Gathered, selected_pair};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
