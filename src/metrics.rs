@@ -361,9 +361,14 @@ mod tests {
             latency_ms_buckets: vec![0, 5],
             auth_refusals: vec![("mqtt", "bad signature", 3)],
             runtime_tasks: Some(9),
+            talk_packets: vec![("played", 50), ("refused", 7)],
+            talk_turns: 2,
             ..MetricsSnapshot::default()
         });
         for line in [
+            "edgecam_talk_packets_total{outcome=\"played\"} 50",
+            "edgecam_talk_packets_total{outcome=\"refused\"} 7",
+            "edgecam_talk_turns_total 2",
             "edgecam_video_frames_encoded_total 42",
             "edgecam_sent_bytes_total 1000",
             "edgecam_viewers{frontend=\"mqtt\",candidate_pair=\"host/udp\"} 2",
@@ -377,5 +382,8 @@ mod tests {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        // Without a speaker there is no talk-back family at all.
+        let quiet = render(MetricsSnapshot::default());
+        assert!(!quiet.contains("talk"), "{quiet}");
     }
 }

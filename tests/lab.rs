@@ -22,8 +22,8 @@ fn repo() -> PathBuf {
 
 /// The lab's camera configuration: the vivid webcam by its udev path (stable across
 /// the hot-plug phase's re-bind) at 640x480, 15 fps (vivid offers at most 25 fps at
-/// that size, and x264 under TCG keeps up with 15), the loopback card's capture side,
-/// a 2 s stall timeout.
+/// that size, and x264 under TCG keeps up with 15), the loopback card's capture side
+/// as microphone and its playback substream 1 as speaker, a 2 s stall timeout.
 fn lab_config() -> String {
     format!(
         r#"[camera]
@@ -40,6 +40,7 @@ restart_limit = {RESTART_LIMIT}
 [audio]
 source = "alsa"
 device = "hw:Loopback,1,0"
+playback_device = "hw:Loopback,0,1"
 [log]
 level = "debug"
 [access]
@@ -333,6 +334,19 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
     assert!(started["StatusText"].contains("broker mqtt://127.0.0.1:1883 connected"));
     assert_eq!(started["WatchdogUSec"], "10s");
 
+    // Talk-back through snd-aloop: the viewer's 880 Hz tone, played by the service on
+    // the loopback's playback substream 1, is what the capture side of it recorded.
+    let talk: Value =
+        serde_json::from_str(&read(&out, "viewer-talk.talk.json")).expect("talk report");
+    assert_eq!(talk["reply"]["ok"], true, "{talk}; {}", context());
+    let talk_samples = edgecam_testkit::sound::read_s16le(&out.join("talk.raw")).expect("talk.raw");
+    let tone = edgecam_testkit::sound::measure_tone(&talk_samples, edgecam_testkit::sound::RATE);
+    assert!(
+        tone.sounding_ms >= 2500 && (tone.hz - 880.0).abs() < 880.0 * 0.03,
+        "{tone:?} heard of 4 s at 880 Hz; talk {talk}; {}",
+        context()
+    );
+
     // journald: edgecam's own lines carry the structured fields.
     let own: Vec<_> = journal.edgecam().collect();
     assert!(own.len() > 10, "few edgecam journal lines: {}", own.len());
@@ -568,6 +582,10 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
     println!("  {}", path("mjpeg", &mjpeg));
     println!("  {}", path("h264", &h264));
     println!(
+        "  talk-back: {} Opus packets sent, {} ms heard on snd-aloop at {:.1} Hz (880 Hz sent)",
+        talk["sent"], tone.sounding_ms, tone.hz
+    );
+    println!(
         "  stall → first supervised restart {} ms, → watchdog {} ms ({restarts} restarts), \
          watchdog → READY again {} ms; reload → READY {} ms; unplug → test pattern {} ms, \
          replug → camera {} ms; systemctl stop {} ms",
@@ -613,7 +631,11 @@ async fn in_guest_viewer() {
             &secret, &camera, "lab", exp,
         ));
     }
-    let viewer = common::viewer::Viewer::join(endpoint, true).await;
+    let viewer = if phase == "talk" {
+        common::viewer::Viewer::join_talking(endpoint).await
+    } else {
+        common::viewer::Viewer::join(endpoint, true).await
+    };
     let report = match phase.as_str() {
         "shutdown" => {
             let (_, _) = viewer
@@ -650,6 +672,25 @@ async fn in_guest_viewer() {
             std::fs::write(out.with_extension("timeline"), timeline).expect("timeline");
             let r = viewer.report();
             viewer.bye().await;
+            r
+        }
+        "talk" => {
+            // Talk a 880 Hz tone for 4 s; guest.sh records the loopback's capture side.
+            let talker = viewer;
+            let (_, _) = talker
+                .wait_until(Duration::from_secs(90), |r| r.decoded_video >= 5)
+                .await;
+            let reply = talker.control(r#"{"id":1,"cmd":"talk"}"#).await.reply;
+            let sent = talker.talk_tone(880, Duration::from_secs(4)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = talker.control(r#"{"id":2,"cmd":"talk-end"}"#).await;
+            let r = talker.report();
+            talker.bye().await;
+            std::fs::write(
+                out.with_extension("talk.json"),
+                serde_json::json!({"reply": reply, "sent": sent}).to_string(),
+            )
+            .expect("talk report");
             r
         }
         // defaults, watch, mjpeg, h264: decoded video and Opus audio.

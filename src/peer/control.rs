@@ -307,6 +307,17 @@ mod tests {
                 cmd: Command::Snapshot
             }
         );
+        for (wire, cmd) in [("talk", Command::Talk), ("talk-end", Command::TalkEnd)] {
+            let req = format!(r#"{{"id":9,"cmd":"{wire}"}}"#);
+            assert_eq!(
+                c.handle(now, req.as_bytes(), true),
+                Action::Run {
+                    id: Some(RequestId::Number(9)),
+                    cmd
+                }
+            );
+            assert_eq!(cmd.name(), wire);
+        }
         let r = reply_of(c.handle(now, br#"{"id":"p","cmd":"ptz","pan":10}"#, true));
         assert_eq!(
             r,

@@ -6,7 +6,8 @@
 #
 # Phases, each with a viewer decoding what it gets:
 #   defaults  vivid (raw; 1280x720 only at 12.5 fps), the shipped config untouched
-#   lab       vivid at 640x480@15 (lab config), then stall → watchdog, reload,
+#   lab       vivid at 640x480@15 (lab config), a viewer talking through snd-aloop,
+#             then stall → watchdog, reload,
 #   hotplug   vivid unbound and bound again while a viewer watches,
 #   shutdown  a viewer gets bye on systemctl stop
 #   mjpeg     v4l2loopback fed MJPEG by a GStreamer producer, shipped config
@@ -84,6 +85,20 @@ edgecam --config /etc/edgecam/edgecam.toml --check-config > "$out/check-busy.txt
 echo "$?" >> "$out/check-busy.txt"
 viewer lab lab
 cpu lab
+
+# Talk-back: a viewer talks a 880 Hz tone; edgecam plays it on the loopback card's
+# playback substream 1 (lab config: playback_device = "hw:Loopback,0,1"), recorded here
+# on the capture side of the same substream. The recorder opens first, so the loopback
+# runs at its format and edgecam's pipeline converts to it.
+gst-launch-1.0 -q alsasrc device=hw:Loopback,1,1 ! audio/x-raw,format=S16LE,rate=48000,channels=1 \
+  ! filesink location="$out/talk.raw" > "$out/talk-rec.log" 2>&1 &
+recpid=$!
+wait_for 20 test -s "$out/talk.raw"
+mark talk
+viewer talk lab
+mark talked
+sleep 1
+kill "$recpid"; wait "$recpid"
 
 # Stall: vivid drops every buffer, so no frame arrives although the stream is on.
 # The supervisor restarts capture; after video.restart_limit failures edgecam stops

@@ -79,12 +79,39 @@ pub(super) async fn selected_pair(
     };
     let local = candidate("RTCLocalIceCandidate_", &local_id)?;
     let remote = candidate("RTCRemoteIceCandidate_", &remote_id);
-    let remote_type = remote
+    let mut remote_type = remote
         .as_ref()
         .map_or_else(|| "?".to_owned(), |c| c.candidate_type.to_string());
-    let remote_addr = remote.and_then(|c| Some((c.address.as_deref()?.parse().ok()?, c.port)));
+    let mut remote_addr = remote.and_then(|c| Some((c.address.as_deref()?.parse().ok()?, c.port)));
+    if remote_addr.is_none()
+        && let Some(selected) = ice_selected_remote(pc).await
+    {
+        // A peer-reflexive remote (learnt from a connectivity check, RFC 8445 §7.3.1.3)
+        // is only known to the ICE transport.
+        remote_type = selected.typ.to_string();
+        remote_addr = selected.address.parse().ok().map(|ip| (ip, selected.port));
+    }
     let pair = format!("{}/{remote_type} {}", local.candidate_type, local.protocol).to_lowercase();
     Some((pair, remote_addr))
+}
+
+/// The remote candidate of the ICE transport's selected pair (the bundled transport
+/// of the first transceiver that has one).
+async fn ice_selected_remote(
+    pc: &Arc<dyn PeerConnection>,
+) -> Option<rtc::peer_connection::transport::RTCIceCandidate> {
+    for t in pc.get_transceivers().await {
+        let Some(sender) = t.sender().await.ok().flatten() else {
+            continue;
+        };
+        let Some(dtls) = sender.transport().await.ok().flatten() else {
+            continue;
+        };
+        if let Ok(Some(pair)) = dtls.ice_transport().get_selected_candidate_pair().await {
+            return Some(pair.remote().clone());
+        }
+    }
+    None
 }
 
 #[cfg(test)]
