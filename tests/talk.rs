@@ -2,8 +2,9 @@
 //! the viewer page presses Talk, and edgecam plays what it receives on ALSA's `pulse`
 //! PCM into a PulseAudio null sink this test starts; the test records the sink and
 //! measures the tone. A second page asks to talk meanwhile and is refused (one talker
-//! at a time), then gets the floor once the first stops. (The same round trip through
-//! a kernel `snd-aloop` card runs in the device lab, `tests/lab.rs`.)
+//! at a time), then gets the floor once the first stops; the first page's Snapshot
+//! button downloads a JPEG. (The same round trip through a kernel `snd-aloop` card runs
+//! in the device lab, `tests/lab.rs`.)
 
 mod common;
 
@@ -61,6 +62,9 @@ fn chromium_talks_through_the_camera_one_talker_at_a_time() {
     assert_eq!(result["ok"], true, "{result:#}\ncamera log:\n{log}");
     let talk = &result["talk"];
     assert_eq!(talk["before"], "idle", "{talk}");
+    // The page's Snapshot button downloads a JPEG (SOI marker FF D8 FF).
+    assert_eq!(talk["snapshotMagic"], "ffd8ff", "{talk}");
+    assert!(talk["snapshotBytes"].as_u64().unwrap_or(0) > 1000, "{talk}");
     assert_eq!(talk["first"], "talking", "{talk}");
     assert_eq!(talk["second"], "busy", "one talker at a time: {talk}");
     assert_eq!(talk["afterStop"], "idle", "{talk}");
@@ -110,7 +114,7 @@ async fn webrtc_rs_viewer_talks_and_a_camera_without_a_speaker_declines() {
             .is_some_and(|e| e.iter().any(|x| x == "talk-v1")),
         "{status}"
     );
-    let viewer = Viewer::join_talking(Endpoint::new(broker.port, "door", "talker")).await;
+    let viewer = Viewer::join_talking(Endpoint::new(broker.port, "door", "talker"), true).await;
     viewer
         .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 5)
         .await;
@@ -141,7 +145,7 @@ async fn webrtc_rs_viewer_talks_and_a_camera_without_a_speaker_declines() {
             .is_some_and(|e| e.iter().any(|x| x == "talk-v1")),
         "{status}"
     );
-    let viewer = Viewer::join_talking(Endpoint::new(mute.port, "plain", "talker")).await;
+    let viewer = Viewer::join_talking(Endpoint::new(mute.port, "plain", "talker"), true).await;
     viewer
         .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 5)
         .await;

@@ -448,6 +448,20 @@
     if (state.talk !== 'off') setTalk('off');
   }
 
+  // A JPEG of the current picture from the camera that served this page
+  // (GET snapshot.jpg, with the invitation's bearer token), saved as a download.
+  async function snapshot() {
+    const headers = invitation ? { Authorization: 'Bearer ' + token() } : {};
+    const r = await fetch('snapshot.jpg', { cache: 'no-store', headers });
+    if (!r.ok) { note(`snapshot: HTTP ${r.status}${r.status === 404 ? ' (open the page from the camera itself)' : ''}`); return; }
+    const url = URL.createObjectURL(await r.blob());
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = `${state.camera || 'edgecam'}-${new Date().toISOString().replace(/[:.]/g, '-')}.jpg`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
   // --- Two-way audio (docs/signaling.md, "Two-way audio"; docs/integrations.md) ------
   // The `control` data channel: one JSON reply per request, matched by id.
   function openControl(pc) {
@@ -608,6 +622,7 @@
   $('unmute').onclick = () => { const v = $('video'); v.muted = !v.muted; $('unmute').textContent = v.muted ? 'Unmute' : 'Mute'; };
   $('stop').onclick = () => stop(false);
   $('talk').onclick = () => { toggleTalk().catch((e) => setTalk('error', 'talk: ' + e.message)); };
+  $('snapshot').onclick = () => { snapshot().catch((e) => note('snapshot: ' + e.message)); };
   $('reconnect').onclick = () => { if (state.camera) { stop(true); state.stopped = false; state.client.end(true); state.session = null; connectBroker(state.brokerUrl); } };
   setInterval(() => { pollStats().catch(() => {}); }, 1000);
 

@@ -139,6 +139,34 @@ impl Talkback {
     }
 }
 
+/// One talker's turn, for the line logged when it ends.
+#[derive(Debug, Default)]
+struct Turn {
+    started: Option<Instant>,
+    played: u64,
+    dropped: u64,
+}
+
+impl Turn {
+    fn start(now: Instant) -> Self {
+        Self {
+            started: Some(now),
+            ..Self::default()
+        }
+    }
+
+    /// Describes the turn and resets it.
+    fn end(&mut self) -> String {
+        let t = std::mem::take(self);
+        format!(
+            "{} packets played, {} dropped, over {} ms",
+            t.played,
+            t.dropped,
+            t.started.map_or(0, |s| s.elapsed().as_millis())
+        )
+    }
+}
+
 async fn run(
     device: String,
     mut rx: mpsc::Receiver<Msg>,
@@ -147,6 +175,8 @@ async fn run(
 ) {
     let mut floor = Floor::default();
     let mut playback: Option<Playback> = None;
+    // This turn's packets: played, and dropped for a failing sound card or full queue.
+    let mut turn = Turn::default();
     let mut failures = RateLimit::new(Duration::from_secs(30));
     let mut refusals = RateLimit::new(Duration::from_secs(10));
     // After playback failed to start, packets are dropped until then: a missing or
@@ -159,7 +189,7 @@ async fn run(
             () = cancel.cancelled() => break,
             _ = tick.tick() => {
                 if let Some(gone) = floor.expire(Instant::now()) {
-                    log::info!(session_id = gone.as_str(); "talk-back: floor released (no audio for {} ms)", floor::IDLE.as_millis());
+                    log::info!(session_id = gone.as_str(); "talk-back: floor released (no audio for {} ms); {}", floor::IDLE.as_millis(), turn.end());
                     playback = None;
                 }
                 continue;
@@ -180,7 +210,7 @@ async fn run(
             }
             Msg::Release { session } => {
                 if floor.release(&session) {
-                    log::info!(session_id = session.as_str(); "talk-back: floor released");
+                    log::info!(session_id = session.as_str(); "talk-back: floor released; {}", turn.end());
                     playback = None;
                 }
             }
@@ -193,6 +223,7 @@ async fn run(
                 }
                 Packet::Play { fresh } => {
                     if fresh {
+                        turn = Turn::start(Instant::now());
                         counters.turns.fetch_add(1, Ordering::Relaxed);
                         log::info!(session_id = session.as_str(); "talk-back: viewer is talking, playing on {device:?}");
                         playback = None;
@@ -215,9 +246,11 @@ async fn run(
                     let played = playback.as_ref().map(|p| p.push(&rtp));
                     match played {
                         Some(Ok(())) => {
+                            turn.played += 1;
                             counters.played.fetch_add(1, Ordering::Relaxed);
                         }
                         Some(Err(e)) => {
+                            turn.dropped += 1;
                             counters.dropped.fetch_add(1, Ordering::Relaxed);
                             if let Some(held_back) = failures.check(Instant::now()) {
                                 log::warn!("{e}{}", suppressed(held_back));
@@ -227,6 +260,7 @@ async fn run(
                             retry_at = Some(Instant::now() + RETRY);
                         }
                         None => {
+                            turn.dropped += 1;
                             counters.dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }

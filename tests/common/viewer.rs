@@ -93,6 +93,37 @@ pub struct Report {
     pub remote_candidates: Vec<String>,
 }
 
+/// `frames` 20 ms Opus packets of a sine tone of `hz`, encoded as fast as GStreamer can.
+fn opus_tone(hz: u32, frames: u32) -> Vec<Bytes> {
+    gst::init().expect("gst init");
+    let pipeline = gst::parse::launch(&format!(
+        "audiotestsrc wave=sine volume=0.5 freq={hz} samplesperbuffer=960 num-buffers={frames} \
+         ! audio/x-raw,rate=48000,channels=1 ! opusenc frame-size=20 bitrate=32000 \
+         ! appsink name=sink sync=false"
+    ))
+    .expect("tone pipeline")
+    .downcast::<gst::Pipeline>()
+    .expect("pipeline");
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .expect("appsink");
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("tone encodes");
+    let mut packets = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        if let Some(map) = sample
+            .buffer_owned()
+            .and_then(|b| b.into_mapped_buffer_readable().ok())
+        {
+            packets.push(Bytes::from_owner(map));
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    packets
+}
+
 /// GStreamer decoders the viewer feeds.
 #[derive(Clone)]
 struct Decoders {
@@ -227,10 +258,11 @@ impl Viewer {
     }
 
     /// As [`Viewer::join`], offering its audio `sendrecv` with a `control` channel, so
-    /// that it can talk through the camera ([`Viewer::talk_tone`]).
+    /// that it can talk through the camera ([`Viewer::talk_tone`]). Without `decode`,
+    /// frames are only counted (a talker on a slow machine keeps its CPU for talking).
     #[allow(dead_code)] // not every test crate talks
-    pub async fn join_talking(ep: Endpoint) -> Self {
-        Self::join_opts(ep, true, "127.0.0.1", true, true).await
+    pub async fn join_talking(ep: Endpoint, decode: bool) -> Self {
+        Self::join_opts(ep, decode, "127.0.0.1", true, true).await
     }
 
     async fn join_full(ep: Endpoint, decode: bool, ip: &str, control: bool) -> Self {
@@ -326,54 +358,26 @@ impl Viewer {
             .unwrap_or_else(|e| panic!("control {request}: {e}"))
     }
 
-    /// Talks: a sine tone of `hz` for `duration`, encoded by GStreamer
-    /// (`audiotestsrc ! opusenc`, 20 ms frames) and sent in real time on the talk
-    /// track. Returns how many Opus packets were sent.
+    /// Talks: a sine tone of `hz` for `duration`, encoded up front by GStreamer
+    /// (`audiotestsrc ! opusenc`, 20 ms frames), then sent on the talk track one packet
+    /// every 20 ms (a late tick is caught up, keeping the sender's timeline). Returns
+    /// how many Opus packets were sent.
     #[allow(dead_code)] // not every test crate talks
     pub async fn talk_tone(&self, hz: u32, duration: Duration) -> u64 {
         const FRAME: u32 = 960; // 20 ms at 48 kHz
-        gst::init().expect("gst init");
         let frames = u32::try_from(duration.as_millis() / 20).unwrap_or(u32::MAX);
-        let pipeline = gst::parse::launch(&format!(
-            "audiotestsrc is-live=true wave=sine volume=0.5 freq={hz} samplesperbuffer={FRAME} \
-             num-buffers={frames} ! audio/x-raw,rate=48000,channels=1 \
-             ! opusenc frame-size=20 bitrate=32000 ! appsink name=sink sync=false"
-        ))
-        .expect("tone pipeline")
-        .downcast::<gst::Pipeline>()
-        .expect("pipeline");
-        let sink = pipeline
-            .by_name("sink")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .expect("appsink");
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    if let Some(map) = sample
-                        .buffer_owned()
-                        .and_then(|b| b.into_mapped_buffer_readable().ok())
-                    {
-                        let _ = tx.blocking_send(Bytes::from_owner(map));
-                    }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-        pipeline.set_state(gst::State::Playing).expect("tone plays");
-        let (mut sent, mut encoded) = (0, 0);
-        let limit = Instant::now() + duration + Duration::from_secs(10);
-        while encoded < frames {
-            let Ok(Some(packet)) = tokio::time::timeout_at(limit.into(), rx.recv()).await else {
-                break;
-            };
-            encoded += 1;
+        let packets = tokio::task::spawn_blocking(move || opus_tone(hz, frames))
+            .await
+            .expect("tone encoder");
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut sent = 0;
+        for packet in packets {
+            tick.tick().await;
             if self.inner.probe.talk(packet, FRAME).await.is_ok() {
                 sent += 1;
             }
         }
-        let _ = pipeline.set_state(gst::State::Null);
         sent
     }
 

@@ -10,7 +10,8 @@
 //   --talk-wav FILE --talk-ms N: two-way audio. Chromium's fake microphone plays FILE;
 //   once playing, the page presses Talk and talks for N ms. Meanwhile a second page
 //   (another session) presses Talk and must be refused; after the first stops, the
-//   second presses again and must get the floor. Reported under "talk".
+//   second presses again and must get the floor. Reported under "talk". The first page
+//   also presses Snapshot and reports the JPEG it downloads (bytes, first bytes).
 import { chromium } from 'playwright-core';
 
 const args = Object.fromEntries(
@@ -67,6 +68,10 @@ async function pressTalk(p) {
 async function talkTurns(first, talkMs) {
   const t = {};
   t.before = await first.evaluate(() => window.edgecam.state.talk);
+  const [download] = await Promise.all([first.waitForEvent('download', { timeout: 10000 }), first.click('#snapshot')]);
+  const jpeg = await import('node:fs').then((fs) => download.path().then((p) => fs.readFileSync(p)));
+  t.snapshotBytes = jpeg.length;
+  t.snapshotMagic = jpeg.subarray(0, 3).toString('hex');
   t.first = await pressTalk(first);
   const second = await browser.newPage();
   await second.goto(url, { waitUntil: 'load', timeout: 10000 });
