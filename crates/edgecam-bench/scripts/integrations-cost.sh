@@ -6,12 +6,16 @@
 #   B. snapshots on request: GET /snapshot.jpg once a second, latency per request and
 #      the CPU edgecam spends meanwhile, beside the same window idle;
 #   C. Home Assistant discovery on (a JPEG and a telemetry message every 10 s) and off:
-#      edgecam's CPU and RSS over the window, on a real Mosquitto.
+#      edgecam's CPU and RSS over the window, on a real Mosquitto;
+#   D. two-way audio on ([audio] playback_device set; nobody talking, so no device is
+#      opened) and off: edgecam's CPU and RSS over the window.
 # Everything listens on loopback only. Usage:
-#   crates/edgecam-bench/scripts/integrations-cost.sh [path/to/edgecam] [window s]
+#   crates/edgecam-bench/scripts/integrations-cost.sh [path/to/edgecam] [window s] [parts]
+# parts: which of A B C D to run (default ABCD).
 set -euo pipefail
 bin="${1:-target/release/edgecam}"
 window="${2:-60}"
+parts="${3:-ABCD}"
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -31,7 +35,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 mqtt_port="$(port)"
 mosquitto -p "$mqtt_port" >"$work/mosquitto.log" 2>&1 & pids+=($!)
 sleep 0.5
-config() { # config <http port> <homeassistant: true|false>
+config() { # config <http port> <homeassistant: true|false> [audio line]
   cat <<TOML
 [camera]
 id = "bench"
@@ -43,6 +47,7 @@ fps = 30
 bitrate_kbps = 2000
 [audio]
 source = "test"
+${3:-}
 [signaling]
 broker = "mqtt://127.0.0.1:$mqtt_port"
 [http]
@@ -55,8 +60,8 @@ udp_bind = ["127.0.0.1"]
 enabled = $2
 TOML
 }
-start_camera() { # start_camera <http port> <homeassistant> → pid
-  config "$1" "$2" >"$work/cam-$1.toml"
+start_camera() { # start_camera <http port> <homeassistant> [audio line] → pid
+  config "$1" "$2" "${3:-}" >"$work/cam-$1.toml"
   RUST_LOG=info,edgecam::app::plan=debug "$bin" --config "$work/cam-$1.toml" >"$work/cam-$1.log" 2>&1 &
   local pid=$!
   pids+=("$pid")
@@ -69,6 +74,7 @@ start_camera() { # start_camera <http port> <homeassistant> → pid
 }
 
 # A. The snapshot branch, idle.
+if [[ "$parts" == *A* ]]; then
 http="$(port)"
 cam="$(start_camera "$http" false)"
 launch="$(grep -o 'pipeline: .*' "$work/cam-$http.log" | head -1 | sed 's/^pipeline: //')"
@@ -93,8 +99,10 @@ measure_launch() { # measure_launch <description> → "cpu% rss"
 read -r a_with a_with_rss <<<"$(measure_launch "$launch")"
 read -r a_without a_without_rss <<<"$(measure_launch "$without")"
 echo "A. pipeline idle, ${window} s: with the snapshot branch ${a_with} % of a core, ${a_with_rss} MiB; without ${a_without} %, ${a_without_rss} MiB"
+fi
 
 # B. Snapshots once a second.
+if [[ "$parts" == *B* ]]; then
 http="$(port)"
 cam="$(start_camera "$http" false)"
 idle="$(cpu "$cam" "$window")"
@@ -109,12 +117,24 @@ busy="$(awk -v a="$ticks_a" -v b="$ticks_b" -v t="$tck" -v s="$window" 'BEGIN {p
 lat="$(sort -n "$work/latency" | awk '{v[NR]=$1*1000} END {printf "p50 %.1f ms, p95 %.1f ms, max %.1f ms over %d", v[int(NR*0.5+0.5)], v[int(NR*0.95+0.5)], v[NR], NR}')"
 echo "B. snapshots (1280x720, $(stat -c %s "$work/snap.jpg") bytes): $lat requests; edgecam ${idle} % of a core idle, ${busy} % with 1 snapshot/s"
 kill "$cam"; wait "$cam" 2>/dev/null || true
+fi
+
+idle_camera() { # idle_camera <label> <homeassistant> [audio line]: CPU and RSS, no viewer
+  local http cam c
+  http="$(port)"
+  cam="$(start_camera "$http" "$2" "${3:-}")"
+  c="$(cpu "$cam" "$window")"
+  echo "$1: edgecam ${c} % of a core, RSS $(rss_mib "$cam") MiB (${window} s, no viewer)"
+  kill "$cam"; wait "$cam" 2>/dev/null || true
+}
 
 # C. Home Assistant off and on.
-for ha in false true; do
-  http="$(port)"
-  cam="$(start_camera "$http" "$ha")"
-  c="$(cpu "$cam" "$window")"
-  echo "C. homeassistant.enabled = $ha: edgecam ${c} % of a core, RSS $(rss_mib "$cam") MiB (${window} s, no viewer)"
-  kill "$cam"; wait "$cam" 2>/dev/null || true
-done
+if [[ "$parts" == *C* ]]; then
+  for ha in false true; do idle_camera "C. homeassistant.enabled = $ha" "$ha"; done
+fi
+
+# D. Two-way audio off and on.
+if [[ "$parts" == *D* ]]; then
+  idle_camera "D. playback_device unset" false
+  idle_camera 'D. playback_device = "default"' false 'playback_device = "default"'
+fi
