@@ -161,8 +161,10 @@ pub(crate) async fn run(
             return Ok(());
         }
     };
-    // The viewer offers to send audio and the camera has a speaker.
-    let talk = info.talk && ctx.media.talk.is_some();
+    // The viewer offers to send audio and the camera has a speaker. WHEP is egress only
+    // (draft-ietf-wish-whep): a WHEP client's sendrecv audio is answered sendonly, so a
+    // player that offers sendrecv by habit never takes the floor.
+    let talk = info.talk && ctx.media.talk.is_some() && ctx.frontend == super::Frontend::Mqtt;
     let built = match build(&ctx, &cap.profile_level_id, info.audio, talk).await {
         Ok(b) => b,
         Err(Reject(code, message)) => {
