@@ -91,20 +91,17 @@ fn chromium_talks_through_the_camera_one_talker_at_a_time() {
     );
 }
 
-/// The suite's webrtc-rs viewer talks (the same viewer talks in the device lab): its
-/// 880 Hz tone comes out of the camera's speaker. A camera without a speaker
-/// advertises no `talk-v1` and refuses `talk` as unsupported.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webrtc_rs_viewer_talks_and_a_camera_without_a_speaker_declines() {
-    let pulse = Pulse::start().expect("PulseAudio null sink");
-    let broker = Mosquitto::start();
-    let speaker = common::camera_config("door", broker.port, "").replace(
+/// Starts a camera `id` with a speaker on `pulse` and the audio `source` given, has the
+/// suite's webrtc-rs viewer take the floor and talk a tone of `hz` for 2 s, and checks
+/// that the null sink played it.
+async fn talk_and_hear(pulse: &Pulse, broker: u16, id: &str, source: &str, hz: u32) {
+    let config = common::camera_config(id, broker, "").replace(
         "[audio]\nsource = \"test\"\n",
-        "[audio]\nsource = \"test\"\nplayback_device = \"pulse\"\n",
+        &format!("[audio]\nsource = \"{source}\"\nplayback_device = \"pulse\"\n"),
     );
     let server = pulse.server();
-    let _cam = Edgecam::start_env(None, Some(&speaker), &[("PULSE_SERVER", server.as_str())]);
-    let status = wait_status(broker.port, "door", Duration::from_secs(15), |s| {
+    let _cam = Edgecam::start_env(None, Some(&config), &[("PULSE_SERVER", server.as_str())]);
+    let status = wait_status(broker, id, Duration::from_secs(15), |s| {
         s["state"] == "online"
     })
     .await;
@@ -114,7 +111,7 @@ async fn webrtc_rs_viewer_talks_and_a_camera_without_a_speaker_declines() {
             .is_some_and(|e| e.iter().any(|x| x == "talk-v1")),
         "{status}"
     );
-    let viewer = Viewer::join_talking(Endpoint::new(broker.port, "door", "talker"), true).await;
+    let viewer = Viewer::join_talking(Endpoint::new(broker, id, "talker"), true).await;
     viewer
         .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 5)
         .await;
@@ -123,15 +120,32 @@ async fn webrtc_rs_viewer_talks_and_a_camera_without_a_speaker_declines() {
         true
     );
     let recording = pulse.record().expect("record the null sink");
-    let sent = viewer.talk_tone(880, Duration::from_secs(2)).await;
+    let sent = viewer.talk_tone(hz, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let samples = recording.stop().expect("recording");
     let tone = sound::measure_tone(&samples, sound::RATE);
-    println!("webrtc-rs talker: {sent} Opus packets sent; heard {tone:?}");
+    println!(
+        "webrtc-rs talker to {id} (audio source {source}): {sent} Opus packets sent; heard {tone:?}"
+    );
     assert!(sent >= 90, "{sent} packets sent");
     assert!(tone.sounding_ms >= 1500, "{tone:?}");
-    assert!((tone.hz - 880.0).abs() < 880.0 * 0.03, "{tone:?}");
+    assert!(
+        (tone.hz - f64::from(hz)).abs() < f64::from(hz) * 0.03,
+        "{tone:?}"
+    );
     viewer.bye().await;
+}
+
+/// The suite's webrtc-rs viewer talks (the same viewer talks in the device lab): its
+/// tone comes out of the speaker of a camera with a microphone (its audio m-line
+/// answered sendrecv) and of one without (answered recvonly). A camera without a
+/// speaker advertises no `talk-v1` and refuses `talk` as unsupported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_rs_viewer_talks_and_a_camera_without_a_speaker_declines() {
+    let pulse = Pulse::start().expect("PulseAudio null sink");
+    let broker = Mosquitto::start();
+    talk_and_hear(&pulse, broker.port, "door", "test", 880).await;
+    talk_and_hear(&pulse, broker.port, "intercom", "none", 550).await;
 
     let mute = Mosquitto::start();
     let _plain = Edgecam::start(&common::camera_config("plain", mute.port, ""));
