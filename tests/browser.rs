@@ -198,7 +198,18 @@ fn chromium_plays_an_invitation_and_drops_forged_camera_messages() {
         .hold(std::time::Duration::from_secs(5))
         .run(|playing| {
             forged(playing["stats"]["session"].as_str().expect("session id"));
-            live_stats = curl(&["-H", &bearer, &format!("{base}/api/stats")]);
+            // The session list is refreshed once a second (`sessions` is ≤ 1 s old), and
+            // the page may play sooner than that after its offer: ask again, up to 3 s.
+            for _ in 0..15 {
+                live_stats = curl(&["-H", &bearer, &format!("{base}/api/stats")]);
+                let listed = serde_json::from_str::<Value>(&live_stats)
+                    .ok()
+                    .and_then(|d| d["sessions"].as_array().map(Vec::len));
+                if listed == Some(1) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         });
     assert_watchable(&result);
     assert_eq!(
