@@ -456,6 +456,10 @@ impl ProbeSession {
     /// Sends `bye` and closes the peer connection (the MQTT connection stays).
     pub async fn bye(&self) {
         self.sender.send(&json!({"type": "bye"})).await;
+        // `send` only queues it for the MQTT event loop, which the caller may drop next
+        // (it did, once: the camera never heard the bye and kept the slot until ICE
+        // timed out): give the bye its moment on the wire, as `leave` does.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         self.probe.close().await;
     }
 
