@@ -169,9 +169,13 @@ async fn embedded_broker_memory_stays_bounded_under_a_topic_and_payload_flood() 
         r.video_frames
     );
     assert_eq!(refused, BIG, "every 1 MiB publish closes its connection");
+    // What stays is mostly rumqttd's never-freed topic filters, 8–46 KiB each depending
+    // on whether a message went through them during the flood, so it varies with the
+    // machine's load: +15 … +16 MiB alone, +25.6 and +27.3 MiB beside the rest of the
+    // suite. Unbounded retention (the old main) kept +148 MiB.
     assert!(
-        after <= base + 20 * 1024,
-        "RSS grew by {} KiB (bound: 20 MiB)",
+        after <= base + 32 * 1024,
+        "RSS grew by {} KiB (bound: 32 MiB)",
         after.saturating_sub(base)
     );
     // 30 fps: at least half the frames of the flood's duration arrived during it, and
