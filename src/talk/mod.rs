@@ -45,8 +45,6 @@ pub struct TalkCounters {
     pub dropped: AtomicU64,
     /// Times a viewer took the floor.
     pub turns: AtomicU64,
-    /// Claims refused because another viewer was talking.
-    pub busy: AtomicU64,
 }
 
 enum Msg {
@@ -203,7 +201,6 @@ async fn run(
             Msg::Claim { session, reply } => {
                 let claim = floor.claim(&session, Instant::now());
                 if claim == Claim::Busy {
-                    counters.busy.fetch_add(1, Ordering::Relaxed);
                     log::info!(session_id = session.as_str(); "talk-back: refused, another viewer is talking");
                 }
                 let _ = reply.send(claim);
