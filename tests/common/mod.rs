@@ -15,12 +15,27 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// A free TCP port on 127.0.0.1 (bound then released), chosen below the kernel's
+/// ephemeral range (`ip_local_port_range`, 32768–60999 by default) and never handed
+/// out twice by this process.
+///
+/// Why not port 0: the kernel gives the same range to outgoing connections, so between
+/// releasing the port and a broker binding it, any client socket of a test running
+/// beside (a flood test opens thousands) could take it, and the broker fails to start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("ephemeral port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_700);
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000..32700 after 1000 tries");
 }
 
 /// Waits until `port` on 127.0.0.1 accepts connections, at most `limit`.
@@ -67,13 +82,7 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts `mosquitto` on ephemeral loopback ports and waits until it listens.
     pub fn start() -> Self {
-        Self::start_with(
-            None,
-            free_port(),
-            free_port(),
-            "127.0.0.1",
-            "allow_anonymous true\n",
-        )
+        Self::start_fresh("allow_anonymous true\n", None)
     }
 
     /// As [`Mosquitto::start`], refusing anonymous clients: logins from `password_file`
@@ -84,25 +93,19 @@ impl Mosquitto {
             password_file.display(),
             acl_file.display()
         );
-        Self::start_with(None, free_port(), free_port(), "127.0.0.1", &auth)
+        Self::start_fresh(&auth, None)
     }
 
     /// Starts `mosquitto` on the given loopback ports (to restart a broker in place).
     pub fn start_on(port: u16, ws_port: u16) -> Self {
         Self::start_with(None, port, ws_port, "127.0.0.1", "allow_anonymous true\n")
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// As [`Mosquitto::start`], also listening (MQTT over TCP, same port) on `also`, an
     /// address of a link to a namespace the test created.
     pub fn start_also_on(also: &str) -> Self {
-        let port = free_port();
-        Self::start_with(
-            None,
-            port,
-            free_port(),
-            "127.0.0.1",
-            &format!("allow_anonymous true\nlistener {port} {also}\n"),
-        )
+        Self::start_fresh("allow_anonymous true\n", Some(also))
     }
 
     /// Starts `mosquitto` inside namespace `netns` on all of its addresses (the namespace
@@ -115,9 +118,34 @@ impl Mosquitto {
             "0.0.0.0",
             "allow_anonymous true\n",
         )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn start_with(netns: Option<&str>, port: u16, ws_port: u16, bind: &str, auth: &str) -> Self {
+    /// On fresh ports, up to three tries: a port can still be taken between choosing it
+    /// and the broker binding it, and then the broker exits.
+    fn start_fresh(auth: &str, also: Option<&str>) -> Self {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let auth = match also {
+                Some(addr) => format!("{auth}listener {port} {addr}\n"),
+                None => auth.to_string(),
+            };
+            match Self::start_with(None, port, free_port(), "127.0.0.1", &auth) {
+                Ok(broker) => return broker,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
+    }
+
+    fn start_with(
+        netns: Option<&str>,
+        port: u16,
+        ws_port: u16,
+        bind: &str,
+        auth: &str,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
@@ -137,7 +165,7 @@ impl Mosquitto {
             }
             None => Command::new("mosquitto"),
         };
-        let child = cmd
+        let mut child = cmd
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
@@ -145,21 +173,31 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto is installed (Debian package mosquitto)");
         if netns.is_none() {
-            assert!(
-                wait_port(port, Duration::from_secs(10)),
-                "mosquitto did not listen on {port}"
-            );
+            if !(wait_port(port, Duration::from_secs(10))
+                && wait_port(ws_port, Duration::from_secs(10)))
+            {
+                terminate(&mut child, Duration::from_secs(2));
+                return Err(format!("mosquitto did not listen on {port} and {ws_port}"));
+            }
         } else {
             // Not reachable from here: give it the moment it needs to bind.
             std::thread::sleep(Duration::from_millis(300));
         }
-        Self {
+        // A listener that failed to bind makes mosquitto exit after the others bound, and
+        // something else may hold the port it failed on.
+        std::thread::sleep(Duration::from_millis(50));
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "mosquitto on {port}/{ws_port} exited at start ({status}): a port was taken"
+            ));
+        }
+        Ok(Self {
             child,
             killed: false,
             port,
             ws_port,
             _dir: dir,
-        }
+        })
     }
 }
 
