@@ -9,7 +9,7 @@ BUILD_PKGS=(build-essential pkg-config libclang-dev clang libgstreamer1.0-dev
 RUN_PKGS=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-alsa gstreamer1.0-libcamera gstreamer1.0-tools
   gstreamer1.0-x)
-TEST_PKGS=(mosquitto mosquitto-clients chromium iproute2 nodejs npm coturn nftables openssl faketime curl
+TEST_PKGS=(mosquitto mosquitto-clients chromium firefox-esr iproute2 nodejs npm coturn nftables openssl faketime curl
   systemd qemu-system-x86 mmdebstrap e2fsprogs qemu-user-static arch-test python3
   libgstreamer-plugins-bad1.0-dev gstreamer1.0-nice pulseaudio pulseaudio-utils libasound2-plugins)
 
@@ -39,8 +39,9 @@ if [[ "${1:-}" == "--test" ]]; then
   if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
     cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" >&2
   fi
-  # The browser test drives Debian's chromium with playwright-core (no browser download).
-  if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
+  # The browser tests drive Debian's chromium with playwright-core and Debian's
+  # firefox-esr with puppeteer-core (neither downloads a browser).
+  if [[ ! -d tests/e2e/node_modules/playwright-core || ! -d tests/e2e/node_modules/puppeteer-core ]]; then
     (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
   fi
 fi

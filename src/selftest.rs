@@ -174,6 +174,7 @@ async fn receive(
         MediaFeeds {
             video: capture.video.clone(),
             audio: capture.has_audio.then(|| capture.audio.clone()),
+            vp8: capture.vp8.clone(),
             format: capture.format.clone(),
             snapshots: capture.snapshots.clone(),
             talk: None,

@@ -275,3 +275,113 @@ fn chromium_plays_an_invitation_and_drops_forged_camera_messages() {
         "{headers}"
     );
 }
+
+/// Firefox ESR without its OpenH264 plugin (as on a machine where it was never
+/// downloaded, or in hardened builds) offers VP8, VP9 and AV1 but no H.264: it gets
+/// the camera's VP8 rung, which is encoded only while it watches.
+#[test]
+fn firefox_without_openh264_plays_the_vp8_rung() {
+    let net = NetPair::new().expect("network namespaces (needs root)");
+    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
+    let cam = Edgecam::start_in(Some(&net.camera), Some(&camera_in(&net, "")));
+    let result = common::browser::Browser::new(
+        &net.viewer,
+        &format!("http://{}:8080/?camera=porch", net.camera_ip),
+        "firefox-vp8",
+    )
+    .firefox()
+    .hold(std::time::Duration::from_secs(5))
+    .run(|_| {});
+    let stats = &result["stats"];
+    // Firefox's getStats has no framesPerSecond: frames decoded over the 5 s held.
+    let held = stats["framesDecoded"].as_f64().unwrap_or(0.0)
+        - result["playingStats"]["framesDecoded"]
+            .as_f64()
+            .unwrap_or(0.0);
+    eprintln!(
+        "firefox: {} frames decoded, {:.1} fps over 5 s, {}x{}, codec {}, first frame {} ms after the offer",
+        stats["framesDecoded"],
+        held / 5.0,
+        stats["width"],
+        stats["height"],
+        stats["videoCodec"],
+        stats["firstFrameMs"]
+    );
+    assert_eq!(result["ok"], true, "Firefox did not play: {result:#}");
+    assert_eq!(stats["videoCodec"], "video/VP8", "{result:#}");
+    assert_eq!(stats["audioCodec"], "audio/opus", "{result:#}");
+    assert_eq!(
+        (stats["width"].as_u64(), stats["height"].as_u64()),
+        (Some(640), Some(360)),
+        "the VP8 rung's size: {result:#}"
+    );
+    assert!(
+        stats["framesDecoded"].as_u64().unwrap_or(0) > 100,
+        "5 s of playing decodes well over 100 frames: {result:#}"
+    );
+    let log = cam.log_text();
+    assert!(log.contains("sending the VP8 rung"), "{log}");
+    assert!(
+        log.contains("VP8 rung started: a viewer without H.264 watches"),
+        "{log}"
+    );
+    // The rung stops with its last viewer (the browser closed: ICE times out, or bye).
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cam.log_text().contains("VP8 rung stopped") && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        cam.log_text()
+            .contains("VP8 rung stopped: no viewer needs it"),
+        "{}",
+        cam.log_text()
+    );
+}
+
+/// With the VP8 rung switched off, the same Firefox is refused with `bad-offer`, and
+/// the page says why instead of the `unknown-session` errors that its trickled
+/// candidates draw afterwards.
+#[test]
+fn a_browser_without_a_usable_codec_is_told_why() {
+    let net = NetPair::new().expect("network namespaces (needs root)");
+    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
+    let cam = Edgecam::start_in(
+        Some(&net.camera),
+        Some(&camera_in(&net, "vp8_bitrate_kbps = 0\n")),
+    );
+    let result = common::browser::Browser::new(
+        &net.viewer,
+        &format!("http://{}:8080/?camera=porch", net.camera_ip),
+        "firefox-refused",
+    )
+    .firefox()
+    .timeout(std::time::Duration::from_secs(12))
+    .run(|_| {});
+    assert_eq!(result["ok"], false, "{result:#}");
+    let log: Vec<&str> = result["log"]
+        .as_array()
+        .map(|l| l.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let refused = log
+        .iter()
+        .position(|l| {
+            l.contains("the camera cannot serve this browser: this browser offers no video codec the camera can send")
+        })
+        .unwrap_or_else(|| panic!("the page says why: {log:#?}"));
+    assert!(
+        !log[refused..].iter().any(|l| l.contains("unknown-session")),
+        "nothing hides the reason: {log:#?}"
+    );
+    assert!(cam.log_text().contains("VP8 is off"), "{}", cam.log_text());
+}
+
+/// An open camera in `net.camera` on its Mosquitto (port 1883, WebSocket 9001),
+/// serving the page on port 8080; `video` is appended to `[video]`.
+fn camera_in(net: &NetPair, video: &str) -> String {
+    format!(
+        "[camera]\nid = \"porch\"\nname = \"Porch\"\n[access]\nmode = \"open\"\n[video]\nsource = \"test\"\n{video}\
+         [audio]\nsource = \"test\"\n[signaling]\nbroker = \"mqtt://127.0.0.1:1883\"\n\
+         [http]\nlisten = \"0.0.0.0:8080\"\nbroker_ws_url = \"ws://{}:9001\"\n",
+        net.camera_ip
+    )
+}

@@ -362,7 +362,7 @@
       state.remoteSet = false;
       state.iceRestarts += 1;
     }
-    if (!iceRestart) state.signedAnswer = false;
+    if (!iceRestart) { state.signedAnswer = false; state.refused = null; }
     const offer = await pc.createOffer({ iceRestart });
     await pc.setLocalDescription(offer);
     send({ type: 'offer', sdp: pc.localDescription.sdp });
@@ -401,7 +401,13 @@
         else state.pendingCandidates.push(msg.candidate);
         break;
       case 'error':
-        note(`camera refused: ${msg.code}: ${msg.message}`);
+        // Candidates trickled before a refusal reach a session that is gone, and the
+        // camera answers each with `unknown-session`: the refusal is the reason shown.
+        if (msg.code === 'unknown-session' && state.refused) return;
+        state.refused = msg.code;
+        note(msg.code === 'bad-offer'
+          ? `the camera cannot serve this browser: ${msg.message}`
+          : `camera refused: ${msg.code}: ${msg.message}`);
         pill($('pc-state'), 'error: ' + msg.code, 'bad');
         closePeer();
         if (msg.code === 'busy' || msg.code === 'internal') scheduleRestart(5000);

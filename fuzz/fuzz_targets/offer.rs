@@ -1,5 +1,5 @@
 //! The offer checks: SDP, its H.264 fmtp lines and `profile-level-id`, against the
-//! camera's encoder (first byte picks which).
+//! camera's encoder (the first byte picks which, and whether it has a VP8 rung).
 #![no_main]
 
 use edgecam::peer::sdp::{SendCapability, check_offer};
@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let cap = SendCapability {
         profile_level_id: PROFILES[usize::from(pick) % PROFILES.len()].to_owned(),
+        vp8: pick & 0x80 != 0,
     };
     let _ = check_offer(sdp, &cap);
 });

@@ -59,6 +59,9 @@ pub struct Capture {
     pub audio: Hub,
     /// Whether the pipeline has an audio branch.
     pub has_audio: bool,
+    /// VP8 frames of the VP8 rung, `None` when the pipeline has none (`[video]
+    /// vp8_bitrate_kbps = 0`, no `vp8enc`, or a passed-through camera without decoder).
+    pub vp8: Option<Hub>,
     /// What the encoder emits, `None` until its first keyframe.
     pub format: watch::Receiver<Option<VideoFormat>>,
     /// The supervisor's state.
@@ -85,6 +88,13 @@ pub fn start_capture(
         Duration::from_millis(200),
     );
     let audio = Hub::new("audio", 50, false, Duration::from_millis(200));
+    let vp8 = Hub::new(
+        "vp8",
+        config.video.viewer_queue_frames,
+        true,
+        Duration::from_millis(200),
+    );
+    let has_vp8 = desc.vp8.is_some();
     let has_audio = desc.audio != AudioPlan::None;
     let (format_tx, format) = watch::channel::<Option<VideoFormat>>(None);
     let (state_tx, state) = watch::channel(CaptureState::Starting);
@@ -120,6 +130,7 @@ pub fn start_capture(
             source: source_tx,
             failures: failures.clone(),
             snapshots: snapshots.clone(),
+            vp8: vp8.clone(),
         },
         stop,
     ));
@@ -127,6 +138,7 @@ pub fn start_capture(
         video,
         audio,
         has_audio,
+        vp8: has_vp8.then_some(vp8),
         format,
         state,
         source,
@@ -196,6 +208,7 @@ async fn start_parts(
         video: video_hub,
         audio: audio_hub,
         has_audio,
+        vp8: vp8_hub,
         format: format_rx,
         state: state_rx,
         source: source_rx,
@@ -256,6 +269,7 @@ async fn start_parts(
         turn: ice.has_turn(),
         signed: admission.signed(),
         talk: config.audio.playback_device.is_some(),
+        vp8: vp8_hub.is_some(),
     };
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(mqtt::INBOUND_QUEUE);
     let snapshot_requests = config
@@ -303,6 +317,7 @@ async fn start_parts(
         MediaFeeds {
             video: video_hub.clone(),
             audio: has_audio.then(|| audio_hub.clone()),
+            vp8: vp8_hub.clone(),
             format: format_rx.clone(),
             snapshots: snapshots.clone(),
             talk: talk.clone(),

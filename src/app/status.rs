@@ -11,6 +11,11 @@ pub(super) const EXTENSIONS: &[&str] = &["control-channel-v1"];
 /// offer their audio `sendrecv` and talk (`docs/signaling.md`, "Two-way audio").
 pub(super) const TALK_EXTENSION: &str = "talk-v1";
 
+/// The extension a camera with a VP8 rung adds: an offer without a usable H.264 payload
+/// but with VP8 is answered with VP8 instead of `bad-offer` (`docs/signaling.md`,
+/// "VP8 for viewers without H.264").
+pub(super) const VP8_EXTENSION: &str = "vp8-v1";
+
 /// What the status says that does not change while the camera runs.
 pub(super) struct StatusBuilder {
     pub camera: String,
@@ -25,6 +30,8 @@ pub(super) struct StatusBuilder {
     pub signed: bool,
     /// Talk-back is on: the status advertises [`TALK_EXTENSION`].
     pub talk: bool,
+    /// The pipeline has a VP8 rung: the status advertises [`VP8_EXTENSION`].
+    pub vp8: bool,
 }
 
 impl StatusBuilder {
@@ -54,6 +61,7 @@ impl StatusBuilder {
                     .iter()
                     .copied()
                     .chain(self.talk.then_some(TALK_EXTENSION))
+                    .chain(self.vp8.then_some(VP8_EXTENSION))
                     .map(str::to_owned)
                     .collect(),
             ),

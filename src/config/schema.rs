@@ -124,6 +124,12 @@ pub struct VideoConfig {
     pub restart_limit: u32,
     /// Frames a viewer may have queued before it drops to the next keyframe.
     pub viewer_queue_frames: usize,
+    /// Target bitrate of the VP8 rung, kbit/s, for viewers whose browser offers no
+    /// H.264 (Firefox without its OpenH264 plugin); it is encoded only while such a
+    /// viewer watches. 0 = no VP8 rung.
+    pub vp8_bitrate_kbps: u32,
+    /// Width of the VP8 rung, pixels (even); the height keeps the picture's aspect.
+    pub vp8_width: u32,
 }
 
 impl Default for VideoConfig {
@@ -143,6 +149,8 @@ impl Default for VideoConfig {
             stall_timeout_ms: 5000,
             restart_limit: 10,
             viewer_queue_frames: 15,
+            vp8_bitrate_kbps: 500,
+            vp8_width: 640,
         }
     }
 }

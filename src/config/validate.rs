@@ -73,6 +73,15 @@ impl Config {
         if !(50..=50_000).contains(&v.bitrate_kbps) {
             return invalid("video.bitrate_kbps", "must be within 50..=50000");
         }
+        if v.vp8_bitrate_kbps != 0 && !(50..=50_000).contains(&v.vp8_bitrate_kbps) {
+            return invalid(
+                "video.vp8_bitrate_kbps",
+                "must be 0 (no VP8 rung) or within 50..=50000",
+            );
+        }
+        if !(64..=3840).contains(&v.vp8_width) || !v.vp8_width.is_multiple_of(2) {
+            return invalid("video.vp8_width", "must be even and within 64..=3840");
+        }
         if !(100..=60_000).contains(&v.keyframe_interval_ms) {
             return invalid("video.keyframe_interval_ms", "must be within 100..=60000");
         }

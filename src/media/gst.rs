@@ -59,6 +59,7 @@ pub fn probe_elements(probe: &mut Probe) {
     probe.text_overlay = ["clockoverlay", "timeoverlay"]
         .iter()
         .all(|e| gst::ElementFactory::find(e).is_some());
+    probe.vp8enc = gst::ElementFactory::find("vp8enc").is_some();
     probe.v4l2h264enc = gst::ElementFactory::find("v4l2h264enc").is_some()
         && std::path::Path::new("/dev/video11").exists();
     // The Pi's hardware decoder first, then FFmpeg's, then Cisco's (plugins-bad).
@@ -105,19 +106,21 @@ pub struct Capture {
     pipeline: gst::Pipeline,
     shared: Arc<Shared>,
     video_hub: Hub,
+    vp8_hub: Hub,
     snapshots: Snapshots,
 }
 
 impl Capture {
-    /// Builds and starts the pipeline; frames flow into `video_hub` / `audio_hub` with
-    /// `pts_offset` added, JPEGs of its snapshot branch (if it has one) into
-    /// `snapshots`. `format` is updated from the first keyframe.
+    /// Builds and starts the pipeline; frames flow into `video_hub` / `audio_hub` (and
+    /// the VP8 rung's into `vp8_hub`, while it has subscribers) with `pts_offset`
+    /// added, JPEGs of its snapshot branch (if it has one) into `snapshots`. `format` is
+    /// updated from the first keyframe.
     ///
     /// # Errors
     /// [`GstError`] when the pipeline cannot be built or started.
     pub fn start(
         desc: &PipelineDesc,
-        (video_hub, audio_hub, snapshots): (&Hub, &Hub, &Snapshots),
+        (video_hub, audio_hub, vp8_hub, snapshots): (&Hub, &Hub, &Hub, &Snapshots),
         pts_offset: Duration,
         nominal_fps: u32,
         format: watch::Sender<Option<VideoFormat>>,
@@ -159,8 +162,11 @@ impl Capture {
             install(&audio_sink, audio_hub.clone(), shared.clone(), None);
         }
         install_snapshots(&pipeline, &video_sink, desc.encoder, snapshots);
+        install_vp8(&pipeline, &video_sink, desc.encoder, vp8_hub, &shared);
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             snapshots.set_branch(None);
+            vp8_hub.set_demand_hook(None);
+            vp8_hub.set_keyframe_requester(None);
             let _ = pipeline.set_state(gst::State::Null);
             return Err(GstError::Start(format!(
                 "{e}: {}",
@@ -171,6 +177,7 @@ impl Capture {
             pipeline,
             shared,
             video_hub: video_hub.clone(),
+            vp8_hub: vp8_hub.clone(),
             snapshots: snapshots.clone(),
         })
     }
@@ -248,6 +255,8 @@ impl Capture {
     /// Stops the pipeline (state NULL releases `/dev/video*` and the sound card).
     pub fn stop(&self) {
         self.video_hub.set_keyframe_requester(None);
+        self.vp8_hub.set_keyframe_requester(None);
+        self.vp8_hub.set_demand_hook(None);
         self.snapshots.set_branch(None);
         let _ = self.pipeline.set_state(gst::State::Null);
     }
@@ -304,6 +313,105 @@ fn install_snapshots(
     snapshots.set_branch(Some(Some(gate)));
 }
 
+/// Connects the pipeline's VP8 rung (`vp8_valve` → … → `vp8` appsink) to `hub`: the
+/// valve opens while the hub has subscribers, and the hub's keyframe requests become
+/// force-key-unit events to `vp8enc`. Without a rung the hub stays unfed.
+fn install_vp8(
+    pipeline: &gst::Pipeline,
+    video_sink: &gst_app::AppSink,
+    encoder: EncoderPlan,
+    hub: &Hub,
+    shared: &Arc<Shared>,
+) {
+    let (Some(valve), Ok(sink)) = (pipeline.by_name("vp8_valve"), appsink(pipeline, "vp8")) else {
+        return;
+    };
+    let requester_sink = sink.clone();
+    hub.set_keyframe_requester(Some(Arc::new(move || {
+        let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        if !requester_sink.send_event(event) {
+            log::debug!("VP8 force-key-unit event not handled upstream");
+        }
+    })));
+    install_rung(&sink, hub.clone(), shared.clone());
+    let upstream = video_sink.clone();
+    hub.set_demand_hook(Some(Arc::new(move |open| {
+        log::info!(
+            "VP8 rung {}",
+            if open {
+                "started: a viewer without H.264 watches"
+            } else {
+                "stopped: no viewer needs it"
+            }
+        );
+        valve.set_property("drop", !open);
+        // A passed-through camera's H.264 decodes from an IDR on.
+        if open && encoder == EncoderPlan::Passthrough {
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            upstream.send_event(event);
+        }
+    })));
+}
+
+/// Feeds an extra rung's appsink into its hub: keyframes from the buffer flags, PTS
+/// with the run's offset, the capture time as for the main rung. The capture health
+/// (stall detection, frame counts) stays with the main rung alone.
+fn install_rung(sink: &gst_app::AppSink, hub: Hub, shared: Arc<Shared>) {
+    let mut last_pts: Option<Duration> = None;
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(buffer) = sample.buffer_owned() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let Some(pts) = buffer.pts() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let pts = Duration::from_nanos(pts.nseconds());
+                let captured_at = Instant::now()
+                    .checked_sub(capture_age(sink, pts))
+                    .unwrap_or_else(Instant::now);
+                let duration = buffer
+                    .duration()
+                    .map(|d| Duration::from_nanos(d.nseconds()))
+                    .or_else(|| last_pts.map(|prev| pts.saturating_sub(prev)))
+                    .unwrap_or_default();
+                last_pts = Some(pts);
+                let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let Ok(map) = buffer.into_mapped_buffer_readable() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                hub.publish(Frame {
+                    data: Bytes::from_owner(map),
+                    pts: pts + shared.pts_offset,
+                    duration,
+                    keyframe,
+                    captured_at,
+                });
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
+/// How long ago the buffer with `pts` was captured: the pipeline's running time now
+/// minus its PTS (zero without a clock).
+fn capture_age(sink: &gst_app::AppSink, pts: Duration) -> Duration {
+    match (sink.clock(), sink.base_time()) {
+        (Some(clock), Some(base)) => clock
+            .time()
+            .checked_sub(base)
+            .map(|running| Duration::from_nanos(running.nseconds()).saturating_sub(pts))
+            .unwrap_or_default(),
+        _ => Duration::ZERO,
+    }
+}
+
 fn appsink(pipeline: &gst::Pipeline, name: &'static str) -> Result<gst_app::AppSink, GstError> {
     pipeline
         .by_name(name)
@@ -344,14 +452,7 @@ fn install(
                     return Ok(gst::FlowSuccess::Ok);
                 };
                 let pts = Duration::from_nanos(pts.nseconds());
-                let latency = match (sink.clock(), sink.base_time()) {
-                    (Some(clock), Some(base)) => clock
-                        .time()
-                        .checked_sub(base)
-                        .map(|running| Duration::from_nanos(running.nseconds()).saturating_sub(pts))
-                        .unwrap_or_default(),
-                    _ => Duration::ZERO,
-                };
+                let latency = capture_age(sink, pts);
                 let captured_at = Instant::now()
                     .checked_sub(latency)
                     .unwrap_or_else(Instant::now);

@@ -16,6 +16,18 @@ use tokio::sync::Notify;
 /// Asks the encoder for a keyframe (the GStreamer adapter sends a force-key-unit event).
 pub type KeyframeRequester = Arc<dyn Fn() + Send + Sync>;
 
+/// Told whether anyone is subscribed (`true` from the first subscriber on, `false` when
+/// the last one leaves): an encoder that runs only on demand (the VP8 rung) opens and
+/// closes its branch with it.
+pub type DemandHook = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// The demand hook and the state it was last told, so it hears each change once.
+#[derive(Default)]
+struct Demand {
+    hook: Option<DemandHook>,
+    told: Option<bool>,
+}
+
 /// Coalesces keyframe requests: at most one upstream request per `min_interval`; a
 /// request inside that window is remembered and sent when the window ends, unless a
 /// keyframe arrives first. Pure; time is passed in.
@@ -123,6 +135,7 @@ struct Inner {
     slots: Mutex<Vec<Arc<Slot>>>,
     gate: Mutex<KeyframeGate>,
     requester: Mutex<Option<KeyframeRequester>>,
+    demand: Mutex<Demand>,
     published: AtomicU64,
     published_bytes: AtomicU64,
     keyframe_requests_sent: AtomicU64,
@@ -173,6 +186,7 @@ impl Hub {
                 slots: Mutex::new(Vec::new()),
                 gate: Mutex::new(KeyframeGate::new(keyframe_interval)),
                 requester: Mutex::new(None),
+                demand: Mutex::new(Demand::default()),
                 published: AtomicU64::new(0),
                 published_bytes: AtomicU64::new(0),
                 keyframe_requests_sent: AtomicU64::new(0),
@@ -184,6 +198,16 @@ impl Hub {
     /// capture restart).
     pub fn set_keyframe_requester(&self, requester: Option<KeyframeRequester>) {
         *lock(&self.inner.requester) = requester;
+    }
+
+    /// Installs the hook told whether anyone is subscribed (replaced on every capture
+    /// restart; `None` removes it). A new hook is told the current state at once.
+    pub fn set_demand_hook(&self, hook: Option<DemandHook>) {
+        let mut demand = lock(&self.inner.demand);
+        demand.hook = hook;
+        demand.told = None;
+        drop(demand);
+        refresh_demand(&self.inner);
     }
 
     /// A new viewer queue. A gated subscription receives nothing until the next keyframe;
@@ -198,6 +222,7 @@ impl Hub {
             closed: AtomicBool::new(false),
         });
         lock(&self.inner.slots).push(slot.clone());
+        refresh_demand(&self.inner);
         Subscription {
             slot,
             hub: Arc::downgrade(&self.inner),
@@ -320,6 +345,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Tells the demand hook whether anyone is subscribed, if that changed. The count is
+/// read under the demand lock, so concurrent subscribes and drops cannot tell the hook
+/// an outdated state last.
+fn refresh_demand(inner: &Inner) {
+    let mut demand = lock(&inner.demand);
+    let wanted = !lock(&inner.slots).is_empty();
+    if demand.told != Some(wanted) {
+        demand.told = Some(wanted);
+        if let Some(hook) = &demand.hook {
+            hook(wanted);
+        }
+    }
+}
+
 /// One viewer's queue on a [`Hub`]. Dropping it unsubscribes.
 pub struct Subscription {
     slot: Arc<Slot>,
@@ -381,6 +420,7 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(inner) = self.hub.upgrade() {
             lock(&inner.slots).retain(|s| !Arc::ptr_eq(s, &self.slot));
+            refresh_demand(&inner);
         }
     }
 }
@@ -534,6 +574,34 @@ mod tests {
             .map(|f| n(&f))
             .collect();
         assert_eq!(got, vec![4]);
+    }
+
+    #[test]
+    fn the_demand_hook_hears_first_subscriber_and_last_leaver_once_each() {
+        let hub = Hub::new("vp8", 4, true, Duration::from_millis(200));
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let log = heard.clone();
+        hub.set_demand_hook(Some(Arc::new(move |on| log.lock().unwrap().push(on))));
+        assert_eq!(*heard.lock().unwrap(), [false], "told the state at once");
+        let a = hub.subscribe();
+        let b = hub.subscribe();
+        drop(a);
+        assert_eq!(*heard.lock().unwrap(), [false, true]);
+        drop(b);
+        assert_eq!(*heard.lock().unwrap(), [false, true, false]);
+        // A hook installed while someone watches (a capture restart) is told at once.
+        let c = hub.subscribe();
+        let again = Arc::new(Mutex::new(Vec::new()));
+        let log = again.clone();
+        hub.set_demand_hook(Some(Arc::new(move |on| log.lock().unwrap().push(on))));
+        assert_eq!(*again.lock().unwrap(), [true]);
+        hub.set_demand_hook(None);
+        drop(c);
+        assert_eq!(
+            *again.lock().unwrap(),
+            [true],
+            "a removed hook hears nothing"
+        );
     }
 
     #[test]

@@ -32,6 +32,20 @@ pub struct Probe {
     /// `clockoverlay` and `timeoverlay` are registered (the `pango` plugin, Debian's
     /// `gstreamer1.0-x`): the test pattern then shows wall-clock and running time.
     pub text_overlay: bool,
+    /// `vp8enc` is registered (the `vpx` plugin, Debian's `gstreamer1.0-plugins-good`).
+    pub vp8enc: bool,
+}
+
+/// The VP8 rung: a smaller picture encoded with `vp8enc` for viewers whose browser
+/// offers no H.264, behind a valve that is open only while one watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Rung {
+    /// Pixels (even).
+    pub width: u32,
+    /// Pixels (even), keeping the picture's aspect.
+    pub height: u32,
+    /// Target bitrate, kbit/s.
+    pub bitrate_kbps: u32,
 }
 
 /// The resolved video source.
@@ -97,6 +111,9 @@ pub struct PipelineDesc {
     /// encoded again, for a camera that ignores keyframe requests (see
     /// [`passthrough_patience`]). `None` otherwise, or without a decoder.
     pub reencode: Option<Box<PipelineDesc>>,
+    /// The VP8 rung (`vp8_valve` → … → appsink `vp8`), when configured, `vp8enc` is
+    /// registered and the pipeline has raw frames (or can decode the camera's H.264).
+    pub vp8: Option<Vp8Rung>,
 }
 
 impl PipelineDesc {
@@ -268,12 +285,21 @@ fn describe_with(
         }
         _ => None,
     };
+    let (src_w, src_h) = negotiated
+        .as_ref()
+        .map_or((video.width, video.height), |n| {
+            (n.mode.width, n.mode.height)
+        });
+    let vp8 = (video.vp8_bitrate_kbps > 0
+        && probe.vp8enc
+        && (encoder != EncoderPlan::Passthrough || probe.h264_decoder.is_some()))
+    .then(|| vp8_rung(video, src_w, src_h));
     let launch = launch_line(
         video,
         audio,
         &video_plan,
         negotiated.as_ref().map(|n| &n.mode),
-        encoder,
+        (encoder, vp8),
         audio_plan,
         probe,
     );
@@ -285,7 +311,38 @@ fn describe_with(
         launch,
         fallback,
         reencode,
+        vp8,
     })
+}
+
+/// The VP8 rung for a `src_w`x`src_h` picture: `vp8_width` wide (at most the
+/// picture's width), the height keeping the aspect, both even (4:2:0 needs it).
+fn vp8_rung(video: &VideoConfig, src_w: u32, src_h: u32) -> Vp8Rung {
+    let even = |x: u64| u32::try_from((x / 2 * 2).max(2)).unwrap_or(2);
+    let width = video.vp8_width.min(src_w.max(2));
+    let height = even(
+        (u64::from(width) * u64::from(src_h) + u64::from(src_w) / 2) / u64::from(src_w.max(1)),
+    );
+    Vp8Rung {
+        width: even(width.into()),
+        height,
+        bitrate_kbps: video.vp8_bitrate_kbps,
+    }
+}
+
+/// The VP8 rung's scaler, encoder and appsink, behind the `vp8_valve` that `media::gst`
+/// opens while the rung's hub has subscribers. Realtime, no lag, constant bitrate, the
+/// H.264 rung's keyframe spacing; the sink never holds the pipeline (`async=false`).
+fn vp8_tail(rung: Vp8Rung, gop: u64) -> String {
+    format!(
+        "videoscale ! videoconvert ! video/x-raw,width={},height={},format=I420,pixel-aspect-ratio=1/1 \
+         ! vp8enc deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} keyframe-max-dist={gop} \
+         lag-in-frames=0 error-resilient=default threads=2 \
+         ! appsink name=vp8 sync=false async=false max-buffers=60 drop=true",
+        rung.width,
+        rung.height,
+        u64::from(rung.bitrate_kbps) * 1000
+    )
 }
 
 /// Quotes a value for `gst_parse_launch`.
@@ -297,6 +354,9 @@ fn quoted(s: &str) -> String {
 /// until a snapshot is wanted, so an idle branch costs nothing.
 const SNAPSHOT_VALVE: &str = "valve name=snapshot_valve drop=true";
 
+/// The closed gate of the VP8 rung: open only while a VP8 viewer watches.
+const VP8_VALVE: &str = "valve name=vp8_valve drop=true";
+
 /// The end of the snapshot branch. `async=false`: a sink that gets no buffer while the
 /// valve is closed must not hold a non-live owner's pipeline in PAUSED.
 const SNAPSHOT_JPEG: &str = "videoconvert ! jpegenc quality=85 \
@@ -307,7 +367,7 @@ fn launch_line(
     a: &AudioConfig,
     video: &VideoPlan,
     mode: Option<&CaptureMode>,
-    encoder: EncoderPlan,
+    (encoder, vp8): (EncoderPlan, Option<Vp8Rung>),
     audio: AudioPlan,
     probe: &Probe,
 ) -> String {
@@ -399,20 +459,37 @@ fn launch_line(
             } else {
                 decoder.clone()
             };
+            let vp8 = vp8.map_or(String::new(), |rung| {
+                format!(
+                    "  snapshot_tee. ! {VP8_VALVE} ! queue max-size-buffers=30 max-size-bytes=0 max-size-time=0 \
+                     ! {decode} ! {}",
+                    vp8_tail(rung, gop)
+                )
+            });
             format!(
                 "{source} ! {parse} ! tee name=snapshot_tee ! {video_sink}  \
                  snapshot_tee. ! {SNAPSHOT_VALVE} ! queue max-size-buffers=30 max-size-bytes=0 max-size-time=0 \
-                 ! {decode} ! {SNAPSHOT_JPEG}"
+                 ! {decode} ! {SNAPSHOT_JPEG}{vp8}"
             )
         }
         (EncoderPlan::Passthrough, None) => format!("{source} ! {parse} ! {video_sink}"),
         // Raw frames: the branch taps them in front of the encoder.
-        _ => format!(
-            "{source} ! tee name=snapshot_tee ! {encode}{parse} ! {video_sink}  \
-             snapshot_tee. ! {SNAPSHOT_VALVE} \
-             ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
-             ! {SNAPSHOT_JPEG}"
-        ),
+        _ => {
+            // Leaky like the encoder's queue: a VP8 encoder that falls behind loses
+            // frames of its own rung, never the H.264 rung's.
+            let vp8 = vp8.map_or(String::new(), |rung| {
+                format!(
+                    "  snapshot_tee. ! {VP8_VALVE} ! {decouple} ! {}",
+                    vp8_tail(rung, gop)
+                )
+            });
+            format!(
+                "{source} ! tee name=snapshot_tee ! {encode}{parse} ! {video_sink}  \
+                 snapshot_tee. ! {SNAPSHOT_VALVE} \
+                 ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
+                 ! {SNAPSHOT_JPEG}{vp8}"
+            )
+        }
     };
     let audio_source = match audio {
         AudioPlan::None => return video_branch,
@@ -709,6 +786,85 @@ mod tests {
         assert_eq!(
             describe(&v, &AudioConfig::default(), &probe()),
             Err(PlanError::EncoderMissing)
+        );
+    }
+
+    #[test]
+    fn the_vp8_rung_is_a_valved_branch_where_there_are_raw_frames() {
+        let p = Probe {
+            vp8enc: true,
+            ..probe()
+        };
+        let d = describe(&VideoConfig::default(), &AudioConfig::default(), &p).unwrap();
+        assert_eq!(
+            d.vp8,
+            Some(Vp8Rung {
+                width: 640,
+                height: 360,
+                bitrate_kbps: 500
+            })
+        );
+        assert!(
+            d.launch.contains(
+                "snapshot_tee. ! valve name=vp8_valve drop=true ! queue max-size-buffers=2 max-size-bytes=0 \
+                 max-size-time=0 leaky=downstream ! videoscale ! videoconvert \
+                 ! video/x-raw,width=640,height=360,format=I420,pixel-aspect-ratio=1/1 \
+                 ! vp8enc deadline=1 cpu-used=8 end-usage=cbr target-bitrate=500000 keyframe-max-dist=60"
+            ) && d.launch.contains("! appsink name=vp8 sync=false async=false"),
+            "{}",
+            d.launch
+        );
+        // Off, or no vp8enc: no rung.
+        let off = VideoConfig {
+            vp8_bitrate_kbps: 0,
+            ..VideoConfig::default()
+        };
+        assert_eq!(
+            describe(&off, &AudioConfig::default(), &p).unwrap().vp8,
+            None
+        );
+        let plain = describe(&VideoConfig::default(), &AudioConfig::default(), &probe()).unwrap();
+        assert!(plain.vp8.is_none() && !plain.launch.contains("vp8"));
+        // The aspect is kept, and the rung is never wider than the picture.
+        let square = VideoConfig {
+            width: 480,
+            height: 480,
+            ..VideoConfig::default()
+        };
+        let rung = describe(&square, &AudioConfig::default(), &p)
+            .unwrap()
+            .vp8
+            .unwrap();
+        assert_eq!((rung.width, rung.height), (480, 480));
+        let cinema = VideoConfig {
+            width: 1920,
+            height: 818,
+            ..VideoConfig::default()
+        };
+        let rung = describe(&cinema, &AudioConfig::default(), &p)
+            .unwrap()
+            .vp8
+            .unwrap();
+        assert_eq!((rung.width, rung.height), (640, 272));
+        // A passed-through camera's H.264 needs a decoder for the rung.
+        let mut cam = p.clone();
+        cam.v4l2 = device(&["H264"]);
+        assert_eq!(
+            describe(&VideoConfig::default(), &AudioConfig::default(), &cam)
+                .unwrap()
+                .vp8,
+            None
+        );
+        cam.h264_decoder = Some("avdec_h264".into());
+        let d = describe(&VideoConfig::default(), &AudioConfig::default(), &cam).unwrap();
+        assert!(d.vp8.is_some());
+        assert!(
+            d.launch.contains(
+                "snapshot_tee. ! valve name=vp8_valve drop=true ! queue max-size-buffers=30 max-size-bytes=0 \
+                 max-size-time=0 ! avdec_h264 output-corrupt=false ! videoscale"
+            ),
+            "{}",
+            d.launch
         );
     }
 

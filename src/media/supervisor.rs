@@ -102,6 +102,8 @@ pub struct SupervisorOutputs {
     pub failures: Arc<AtomicU64>,
     /// Fed by each run's snapshot branch.
     pub snapshots: Snapshots,
+    /// Fed by each run's VP8 rung, if it has one.
+    pub vp8: Hub,
 }
 
 /// How one run ended.
@@ -137,6 +139,7 @@ pub async fn run(
         source,
         failures: failure_count,
         snapshots,
+        vp8: vp8_hub,
     } = outputs;
     let mut policy = RestartPolicy::new(RestartConfig {
         min_backoff: cfg.min_backoff,
@@ -172,7 +175,7 @@ pub async fn run(
             current,
             &cfg,
             &policy,
-            (&video_hub, &audio_hub, &snapshots),
+            (&video_hub, &audio_hub, &vp8_hub, &snapshots),
             &format,
             (&state, running),
             fallback_device,
@@ -259,6 +262,7 @@ pub async fn run(
     state.send_replace(CaptureState::Stopped);
     video_hub.close();
     audio_hub.close();
+    vp8_hub.close();
 }
 
 /// One run of `desc`, until it fails, the watched device returns, or shutdown.
@@ -267,7 +271,7 @@ async fn run_once(
     desc: &PipelineDesc,
     cfg: &SupervisorConfig,
     policy: &RestartPolicy,
-    (video_hub, audio_hub, snapshots): (&Hub, &Hub, &Snapshots),
+    (video_hub, audio_hub, vp8_hub, snapshots): (&Hub, &Hub, &Hub, &Snapshots),
     format: &watch::Sender<Option<VideoFormat>>,
     (state, running): (&watch::Sender<CaptureState>, CaptureState),
     watch_device: Option<&Path>,
@@ -275,7 +279,7 @@ async fn run_once(
 ) -> RunEnd {
     let capture = match Capture::start(
         desc,
-        (video_hub, audio_hub, snapshots),
+        (video_hub, audio_hub, vp8_hub, snapshots),
         policy.pts_offset(),
         cfg.fps,
         format.clone(),
@@ -296,6 +300,7 @@ async fn run_once(
     // Its first frames may reference pictures of the previous run (a passthrough camera
     // resumes mid-GOP): viewers wait for this run's first keyframe.
     video_hub.new_run();
+    vp8_hub.new_run();
     let end = tokio::select! {
         end = capture.wait(cfg.stall_timeout, first_within) => Some(end),
         () = mark_running(&capture, state, running) => None,
@@ -391,6 +396,7 @@ mod tests {
             ),
             fallback: None,
             reencode: None,
+            vp8: None,
         }
     }
 
@@ -436,6 +442,7 @@ mod tests {
                 source: source_tx,
                 failures: Arc::default(),
                 snapshots: Snapshots::default(),
+                vp8: Hub::new("vp8", 64, true, Duration::from_millis(200)),
             },
             stop.clone(),
         ));
@@ -527,6 +534,7 @@ mod tests {
                 source: source_tx,
                 failures: Arc::default(),
                 snapshots: Snapshots::default(),
+                vp8: Hub::new("vp8", 64, true, Duration::from_millis(200)),
             },
             stop.clone(),
         ));

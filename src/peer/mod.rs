@@ -124,6 +124,8 @@ pub struct MediaFeeds {
     pub video: Hub,
     /// Opus hub, `None` without audio.
     pub audio: Option<Hub>,
+    /// The VP8 rung's hub (for viewers without H.264), `None` without a VP8 rung.
+    pub vp8: Option<Hub>,
     /// What the encoder emits, `None` until its first keyframe.
     pub format: watch::Receiver<Option<VideoFormat>>,
     /// JPEGs of the current picture, for the `control` data channel's `snapshot`.

@@ -1,5 +1,6 @@
 //! Offer validation before a peer connection is built, over `rtc`'s SDP parser
-//! (RFC 8866): the contract's `bad-offer` cases, with a reason for the viewer.
+//! (RFC 8866): the contract's `bad-offer` cases, with a reason for the viewer, and the
+//! video codec the viewer gets (H.264, else the VP8 rung).
 
 use rtc::sdp::description::session::SessionDescription;
 use std::io::Cursor;
@@ -9,6 +10,27 @@ use std::io::Cursor;
 pub struct SendCapability {
     /// `profile-level-id` the encoder emits (see `media::h264::profile_level_id`).
     pub profile_level_id: String,
+    /// The camera has a VP8 rung for viewers without H.264.
+    pub vp8: bool,
+}
+
+/// The video codec a viewer gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// The H.264 rung (RFC 6184), preferred whenever the offer has a usable payload.
+    H264,
+    /// The VP8 rung (RFC 7741), for offers without a usable H.264 payload.
+    Vp8,
+}
+
+impl VideoCodec {
+    /// The codec's name as `/api/stats` and the logs show it: `H264` or `VP8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::H264 => "H264",
+            Self::Vp8 => "VP8",
+        }
+    }
 }
 
 /// What a valid offer asks for.
@@ -19,6 +41,8 @@ pub struct OfferInfo {
     /// The offer has an audio m-line the viewer sends on (`sendrecv`/`sendonly`):
     /// it can talk through the camera's speaker.
     pub talk: bool,
+    /// The video codec of the answer.
+    pub video: VideoCodec,
 }
 
 /// Why an offer was refused (all map to `bad-offer`).
@@ -30,15 +54,27 @@ pub enum OfferError {
     /// No video m-line the viewer receives on.
     #[error("no recvonly/sendrecv video m-line")]
     NoVideo,
-    /// A video m-line, but no H.264 payload this camera can send.
-    #[error("no H.264 with packetization-mode=1 and profile {0} in the offer")]
-    NoH264(String),
+    /// A video m-line, but no payload this camera can send: H.264 with
+    /// `packetization-mode=1` and the camera's profile (`profile-level-id`, here), nor
+    /// VP8 where the camera has a VP8 rung (`vp8`).
+    #[error(
+        "this browser offers no video codec the camera can send (the camera sends H.264 \
+         with packetization-mode=1 and profile {profile}{})",
+        if *vp8 { ", or VP8" } else { "; VP8 is off" }
+    )]
+    NoCodec {
+        /// The camera's H.264 `profile-level-id`.
+        profile: String,
+        /// Whether the camera offered VP8 as well.
+        vp8: bool,
+    },
 }
 
 /// Checks that `sdp` is an offer this camera can answer: it parses, has a video m-line
 /// with direction `recvonly` or `sendrecv` (RFC 8866 §6.7; absent means `sendrecv`),
 /// and offers H.264 (RFC 6184) with `packetization-mode=1` and the same profile
-/// (`profile_idc` and `profile-iop`; the level may differ, RFC 6184 §8.2.2).
+/// (`profile_idc` and `profile-iop`; the level may differ, RFC 6184 §8.2.2), or else
+/// VP8 (RFC 7741) when the camera has a VP8 rung.
 ///
 /// # Errors
 /// [`OfferError`] naming the first problem.
@@ -69,18 +105,23 @@ pub fn check_offer(sdp: &str, cap: &SendCapability) -> Result<OfferInfo, OfferEr
         .iter()
         .any(|m| m.media_name.media == "audio" && sends(m));
     let mut saw_video = false;
+    let mut vp8 = false;
     for media in desc
         .media_descriptions
         .iter()
         .filter(|m| m.media_name.media == "video" && receives(m))
     {
         saw_video = true;
-        let h264_pts: Vec<&str> = media
-            .attributes
-            .iter()
-            .filter(|a| a.key == "rtpmap")
-            .filter_map(|a| a.value.as_deref())
-            .filter_map(|v| v.split_once(' '))
+        let rtpmaps = || {
+            media
+                .attributes
+                .iter()
+                .filter(|a| a.key == "rtpmap")
+                .filter_map(|a| a.value.as_deref())
+                .filter_map(|v| v.split_once(' '))
+        };
+        vp8 |= rtpmaps().any(|(_, codec)| codec.eq_ignore_ascii_case("vp8/90000"));
+        let h264_pts: Vec<&str> = rtpmaps()
             .filter(|(_, codec)| codec.to_ascii_lowercase().starts_with("h264/90000"))
             .map(|(pt, _)| pt)
             .collect();
@@ -93,11 +134,24 @@ pub fn check_offer(sdp: &str, cap: &SendCapability) -> Result<OfferInfo, OfferEr
             .filter(|(pt, _)| h264_pts.contains(pt))
             .any(|(_, params)| fmtp_compatible(params, &cap.profile_level_id));
         if usable {
-            return Ok(OfferInfo { audio, talk });
+            return Ok(OfferInfo {
+                audio,
+                talk,
+                video: VideoCodec::H264,
+            });
         }
     }
-    if saw_video {
-        Err(OfferError::NoH264(cap.profile_level_id.clone()))
+    if vp8 && cap.vp8 {
+        Ok(OfferInfo {
+            audio,
+            talk,
+            video: VideoCodec::Vp8,
+        })
+    } else if saw_video {
+        Err(OfferError::NoCodec {
+            profile: cap.profile_level_id.clone(),
+            vp8: cap.vp8,
+        })
     } else {
         Err(OfferError::NoVideo)
     }
@@ -133,6 +187,7 @@ mod tests {
     fn cap() -> SendCapability {
         SendCapability {
             profile_level_id: "42e01f".into(),
+            vp8: false,
         }
     }
 
@@ -152,7 +207,8 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
             check_offer(&offer(VIDEO_H264), &cap()),
             Ok(OfferInfo {
                 audio: false,
-                talk: false
+                talk: false,
+                video: VideoCodec::H264,
             })
         );
         let with_audio = format!(
@@ -162,7 +218,8 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
             check_offer(&offer(&with_audio), &cap()),
             Ok(OfferInfo {
                 audio: true,
-                talk: false
+                talk: false,
+                video: VideoCodec::H264,
             })
         );
         // A page with a talk button offers its audio m-line sendrecv; a direction
@@ -178,7 +235,11 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
             );
             assert_eq!(
                 check_offer(&sdp, &cap()),
-                Ok(OfferInfo { audio, talk }),
+                Ok(OfferInfo {
+                    audio,
+                    talk,
+                    video: VideoCodec::H264
+                }),
                 "{dir:?}"
             );
         }
@@ -197,7 +258,8 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
             check_offer(&offer(&bundled), &cap()),
             Ok(OfferInfo {
                 audio: true,
-                talk: false
+                talk: false,
+                video: VideoCodec::H264,
             })
         );
         let rejected = offer(&VIDEO_H264.replace("m=video 9", "m=video 0"));
@@ -220,17 +282,17 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
         );
         assert!(matches!(
             check_offer(&vp8, &cap()),
-            Err(OfferError::NoH264(_))
+            Err(OfferError::NoCodec { .. })
         ));
         let mode0 = offer(&VIDEO_H264.replace("packetization-mode=1", "packetization-mode=0"));
         assert!(matches!(
             check_offer(&mode0, &cap()),
-            Err(OfferError::NoH264(_))
+            Err(OfferError::NoCodec { .. })
         ));
         let high = offer(&VIDEO_H264.replace("42e01f", "640c1f"));
         assert!(matches!(
             check_offer(&high, &cap()),
-            Err(OfferError::NoH264(_))
+            Err(OfferError::NoCodec { .. })
         ));
     }
 
@@ -249,10 +311,50 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
         ] {
             let sdp = offer(&VIDEO_H264.replace("42e01f", bad));
             assert!(
-                matches!(check_offer(&sdp, &cap()), Err(OfferError::NoH264(_))),
+                matches!(check_offer(&sdp, &cap()), Err(OfferError::NoCodec { .. })),
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_offer_without_h264_gets_the_vp8_rung_if_the_camera_has_one() {
+        // Firefox without its OpenH264 plugin offers VP8, VP9 and AV1 only.
+        let firefox = offer(
+            "m=video 9 UDP/TLS/RTP/SAVPF 120 124 121 125\r\na=mid:0\r\na=recvonly\r\n\
+             a=rtpmap:120 VP8/90000\r\na=rtpmap:124 rtx/90000\r\na=fmtp:124 apt=120\r\n\
+             a=rtpmap:121 VP9/90000\r\na=rtpmap:125 AV1/90000\r\n",
+        );
+        let with_vp8 = SendCapability { vp8: true, ..cap() };
+        assert_eq!(
+            check_offer(&firefox, &with_vp8).map(|i| i.video),
+            Ok(VideoCodec::Vp8)
+        );
+        let refused = check_offer(&firefox, &cap()).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "this browser offers no video codec the camera can send (the camera sends H.264 \
+             with packetization-mode=1 and profile 42e01f; VP8 is off)"
+        );
+        // H.264 is preferred whenever it is usable: it is the full-size rung.
+        assert_eq!(
+            check_offer(&offer(VIDEO_H264), &with_vp8).map(|i| i.video),
+            Ok(VideoCodec::H264)
+        );
+        // An unusable H.264 (another profile) beside VP8 gets VP8.
+        let high = offer(&VIDEO_H264.replace("42e01f", "640c1f"));
+        assert_eq!(
+            check_offer(&high, &with_vp8).map(|i| i.video),
+            Ok(VideoCodec::Vp8)
+        );
+        let vp9_only = offer(
+            "m=video 9 UDP/TLS/RTP/SAVPF 98\r\na=mid:0\r\na=recvonly\r\na=rtpmap:98 VP9/90000\r\n",
+        );
+        assert_eq!(
+            check_offer(&vp9_only, &with_vp8).unwrap_err().to_string(),
+            "this browser offers no video codec the camera can send (the camera sends H.264 \
+             with packetization-mode=1 and profile 42e01f, or VP8)"
+        );
     }
 
     #[test]

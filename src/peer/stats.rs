@@ -115,6 +115,8 @@ pub struct SessionStats {
     pub dropped_frames: AtomicU64,
     /// Selected candidate pair, e.g. `host/udp` (filled once connected).
     pub candidate_pair: Mutex<Option<String>>,
+    /// The video codec sent, `H264` or `VP8` (set once the offer is checked).
+    pub video_codec: std::sync::OnceLock<&'static str>,
 }
 
 /// The per-session counters summed over sessions (for totals that outlive sessions).
@@ -162,6 +164,8 @@ pub struct SessionSnapshot {
     pub dropped_frames: u64,
     /// Selected candidate pair type.
     pub candidate_pair: Option<String>,
+    /// Video codec sent: `H264` (the main rung) or `VP8` (the VP8 rung).
+    pub video_codec: Option<&'static str>,
     /// Signaling front-end: `mqtt` or `whep`.
     pub frontend: &'static str,
 }
@@ -181,6 +185,7 @@ impl SessionStats {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            video_codec: self.video_codec.get().copied(),
             frontend: "mqtt",
         }
     }

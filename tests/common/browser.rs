@@ -1,4 +1,5 @@
-//! Runs the Chromium driver (`tests/e2e/view.mjs`) inside a viewer namespace.
+//! Runs the browser driver (`tests/e2e/view.mjs`: Chromium, or Firefox ESR without
+//! OpenH264) inside a viewer namespace.
 
 use super::netns::NetPair;
 use serde_json::Value;
@@ -37,6 +38,7 @@ pub struct Browser {
     hold: Option<Duration>,
     accept_any_cert: bool,
     talk: Option<(PathBuf, Duration)>,
+    firefox: bool,
 }
 
 impl Browser {
@@ -50,7 +52,15 @@ impl Browser {
             hold: None,
             accept_any_cert: false,
             talk: None,
+            firefox: false,
         }
+    }
+
+    /// Debian's Firefox ESR (puppeteer-core over WebDriver BiDi) instead of Chromium,
+    /// with its OpenH264 plugin off: it offers VP8, VP9 and AV1 only.
+    pub fn firefox(mut self) -> Self {
+        self.firefox = true;
+        self
     }
 
     /// Two-way audio (see `--talk-wav` in `view.mjs`): the fake microphone plays `wav`,
@@ -95,6 +105,9 @@ impl Browser {
             .arg(profile.path());
         if self.accept_any_cert {
             cmd.args(["--accept-any-cert", "1"]);
+        }
+        if self.firefox {
+            cmd.args(["--browser", "firefox"]);
         }
         if let Some((wav, t)) = &self.talk {
             cmd.arg("--talk-wav")

@@ -1,9 +1,12 @@
-// Opens the edgecam viewer page in Debian's headless Chromium and waits until video
-// frames decode and audio packets arrive. Prints one JSON line with what it saw and
-// exits 0 on success, 1 on failure.
+// Opens the edgecam viewer page in Debian's headless Chromium (playwright-core) or
+// Firefox ESR (puppeteer-core over WebDriver BiDi) and waits until video frames decode
+// and audio packets arrive. Prints one JSON line with what it saw and exits 0 on
+// success, 1 on failure.
 //
-// usage: node view.mjs --url URL [--screenshot FILE] [--timeout-ms N] [--hold-ms N]
-//                     [--accept-any-cert 1]
+// usage: node view.mjs --url URL [--browser chromium|firefox] [--screenshot FILE]
+//                     [--timeout-ms N] [--hold-ms N] [--accept-any-cert 1]
+//   --browser firefox: Debian's firefox-esr with its OpenH264 plugin switched off, as
+//   where it was never downloaded: its offer has VP8, VP9 and AV1 but no H.264.
 //   --hold-ms N: once playing, print {"phase":"playing",...} and keep watching for N ms
 //   (the caller may change the network meanwhile); the result then reports the final
 //   figures and those at the moment playback started.
@@ -13,6 +16,7 @@
 //   second presses again and must get the floor. Reported under "talk". The first page
 //   also presses Snapshot and reports the JPEG it downloads (bytes, first bytes).
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
@@ -21,9 +25,33 @@ const url = args.url;
 const timeoutMs = Number(args['timeout-ms'] || 30000);
 const started = Date.now();
 
+const firefox = args.browser === 'firefox';
+
+// Firefox over WebDriver BiDi. Its profile is puppeteer's temporary one; the prefs let
+// media autoplay, keep host candidates unobfuscated (no mDNS, as for Chromium below),
+// and keep the OpenH264 plugin off and undownloaded.
+async function launchFirefox() {
+  return puppeteer.launch({
+    browser: 'firefox',
+    protocol: 'webDriverBiDi',
+    executablePath: '/usr/bin/firefox-esr',
+    headless: true,
+    acceptInsecureCerts: args['accept-any-cert'] === '1',
+    extraPrefsFirefox: {
+      'media.autoplay.default': 0,
+      'media.autoplay.blocking_policy': 0,
+      'media.peerconnection.ice.obfuscate_host_addresses': false,
+      'media.gmp-gmpopenh264.enabled': false,
+      'media.gmp-gmpopenh264.autoupdate': false,
+      'media.gmp-manager.url': '',
+      'media.gmp-provider.enabled': false,
+    },
+  });
+}
+
 // Playwright's default switches carry their own --disable-features list, and Chromium
 // keeps only the last one; so all defaults are dropped and one merged list is passed.
-const browser = await chromium.launch({
+const browser = firefox ? await launchFirefox() : await chromium.launch({
   executablePath: '/usr/bin/chromium',
   ignoreDefaultArgs: true,
   args: [
@@ -90,7 +118,8 @@ async function talkTurns(first, talkMs) {
   return t;
 }
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const page = firefox ? await browser.newPage() : await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  if (firefox) await page.setViewport({ width: 1280, height: 800 });
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(m.text()));
   // edgecam may still be starting inside its namespace: retry the page load briefly.

@@ -4,6 +4,7 @@
 
 use super::SessionCtx;
 use crate::peer::feedback::{self, KeyframeFeedback};
+use crate::peer::sdp::VideoCodec;
 use crate::signaling::protocol::ErrorCode;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
@@ -32,8 +33,9 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-/// Opus and H.264 payload types we register; the answer uses the offer's numbers.
+/// Opus, H.264 and VP8 payload types we register; the answer uses the offer's numbers.
 const H264_PT: u8 = 102;
+const VP8_PT: u8 = 96;
 const OPUS_PT: u8 = 111;
 
 /// Bytes a data channel may have queued and unacknowledged (a snapshot is ~30–200 KB).
@@ -94,14 +96,22 @@ impl PeerConnectionEventHandler for Handler {
 /// Why a session could not be set up; becomes `OfferRejected`.
 pub(super) struct Reject(pub ErrorCode, pub String);
 
-fn codec_h264(profile_level_id: &str) -> RTCRtpCodec {
+/// The video codec of a session: the H.264 rung with the encoder's profile, or VP8.
+fn codec_video(codec: VideoCodec, profile_level_id: &str) -> RTCRtpCodec {
+    let (mime_type, sdp_fmtp_line) = match codec {
+        VideoCodec::H264 => (
+            "video/H264",
+            format!(
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
+            ),
+        ),
+        VideoCodec::Vp8 => ("video/VP8", String::new()),
+    };
     RTCRtpCodec {
-        mime_type: "video/H264".to_owned(),
+        mime_type: mime_type.to_owned(),
         clock_rate: 90_000,
         channels: 0,
-        sdp_fmtp_line: format!(
-            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
-        ),
+        sdp_fmtp_line,
         rtcp_feedback: vec![
             RTCPFeedback {
                 typ: "nack".into(),
@@ -180,11 +190,11 @@ fn internal_err(e: webrtc::error::Error) -> Reject {
     Reject(ErrorCode::Internal, e.to_string())
 }
 
-/// Codecs (our H.264 profile, Opus when offered) with the default interceptors (NACK
-/// responder, RTCP reports, TWCC) plus [`KeyframeFeedback`], which reports PLI/FIR on
-/// `keyframe`.
+/// Codecs (the session's video codec only, so the answer cannot pick another; Opus
+/// when offered) with the default interceptors (NACK responder, RTCP reports, TWCC)
+/// plus [`KeyframeFeedback`], which reports PLI/FIR on `keyframe`.
 fn media_engine(
-    profile_level_id: &str,
+    (video, profile_level_id): (VideoCodec, &str),
     audio: bool,
     keyframe: mpsc::Sender<()>,
 ) -> Result<(MediaEngine, Registry), Reject> {
@@ -192,8 +202,11 @@ fn media_engine(
     engine
         .register_codec(
             RTCRtpCodecParameters {
-                rtp_codec: codec_h264(profile_level_id),
-                payload_type: H264_PT,
+                rtp_codec: codec_video(video, profile_level_id),
+                payload_type: match video {
+                    VideoCodec::H264 => H264_PT,
+                    VideoCodec::Vp8 => VP8_PT,
+                },
             },
             RtpCodecKind::Video,
         )
@@ -249,11 +262,12 @@ fn socket_addrs(ips: &[IpAddr], default: Option<IpAddr>, port: u16) -> Vec<Strin
         .collect()
 }
 
-/// Builds the session's peer connection. `audio`: the viewer receives audio; `talk`:
-/// the viewer sends audio and the camera plays it (`[audio] playback_device`).
+/// Builds the session's peer connection. `video`: the codec sent (with the H.264
+/// rung's `profile-level-id`); `audio`: the viewer receives audio; `talk`: the viewer
+/// sends audio and the camera plays it (`[audio] playback_device`).
 pub(super) async fn build(
     ctx: &SessionCtx,
-    profile_level_id: &str,
+    video: (VideoCodec, &str),
     audio: bool,
     talk: bool,
 ) -> Result<Built, Reject> {
@@ -264,7 +278,7 @@ pub(super) async fn build(
     let build_pc = async |mode: MulticastDnsMode, port: u16| {
         // Capacity 1: PLIs arriving while one is pending coalesce (`KeyframeFeedback`).
         let (keyframe_tx, keyframe_rx) = mpsc::channel(1);
-        let (engine, registry) = media_engine(profile_level_id, audio || talk, keyframe_tx)?;
+        let (engine, registry) = media_engine(video, audio || talk, keyframe_tx)?;
         let setting_engine = SettingEngineBuilder::new()
             .with_multicast_dns_mode(mode)
             .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
@@ -342,7 +356,7 @@ pub(super) async fn build(
     let video_ssrc = rand::random::<u32>();
     let video_track = local_track(
         RtpCodecKind::Video,
-        codec_h264(profile_level_id),
+        codec_video(video.0, video.1),
         video_ssrc,
     );
     let video_sender = pc

@@ -16,7 +16,7 @@ mod feed;
 pub mod rtp;
 mod talk;
 
-use super::sdp::{SendCapability, check_offer};
+use super::sdp::{SendCapability, VideoCodec, check_offer};
 use super::stats::{LatencyHistogram, SessionStats};
 use super::{MediaFeeds, PeerReport, PeerSettings};
 use crate::media::MediaKind;
@@ -149,6 +149,7 @@ pub(crate) async fn run(
     };
     let cap = SendCapability {
         profile_level_id: format.profile_level_id.clone(),
+        vp8: ctx.media.vp8.is_some(),
     };
     let info = match check_offer(&first_offer, &cap) {
         Ok(info) => info,
@@ -165,7 +166,16 @@ pub(crate) async fn run(
     // (draft-ietf-wish-whep): a WHEP client's sendrecv audio is answered sendonly, so a
     // player that offers sendrecv by habit never takes the floor.
     let talk = info.talk && ctx.media.talk.is_some() && ctx.frontend == super::Frontend::Mqtt;
-    let built = match build(&ctx, &cap.profile_level_id, info.audio, talk).await {
+    let _ = ctx.stats.video_codec.set(info.video.name());
+    let video_hub = match info.video {
+        VideoCodec::H264 => &ctx.media.video,
+        // `cap.vp8` said there is one.
+        VideoCodec::Vp8 => ctx.media.vp8.as_ref().unwrap_or(&ctx.media.video),
+    };
+    if info.video == VideoCodec::Vp8 {
+        log::info!(session_id = ctx.id.as_str(); "the viewer offers no usable H.264: sending the VP8 rung");
+    }
+    let built = match build(&ctx, (info.video, &cap.profile_level_id), info.audio, talk).await {
         Ok(b) => b,
         Err(Reject(code, message)) => {
             ctx.report(PeerEvent::OfferRejected { code, message }).await;
@@ -201,7 +211,7 @@ pub(crate) async fn run(
 
     let media_cancel = ctx.cancel.child_token();
     let (live_tx, live_rx) = watch::channel(false);
-    let video_sub = Arc::new(ctx.media.video.subscribe());
+    let video_sub = Arc::new(video_hub.subscribe());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(feed::feed(
         MediaKind::Video,
