@@ -175,6 +175,7 @@ async fn receive(
             video: capture.video.clone(),
             audio: capture.has_audio.then(|| capture.audio.clone()),
             vp8: capture.vp8.clone(),
+            ladder: capture.ladder.clone(),
             format: capture.format.clone(),
             snapshots: capture.snapshots.clone(),
             talk: None,

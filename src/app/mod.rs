@@ -24,6 +24,7 @@ use crate::media::pipeline::{AudioPlan, PipelineDesc};
 use crate::media::snapshot::{self, Snapshots};
 use crate::media::supervisor::{self, CaptureState, SupervisorConfig};
 use crate::media::{VideoFormat, gst};
+use crate::peer::adapt::LadderRung;
 use crate::peer::{Frontend, MediaFeeds, PeerReport, PeerSettings, Peers, PortPool};
 use crate::service::{Health, HealthPolicy, Notifier, Observation};
 use crate::signaling::machine::{Limits, Machine, Output, PeerCommand};
@@ -59,9 +60,12 @@ pub struct Capture {
     pub audio: Hub,
     /// Whether the pipeline has an audio branch.
     pub has_audio: bool,
-    /// VP8 frames of the VP8 rung, `None` when the pipeline has none (`[video]
-    /// vp8_bitrate_kbps = 0`, no `vp8enc`, or a passed-through camera without decoder).
-    pub vp8: Option<Hub>,
+    /// The VP8 rung, `None` when the pipeline has none (`[video] vp8_bitrate_kbps = 0`,
+    /// no `vp8enc`, or a passed-through camera without decoder).
+    pub vp8: Option<LadderRung>,
+    /// The H.264 ladder, highest first: the main rung (`video`), then the low rung if
+    /// the pipeline has one.
+    pub ladder: Vec<LadderRung>,
     /// What the encoder emits, `None` until its first keyframe.
     pub format: watch::Receiver<Option<VideoFormat>>,
     /// The supervisor's state.
@@ -88,13 +92,44 @@ pub fn start_capture(
         Duration::from_millis(200),
     );
     let audio = Hub::new("audio", 50, false, Duration::from_millis(200));
-    let vp8 = Hub::new(
-        "vp8",
-        config.video.viewer_queue_frames,
-        true,
-        Duration::from_millis(200),
-    );
-    let has_vp8 = desc.vp8.is_some();
+    let rung_hub = |name| {
+        Hub::new(
+            name,
+            config.video.viewer_queue_frames,
+            true,
+            Duration::from_millis(200),
+        )
+    };
+    let (vp8, low) = (rung_hub("vp8"), rung_hub("low"));
+    let vp8_rung = desc.vp8.map(|r| LadderRung {
+        name: "vp8",
+        hub: vp8.clone(),
+        bitrate_kbps: r.bitrate_kbps,
+        width: r.width,
+        height: r.height,
+    });
+    let (main_w, main_h) = desc
+        .mode
+        .as_ref()
+        .map_or((config.video.width, config.video.height), |n| {
+            (n.mode.width, n.mode.height)
+        });
+    let mut ladder = vec![LadderRung {
+        name: "main",
+        hub: video.clone(),
+        bitrate_kbps: config.video.bitrate_kbps,
+        width: main_w,
+        height: main_h,
+    }];
+    if let Some(r) = desc.low {
+        ladder.push(LadderRung {
+            name: "low",
+            hub: low.clone(),
+            bitrate_kbps: r.bitrate_kbps,
+            width: r.width,
+            height: r.height,
+        });
+    }
     let has_audio = desc.audio != AudioPlan::None;
     let (format_tx, format) = watch::channel::<Option<VideoFormat>>(None);
     let (state_tx, state) = watch::channel(CaptureState::Starting);
@@ -122,15 +157,18 @@ pub fn start_capture(
                 config.video.keyframe_interval_ms,
             ),
         },
-        video.clone(),
-        audio.clone(),
+        crate::media::Outputs {
+            video: video.clone(),
+            audio: audio.clone(),
+            vp8: vp8.clone(),
+            low: low.clone(),
+            snapshots: snapshots.clone(),
+        },
         supervisor::SupervisorOutputs {
             format: format_tx,
             state: state_tx,
             source: source_tx,
             failures: failures.clone(),
-            snapshots: snapshots.clone(),
-            vp8: vp8.clone(),
         },
         stop,
     ));
@@ -138,7 +176,8 @@ pub fn start_capture(
         video,
         audio,
         has_audio,
-        vp8: has_vp8.then_some(vp8),
+        vp8: vp8_rung,
+        ladder,
         format,
         state,
         source,
@@ -209,6 +248,7 @@ async fn start_parts(
         audio: audio_hub,
         has_audio,
         vp8: vp8_hub,
+        ladder,
         format: format_rx,
         state: state_rx,
         source: source_rx,
@@ -318,6 +358,7 @@ async fn start_parts(
             video: video_hub.clone(),
             audio: has_audio.then(|| audio_hub.clone()),
             vp8: vp8_hub.clone(),
+            ladder: ladder.clone(),
             format: format_rx.clone(),
             snapshots: snapshots.clone(),
             talk: talk.clone(),

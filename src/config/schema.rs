@@ -130,6 +130,12 @@ pub struct VideoConfig {
     pub vp8_bitrate_kbps: u32,
     /// Width of the VP8 rung, pixels (even); the height keeps the picture's aspect.
     pub vp8_width: u32,
+    /// Target bitrate of the low H.264 rung, kbit/s: what a viewer whose link cannot
+    /// carry the main rung is switched to; encoded only while a viewer takes it.
+    /// 0 = no low rung (every H.264 viewer gets the main rung).
+    pub low_bitrate_kbps: u32,
+    /// Width of the low H.264 rung, pixels (even); the height keeps the aspect.
+    pub low_width: u32,
 }
 
 impl Default for VideoConfig {
@@ -151,6 +157,8 @@ impl Default for VideoConfig {
             viewer_queue_frames: 15,
             vp8_bitrate_kbps: 500,
             vp8_width: 640,
+            low_bitrate_kbps: 500,
+            low_width: 640,
         }
     }
 }

@@ -82,6 +82,15 @@ impl Config {
         if !(64..=3840).contains(&v.vp8_width) || !v.vp8_width.is_multiple_of(2) {
             return invalid("video.vp8_width", "must be even and within 64..=3840");
         }
+        if v.low_bitrate_kbps != 0 && !(50..v.bitrate_kbps).contains(&v.low_bitrate_kbps) {
+            return invalid(
+                "video.low_bitrate_kbps",
+                "must be 0 (no low rung) or at least 50 and below video.bitrate_kbps",
+            );
+        }
+        if !(64..=3840).contains(&v.low_width) || !v.low_width.is_multiple_of(2) {
+            return invalid("video.low_width", "must be even and within 64..=3840");
+        }
         if !(100..=60_000).contains(&v.keyframe_interval_ms) {
             return invalid("video.keyframe_interval_ms", "must be within 100..=60000");
         }

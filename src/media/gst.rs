@@ -5,7 +5,7 @@
 use super::hub::Hub;
 use super::pipeline::{EncoderPlan, PipelineDesc, Probe};
 use super::snapshot::{Gate, Snapshots};
-use super::{Frame, VideoFormat, h264};
+use super::{Frame, Outputs, VideoFormat, h264};
 use crate::telemetry::{RateLimit, suppressed};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -106,21 +106,28 @@ pub struct Capture {
     pipeline: gst::Pipeline,
     shared: Arc<Shared>,
     video_hub: Hub,
-    vp8_hub: Hub,
+    /// The VP8 and low H.264 rungs' hubs.
+    extra_hubs: [Hub; 2],
     snapshots: Snapshots,
 }
 
 impl Capture {
-    /// Builds and starts the pipeline; frames flow into `video_hub` / `audio_hub` (and
-    /// the VP8 rung's into `vp8_hub`, while it has subscribers) with `pts_offset`
-    /// added, JPEGs of its snapshot branch (if it has one) into `snapshots`. `format` is
-    /// updated from the first keyframe.
+    /// Builds and starts the pipeline; frames flow into the [`Outputs`]' hubs (an extra
+    /// rung's only while its hub has subscribers) with `pts_offset` added, JPEGs of its
+    /// snapshot branch (if it has one) into `snapshots`. `format` is updated from the
+    /// first keyframe.
     ///
     /// # Errors
     /// [`GstError`] when the pipeline cannot be built or started.
     pub fn start(
         desc: &PipelineDesc,
-        (video_hub, audio_hub, vp8_hub, snapshots): (&Hub, &Hub, &Hub, &Snapshots),
+        Outputs {
+            video: video_hub,
+            audio: audio_hub,
+            vp8: vp8_hub,
+            low: low_hub,
+            snapshots,
+        }: &Outputs,
         pts_offset: Duration,
         nominal_fps: u32,
         format: watch::Sender<Option<VideoFormat>>,
@@ -162,11 +169,15 @@ impl Capture {
             install(&audio_sink, audio_hub.clone(), shared.clone(), None);
         }
         install_snapshots(&pipeline, &video_sink, desc.encoder, snapshots);
-        install_vp8(&pipeline, &video_sink, desc.encoder, vp8_hub, &shared);
+        for (rung, hub) in [(&VP8_RUNG, vp8_hub), (&LOW_RUNG, low_hub)] {
+            install_extra_rung(&pipeline, rung, (&video_sink, desc.encoder), hub, &shared);
+        }
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             snapshots.set_branch(None);
-            vp8_hub.set_demand_hook(None);
-            vp8_hub.set_keyframe_requester(None);
+            for hub in [vp8_hub, low_hub] {
+                hub.set_demand_hook(None);
+                hub.set_keyframe_requester(None);
+            }
             let _ = pipeline.set_state(gst::State::Null);
             return Err(GstError::Start(format!(
                 "{e}: {}",
@@ -177,7 +188,7 @@ impl Capture {
             pipeline,
             shared,
             video_hub: video_hub.clone(),
-            vp8_hub: vp8_hub.clone(),
+            extra_hubs: [vp8_hub.clone(), low_hub.clone()],
             snapshots: snapshots.clone(),
         })
     }
@@ -255,8 +266,10 @@ impl Capture {
     /// Stops the pipeline (state NULL releases `/dev/video*` and the sound card).
     pub fn stop(&self) {
         self.video_hub.set_keyframe_requester(None);
-        self.vp8_hub.set_keyframe_requester(None);
-        self.vp8_hub.set_demand_hook(None);
+        for hub in &self.extra_hubs {
+            hub.set_keyframe_requester(None);
+            hub.set_demand_hook(None);
+        }
         self.snapshots.set_branch(None);
         let _ = self.pipeline.set_state(gst::State::Null);
     }
@@ -313,17 +326,47 @@ fn install_snapshots(
     snapshots.set_branch(Some(Some(gate)));
 }
 
-/// Connects the pipeline's VP8 rung (`vp8_valve` → … → `vp8` appsink) to `hub`: the
+/// An extra rung's elements in the pipeline description (`media::pipeline`).
+struct ExtraRung {
+    valve: &'static str,
+    sink: &'static str,
+    /// For the log: "VP8 rung", "low H.264 rung".
+    label: &'static str,
+    /// Who it is for, for the log.
+    viewer: &'static str,
+    /// Its frames are H.264 (keyframes are self-contained IDRs), else VP8 (keyframes
+    /// by the buffer flags).
+    h264: bool,
+}
+
+const VP8_RUNG: ExtraRung = ExtraRung {
+    valve: "vp8_valve",
+    sink: "vp8",
+    label: "VP8 rung",
+    viewer: "a viewer without H.264 watches",
+    h264: false,
+};
+
+const LOW_RUNG: ExtraRung = ExtraRung {
+    valve: "low_valve",
+    sink: "low",
+    label: "low H.264 rung",
+    viewer: "a viewer's link needs it",
+    h264: true,
+};
+
+/// Connects an extra rung of the pipeline (its valve → … → its appsink) to `hub`: the
 /// valve opens while the hub has subscribers, and the hub's keyframe requests become
-/// force-key-unit events to `vp8enc`. Without a rung the hub stays unfed.
-fn install_vp8(
+/// force-key-unit events to the rung's encoder. Without the rung the hub stays unfed.
+fn install_extra_rung(
     pipeline: &gst::Pipeline,
-    video_sink: &gst_app::AppSink,
-    encoder: EncoderPlan,
+    rung: &'static ExtraRung,
+    (video_sink, encoder): (&gst_app::AppSink, EncoderPlan),
     hub: &Hub,
     shared: &Arc<Shared>,
 ) {
-    let (Some(valve), Ok(sink)) = (pipeline.by_name("vp8_valve"), appsink(pipeline, "vp8")) else {
+    let (Some(valve), Ok(sink)) = (pipeline.by_name(rung.valve), appsink(pipeline, rung.sink))
+    else {
         return;
     };
     let requester_sink = sink.clone();
@@ -332,20 +375,17 @@ fn install_vp8(
             .all_headers(true)
             .build();
         if !requester_sink.send_event(event) {
-            log::debug!("VP8 force-key-unit event not handled upstream");
+            log::debug!("{} force-key-unit event not handled upstream", rung.label);
         }
     })));
-    install_rung(&sink, hub.clone(), shared.clone());
+    install_rung(&sink, hub.clone(), shared.clone(), rung.h264);
     let upstream = video_sink.clone();
     hub.set_demand_hook(Some(Arc::new(move |open| {
-        log::info!(
-            "VP8 rung {}",
-            if open {
-                "started: a viewer without H.264 watches"
-            } else {
-                "stopped: no viewer needs it"
-            }
-        );
+        if open {
+            log::info!("{} started: {}", rung.label, rung.viewer);
+        } else {
+            log::info!("{} stopped: no viewer needs it", rung.label);
+        }
         valve.set_property("drop", !open);
         // A passed-through camera's H.264 decodes from an IDR on.
         if open && encoder == EncoderPlan::Passthrough {
@@ -357,10 +397,11 @@ fn install_vp8(
     })));
 }
 
-/// Feeds an extra rung's appsink into its hub: keyframes from the buffer flags, PTS
-/// with the run's offset, the capture time as for the main rung. The capture health
-/// (stall detection, frame counts) stays with the main rung alone.
-fn install_rung(sink: &gst_app::AppSink, hub: Hub, shared: Arc<Shared>) {
+/// Feeds an extra rung's appsink into its hub: keyframes from the buffer flags (and,
+/// for `h264`, only self-contained IDRs), PTS with the run's offset, the capture time
+/// as for the main rung. The capture health (stall detection, frame counts) stays with
+/// the main rung alone.
+fn install_rung(sink: &gst_app::AppSink, hub: Hub, shared: Arc<Shared>, h264: bool) {
     let mut last_pts: Option<Duration> = None;
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -382,12 +423,14 @@ fn install_rung(sink: &gst_app::AppSink, hub: Hub, shared: Arc<Shared>) {
                     .or_else(|| last_pts.map(|prev| pts.saturating_sub(prev)))
                     .unwrap_or_default();
                 last_pts = Some(pts);
-                let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
                 let Ok(map) = buffer.into_mapped_buffer_readable() else {
                     return Ok(gst::FlowSuccess::Ok);
                 };
+                let data = Bytes::from_owner(map);
+                let keyframe = !delta && (!h264 || h264::is_self_contained_idr(&data));
                 hub.publish(Frame {
-                    data: Bytes::from_owner(map),
+                    data,
                     pts: pts + shared.pts_offset,
                     duration,
                     keyframe,

@@ -24,6 +24,22 @@ pub mod supervisor;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
+/// Where a capture run's output goes: one hub per rung and stream, and the snapshot
+/// service. Cheap to clone; the same for every run, so viewers outlive restarts.
+#[derive(Clone)]
+pub struct Outputs {
+    /// The main H.264 rung.
+    pub video: hub::Hub,
+    /// Opus.
+    pub audio: hub::Hub,
+    /// The VP8 rung (fed only while subscribed).
+    pub vp8: hub::Hub,
+    /// The low H.264 rung (fed only while subscribed).
+    pub low: hub::Hub,
+    /// JPEGs of the snapshot branch.
+    pub snapshots: snapshot::Snapshots,
+}
+
 /// Which elementary stream a frame belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MediaKind {

@@ -36,10 +36,12 @@ pub struct Probe {
     pub vp8enc: bool,
 }
 
-/// The VP8 rung: a smaller picture encoded with `vp8enc` for viewers whose browser
-/// offers no H.264, behind a valve that is open only while one watches.
+/// An extra rung of the ladder beside the main H.264 one: a smaller picture with an
+/// encoder of its own, behind a valve that is open only while a viewer takes it (the
+/// low H.264 rung for viewers whose link cannot carry the main one; the VP8 rung for
+/// viewers whose browser offers no H.264).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Vp8Rung {
+pub struct Rung {
     /// Pixels (even).
     pub width: u32,
     /// Pixels (even), keeping the picture's aspect.
@@ -113,7 +115,10 @@ pub struct PipelineDesc {
     pub reencode: Option<Box<PipelineDesc>>,
     /// The VP8 rung (`vp8_valve` → … → appsink `vp8`), when configured, `vp8enc` is
     /// registered and the pipeline has raw frames (or can decode the camera's H.264).
-    pub vp8: Option<Vp8Rung>,
+    pub vp8: Option<Rung>,
+    /// The low H.264 rung (`low_valve` → … → appsink `low`, x264), when configured and
+    /// the pipeline has raw frames (or can decode the camera's H.264).
+    pub low: Option<Rung>,
 }
 
 impl PipelineDesc {
@@ -290,16 +295,17 @@ fn describe_with(
         .map_or((video.width, video.height), |n| {
             (n.mode.width, n.mode.height)
         });
-    let vp8 = (video.vp8_bitrate_kbps > 0
-        && probe.vp8enc
-        && (encoder != EncoderPlan::Passthrough || probe.h264_decoder.is_some()))
-    .then(|| vp8_rung(video, src_w, src_h));
+    let raw_frames = encoder != EncoderPlan::Passthrough || probe.h264_decoder.is_some();
+    let vp8 = (video.vp8_bitrate_kbps > 0 && probe.vp8enc && raw_frames)
+        .then(|| rung((video.vp8_width, video.vp8_bitrate_kbps), (src_w, src_h)));
+    let low = (video.low_bitrate_kbps > 0 && raw_frames)
+        .then(|| rung((video.low_width, video.low_bitrate_kbps), (src_w, src_h)));
     let launch = launch_line(
         video,
         audio,
         &video_plan,
         negotiated.as_ref().map(|n| &n.mode),
-        (encoder, vp8),
+        (encoder, vp8, low),
         audio_plan,
         probe,
     );
@@ -312,28 +318,29 @@ fn describe_with(
         fallback,
         reencode,
         vp8,
+        low,
     })
 }
 
-/// The VP8 rung for a `src_w`x`src_h` picture: `vp8_width` wide (at most the
-/// picture's width), the height keeping the aspect, both even (4:2:0 needs it).
-fn vp8_rung(video: &VideoConfig, src_w: u32, src_h: u32) -> Vp8Rung {
+/// A rung `width` pixels wide at `bitrate_kbps` for a `src_w`x`src_h` picture: at
+/// most the picture's width, the height keeping the aspect, both even (4:2:0 needs it).
+fn rung((width, bitrate_kbps): (u32, u32), (src_w, src_h): (u32, u32)) -> Rung {
     let even = |x: u64| u32::try_from((x / 2 * 2).max(2)).unwrap_or(2);
-    let width = video.vp8_width.min(src_w.max(2));
+    let width = width.min(src_w.max(2));
     let height = even(
         (u64::from(width) * u64::from(src_h) + u64::from(src_w) / 2) / u64::from(src_w.max(1)),
     );
-    Vp8Rung {
+    Rung {
         width: even(width.into()),
         height,
-        bitrate_kbps: video.vp8_bitrate_kbps,
+        bitrate_kbps,
     }
 }
 
 /// The VP8 rung's scaler, encoder and appsink, behind the `vp8_valve` that `media::gst`
 /// opens while the rung's hub has subscribers. Realtime, no lag, constant bitrate, the
 /// H.264 rung's keyframe spacing; the sink never holds the pipeline (`async=false`).
-fn vp8_tail(rung: Vp8Rung, gop: u64) -> String {
+fn vp8_tail(rung: Rung, gop: u64) -> String {
     format!(
         "videoscale ! videoconvert ! video/x-raw,width={},height={},format=I420,pixel-aspect-ratio=1/1 \
          ! vp8enc deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} keyframe-max-dist={gop} \
@@ -342,6 +349,21 @@ fn vp8_tail(rung: Vp8Rung, gop: u64) -> String {
         rung.width,
         rung.height,
         u64::from(rung.bitrate_kbps) * 1000
+    )
+}
+
+/// The low H.264 rung's scaler, x264 encoder and appsink, behind the `low_valve` that
+/// `media::gst` opens while the rung's hub has subscribers: the main rung's profile and
+/// keyframe spacing (a viewer switches between them at an IDR, on one SSRC), one thread
+/// so it never competes with the main encoder for more than a share of one core.
+fn low_tail(rung: Rung, gop: u64) -> String {
+    format!(
+        "videoscale ! videoconvert ! video/x-raw,width={},height={},format=I420,pixel-aspect-ratio=1/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast bitrate={} key-int-max={gop} bframes=0 \
+         b-adapt=false byte-stream=true threads=1 ! video/x-h264,profile=constrained-baseline \
+         ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au \
+         ! appsink name=low sync=false async=false max-buffers=60 drop=true",
+        rung.width, rung.height, rung.bitrate_kbps
     )
 }
 
@@ -357,6 +379,9 @@ const SNAPSHOT_VALVE: &str = "valve name=snapshot_valve drop=true";
 /// The closed gate of the VP8 rung: open only while a VP8 viewer watches.
 const VP8_VALVE: &str = "valve name=vp8_valve drop=true";
 
+/// The closed gate of the low H.264 rung: open only while a viewer takes it.
+const LOW_VALVE: &str = "valve name=low_valve drop=true";
+
 /// The end of the snapshot branch. `async=false`: a sink that gets no buffer while the
 /// valve is closed must not hold a non-live owner's pipeline in PAUSED.
 const SNAPSHOT_JPEG: &str = "videoconvert ! jpegenc quality=85 \
@@ -367,7 +392,7 @@ fn launch_line(
     a: &AudioConfig,
     video: &VideoPlan,
     mode: Option<&CaptureMode>,
-    (encoder, vp8): (EncoderPlan, Option<Vp8Rung>),
+    (encoder, vp8, low): (EncoderPlan, Option<Rung>, Option<Rung>),
     audio: AudioPlan,
     probe: &Probe,
 ) -> String {
@@ -459,17 +484,18 @@ fn launch_line(
             } else {
                 decoder.clone()
             };
-            let vp8 = vp8.map_or(String::new(), |rung| {
+            let decoded = |valve: &str, tail: String| {
                 format!(
-                    "  snapshot_tee. ! {VP8_VALVE} ! queue max-size-buffers=30 max-size-bytes=0 max-size-time=0 \
-                     ! {decode} ! {}",
-                    vp8_tail(rung, gop)
+                    "  snapshot_tee. ! {valve} ! queue max-size-buffers=30 max-size-bytes=0 max-size-time=0 \
+                     ! {decode} ! {tail}"
                 )
-            });
+            };
+            let vp8 = vp8.map_or(String::new(), |r| decoded(VP8_VALVE, vp8_tail(r, gop)));
+            let low = low.map_or(String::new(), |r| decoded(LOW_VALVE, low_tail(r, gop)));
             format!(
                 "{source} ! {parse} ! tee name=snapshot_tee ! {video_sink}  \
                  snapshot_tee. ! {SNAPSHOT_VALVE} ! queue max-size-buffers=30 max-size-bytes=0 max-size-time=0 \
-                 ! {decode} ! {SNAPSHOT_JPEG}{vp8}"
+                 ! {decode} ! {SNAPSHOT_JPEG}{vp8}{low}"
             )
         }
         (EncoderPlan::Passthrough, None) => format!("{source} ! {parse} ! {video_sink}"),
@@ -477,17 +503,23 @@ fn launch_line(
         _ => {
             // Leaky like the encoder's queue: a VP8 encoder that falls behind loses
             // frames of its own rung, never the H.264 rung's.
-            let vp8 = vp8.map_or(String::new(), |rung| {
+            let vp8 = vp8.map_or(String::new(), |r| {
                 format!(
                     "  snapshot_tee. ! {VP8_VALVE} ! {decouple} ! {}",
-                    vp8_tail(rung, gop)
+                    vp8_tail(r, gop)
+                )
+            });
+            let low = low.map_or(String::new(), |r| {
+                format!(
+                    "  snapshot_tee. ! {LOW_VALVE} ! {decouple} ! {}",
+                    low_tail(r, gop)
                 )
             });
             format!(
                 "{source} ! tee name=snapshot_tee ! {encode}{parse} ! {video_sink}  \
                  snapshot_tee. ! {SNAPSHOT_VALVE} \
                  ! queue max-size-buffers=1 max-size-bytes=0 max-size-time=0 leaky=downstream \
-                 ! {SNAPSHOT_JPEG}{vp8}"
+                 ! {SNAPSHOT_JPEG}{vp8}{low}"
             )
         }
     };
@@ -798,7 +830,7 @@ mod tests {
         let d = describe(&VideoConfig::default(), &AudioConfig::default(), &p).unwrap();
         assert_eq!(
             d.vp8,
-            Some(Vp8Rung {
+            Some(Rung {
                 width: 640,
                 height: 360,
                 bitrate_kbps: 500

@@ -10,12 +10,11 @@
 //! camera that comes back unable to run the negotiated mode fails like any capture and,
 //! past `video.restart_limit`, hands over to systemd, whose restart plans afresh.
 
-use super::VideoFormat;
 use super::gst::{Capture, CaptureEnd};
 use super::hub::Hub;
 use super::pipeline::{EncoderPlan, PipelineDesc};
 use super::restart::{Restart, RestartConfig, RestartPolicy};
-use super::snapshot::Snapshots;
+use super::{Outputs, VideoFormat};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,10 +99,6 @@ pub struct SupervisorOutputs {
     pub source: watch::Sender<String>,
     /// Capture runs that ended in failure (errors and stalls) since start.
     pub failures: Arc<AtomicU64>,
-    /// Fed by each run's snapshot branch.
-    pub snapshots: Snapshots,
-    /// Fed by each run's VP8 rung, if it has one.
-    pub vp8: Hub,
 }
 
 /// How one run ended.
@@ -128,8 +123,7 @@ pub async fn run(
     mut desc: PipelineDesc,
     fallback: Option<Fallback>,
     cfg: SupervisorConfig,
-    video_hub: Hub,
-    audio_hub: Hub,
+    media: Outputs,
     outputs: SupervisorOutputs,
     shutdown: CancellationToken,
 ) {
@@ -138,8 +132,6 @@ pub async fn run(
         state,
         source,
         failures: failure_count,
-        snapshots,
-        vp8: vp8_hub,
     } = outputs;
     let mut policy = RestartPolicy::new(RestartConfig {
         min_backoff: cfg.min_backoff,
@@ -175,7 +167,7 @@ pub async fn run(
             current,
             &cfg,
             &policy,
-            (&video_hub, &audio_hub, &vp8_hub, &snapshots),
+            &media,
             &format,
             (&state, running),
             fallback_device,
@@ -260,9 +252,9 @@ pub async fn run(
         }
     }
     state.send_replace(CaptureState::Stopped);
-    video_hub.close();
-    audio_hub.close();
-    vp8_hub.close();
+    for hub in [&media.video, &media.audio, &media.vp8, &media.low] {
+        hub.close();
+    }
 }
 
 /// One run of `desc`, until it fails, the watched device returns, or shutdown.
@@ -271,19 +263,13 @@ async fn run_once(
     desc: &PipelineDesc,
     cfg: &SupervisorConfig,
     policy: &RestartPolicy,
-    (video_hub, audio_hub, vp8_hub, snapshots): (&Hub, &Hub, &Hub, &Snapshots),
+    media: &Outputs,
     format: &watch::Sender<Option<VideoFormat>>,
     (state, running): (&watch::Sender<CaptureState>, CaptureState),
     watch_device: Option<&Path>,
     shutdown: &CancellationToken,
 ) -> RunEnd {
-    let capture = match Capture::start(
-        desc,
-        (video_hub, audio_hub, vp8_hub, snapshots),
-        policy.pts_offset(),
-        cfg.fps,
-        format.clone(),
-    ) {
+    let capture = match Capture::start(desc, media, policy.pts_offset(), cfg.fps, format.clone()) {
         Ok(capture) => capture,
         Err(e) => {
             return RunEnd::Failed {
@@ -299,8 +285,9 @@ async fn run_once(
     };
     // Its first frames may reference pictures of the previous run (a passthrough camera
     // resumes mid-GOP): viewers wait for this run's first keyframe.
-    video_hub.new_run();
-    vp8_hub.new_run();
+    for hub in [&media.video, &media.vp8, &media.low] {
+        hub.new_run();
+    }
     let end = tokio::select! {
         end = capture.wait(cfg.stall_timeout, first_within) => Some(end),
         () = mark_running(&capture, state, running) => None,
@@ -308,7 +295,7 @@ async fn run_once(
             capture.stop();
             return RunEnd::DeviceBack { end_pts: capture.end_pts() };
         }
-        waited = keyframes_ignored(desc, video_hub, cfg.passthrough_patience) => {
+        waited = keyframes_ignored(desc, &media.video, cfg.passthrough_patience) => {
             capture.stop();
             return RunEnd::KeyframesIgnored { end_pts: capture.end_pts(), waited };
         }
@@ -397,6 +384,17 @@ mod tests {
             fallback: None,
             reencode: None,
             vp8: None,
+            low: None,
+        }
+    }
+
+    fn outputs(video: &Hub, audio: Hub) -> Outputs {
+        Outputs {
+            video: video.clone(),
+            audio,
+            vp8: Hub::new("vp8", 64, true, Duration::from_millis(200)),
+            low: Hub::new("low", 64, true, Duration::from_millis(200)),
+            snapshots: crate::media::snapshot::Snapshots::default(),
         }
     }
 
@@ -434,15 +432,12 @@ mod tests {
                 fps: 30,
                 passthrough_patience: Duration::from_secs(4),
             },
-            video.clone(),
-            audio,
+            outputs(&video, audio),
             SupervisorOutputs {
                 format: format_tx,
                 state: state_tx,
                 source: source_tx,
                 failures: Arc::default(),
-                snapshots: Snapshots::default(),
-                vp8: Hub::new("vp8", 64, true, Duration::from_millis(200)),
             },
             stop.clone(),
         ));
@@ -526,15 +521,12 @@ mod tests {
                 fps: 30,
                 passthrough_patience: Duration::from_millis(1500),
             },
-            video.clone(),
-            audio,
+            outputs(&video, audio),
             SupervisorOutputs {
                 format: format_tx,
                 state: state_tx,
                 source: source_tx,
                 failures: Arc::default(),
-                snapshots: Snapshots::default(),
-                vp8: Hub::new("vp8", 64, true, Duration::from_millis(200)),
             },
             stop.clone(),
         ));

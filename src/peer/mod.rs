@@ -8,7 +8,11 @@
 //! - [`control`]: the `control` data channel's protocol (snapshot, stats, keyframe).
 //! - [`stats`]: counters and the capture→RTP-send latency histogram.
 //! - [`probe`]: a receive-only viewer that counts what arrives (selftest, benchmark).
+//! - [`adapt`]: which rung of the H.264 ladder a viewer gets, from its estimate.
+//! - `estimate`: the interceptor that hands a session its GCC bandwidth estimate.
 
+pub mod adapt;
+mod estimate;
 mod feedback;
 mod nat;
 
@@ -124,8 +128,11 @@ pub struct MediaFeeds {
     pub video: Hub,
     /// Opus hub, `None` without audio.
     pub audio: Option<Hub>,
-    /// The VP8 rung's hub (for viewers without H.264), `None` without a VP8 rung.
-    pub vp8: Option<Hub>,
+    /// The VP8 rung (for viewers without H.264), `None` without one.
+    pub vp8: Option<adapt::LadderRung>,
+    /// The H.264 rungs a viewer can be switched between, highest first; the first is
+    /// `video` (the main rung). A single rung means no switching.
+    pub ladder: Vec<adapt::LadderRung>,
     /// What the encoder emits, `None` until its first keyframe.
     pub format: watch::Receiver<Option<VideoFormat>>,
     /// JPEGs of the current picture, for the `control` data channel's `snapshot`.

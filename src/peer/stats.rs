@@ -117,6 +117,12 @@ pub struct SessionStats {
     pub candidate_pair: Mutex<Option<String>>,
     /// The video codec sent, `H264` or `VP8` (set once the offer is checked).
     pub video_codec: std::sync::OnceLock<&'static str>,
+    /// The viewer's send-side bandwidth estimate (GCC), kbit/s; 0 before the first.
+    pub estimate_kbps: AtomicU64,
+    /// The rung sent now, e.g. `main 1280x720` or `low 640x360`.
+    pub rung: Mutex<Option<String>>,
+    /// Switches between rungs so far.
+    pub rung_switches: AtomicU64,
 }
 
 /// The per-session counters summed over sessions (for totals that outlive sessions).
@@ -166,6 +172,12 @@ pub struct SessionSnapshot {
     pub candidate_pair: Option<String>,
     /// Video codec sent: `H264` (the main rung) or `VP8` (the VP8 rung).
     pub video_codec: Option<&'static str>,
+    /// Send-side bandwidth estimate (GCC over TWCC), kbit/s.
+    pub estimate_kbps: u64,
+    /// The rung sent now, e.g. `main 1280x720`.
+    pub rung: Option<String>,
+    /// Switches between rungs so far.
+    pub rung_switches: u64,
     /// Signaling front-end: `mqtt` or `whep`.
     pub frontend: &'static str,
 }
@@ -186,6 +198,9 @@ impl SessionStats {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             video_codec: self.video_codec.get().copied(),
+            estimate_kbps: self.estimate_kbps.load(Ordering::Relaxed),
+            rung: self.rung.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            rung_switches: self.rung_switches.load(Ordering::Relaxed),
             frontend: "mqtt",
         }
     }

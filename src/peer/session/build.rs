@@ -3,11 +3,13 @@
 //! send tracks, and applying an offer to get the answer.
 
 use super::SessionCtx;
+use crate::peer::estimate::{self, EstimateTap};
 use crate::peer::feedback::{self, KeyframeFeedback};
 use crate::peer::sdp::VideoCodec;
 use crate::signaling::protocol::ErrorCode;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
+use rtc::interceptor::{CongestionControlBuilder, GCC_MIN_BITRATE, Gcc};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -20,7 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::DataChannel;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -29,7 +31,8 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
     RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
+    RTCSessionDescription, Registry, SettingEngineBuilder, configure_nack, configure_rtcp_reports,
+    configure_twcc,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -179,6 +182,8 @@ pub(super) struct Built {
     pub receive: Receive,
     pub internal: mpsc::UnboundedReceiver<Internal>,
     pub keyframe_requests: mpsc::Receiver<()>,
+    /// GCC's target for this viewer, bits per second.
+    pub estimate: watch::Receiver<f64>,
     pub video: SendTrack,
     pub audio: Option<SendTrack>,
 }
@@ -191,12 +196,15 @@ fn internal_err(e: webrtc::error::Error) -> Reject {
 }
 
 /// Codecs (the session's video codec only, so the answer cannot pick another; Opus
-/// when offered) with the default interceptors (NACK responder, RTCP reports, TWCC)
-/// plus [`KeyframeFeedback`], which reports PLI/FIR on `keyframe`.
+/// when offered) with the interceptors: NACK responder, RTCP reports, TWCC (sequence
+/// numbers out, feedback in and out), send-side congestion control (GCC over TWCC,
+/// starting at `estimate`'s value and publishing each new target there through
+/// [`EstimateTap`]), and [`KeyframeFeedback`], which reports PLI/FIR on `keyframe`.
 fn media_engine(
     (video, profile_level_id): (VideoCodec, &str),
     audio: bool,
     keyframe: mpsc::Sender<()>,
+    estimate: watch::Sender<f64>,
 ) -> Result<(MediaEngine, Registry), Reject> {
     let mut engine = MediaEngine::default();
     engine
@@ -222,8 +230,18 @@ fn media_engine(
             )
             .map_err(internal_err)?;
     }
-    let registry = register_default_interceptors(Registry::new(), &mut engine)
-        .map_err(internal_err)?
+    // Not `register_default_interceptors`: it registers a TWCC receiver only, and the
+    // congestion controller needs the sender's sequence numbers as well.
+    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine));
+    let registry = configure_twcc(registry, &mut engine).map_err(internal_err)?;
+    let initial = *estimate.borrow();
+    let gcc = Gcc::new(initial, GCC_MIN_BITRATE, initial * 1.5);
+    let registry = registry
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(gcc).build(),
+        )
+        .with(Slot::from(estimate::SLOT), EstimateTap::new(estimate))
         .with(Slot::from(feedback::SLOT), KeyframeFeedback::new(keyframe));
     Ok((engine, registry))
 }
@@ -264,12 +282,13 @@ fn socket_addrs(ips: &[IpAddr], default: Option<IpAddr>, port: u16) -> Vec<Strin
 
 /// Builds the session's peer connection. `video`: the codec sent (with the H.264
 /// rung's `profile-level-id`); `audio`: the viewer receives audio; `talk`: the viewer
-/// sends audio and the camera plays it (`[audio] playback_device`).
+/// sends audio and the camera plays it (`[audio] playback_device`);
+/// `initial_estimate`: where the bandwidth estimate starts, bits per second.
 pub(super) async fn build(
     ctx: &SessionCtx,
     video: (VideoCodec, &str),
-    audio: bool,
-    talk: bool,
+    (audio, talk): (bool, bool),
+    initial_estimate: f64,
 ) -> Result<Built, Reject> {
     let policy = transport_policy(ctx);
     let ice_servers = ice_servers(ctx);
@@ -278,7 +297,8 @@ pub(super) async fn build(
     let build_pc = async |mode: MulticastDnsMode, port: u16| {
         // Capacity 1: PLIs arriving while one is pending coalesce (`KeyframeFeedback`).
         let (keyframe_tx, keyframe_rx) = mpsc::channel(1);
-        let (engine, registry) = media_engine(video, audio || talk, keyframe_tx)?;
+        let (estimate_tx, estimate_rx) = watch::channel(initial_estimate);
+        let (engine, registry) = media_engine(video, audio || talk, keyframe_tx, estimate_tx)?;
         let setting_engine = SettingEngineBuilder::new()
             .with_multicast_dns_mode(mode)
             .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)
@@ -304,7 +324,13 @@ pub(super) async fn build(
             .with_tcp_addrs(socket_addrs(&settings.tcp_bind, None, port))
             .build()
             .await
-            .map(|pc| (Arc::new(pc) as Arc<dyn PeerConnection>, keyframe_rx))
+            .map(|pc| {
+                (
+                    Arc::new(pc) as Arc<dyn PeerConnection>,
+                    keyframe_rx,
+                    estimate_rx,
+                )
+            })
             .map_err(internal_err)
     };
     // mDNS in query mode resolves viewers' `.local` host candidates, but needs a multicast
@@ -346,7 +372,7 @@ pub(super) async fn build(
             Err(e) => return Err(e),
         }
     }
-    let Some((pc, keyframe_requests)) = built else {
+    let Some((pc, keyframe_requests, estimate)) = built else {
         log::warn!(session_id = ctx.id.as_str(); "no free port in webrtc.port_range ({attempts} tried): {last_error}");
         return Err(Reject(
             ErrorCode::Busy,
@@ -400,6 +426,7 @@ pub(super) async fn build(
         },
         internal,
         keyframe_requests,
+        estimate,
         video: (video_track, video_sender, video_ssrc),
         audio,
     })

@@ -1,7 +1,6 @@
 //! Serves one viewer's `control` data channel (protocol: [`crate::peer::control`]):
 //! reads its messages, carries out the commands and writes the replies.
 
-use crate::media::hub::Subscription;
 use crate::media::snapshot::{self, Snapshots};
 use crate::peer::control::{self, Action, Command, Control, ControlError};
 use crate::peer::stats::SessionStats;
@@ -20,7 +19,9 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent};
 pub(super) struct ControlCtx {
     pub id: SessionId,
     pub stats: Arc<SessionStats>,
-    pub video: Arc<Subscription>,
+    /// Asks the video feed for a keyframe of the rung it sends (capacity 1: requests
+    /// while one is pending coalesce).
+    pub keyframe: tokio::sync::mpsc::Sender<()>,
     pub snapshots: Snapshots,
     /// Talk-back, when this viewer may talk (its audio m-line was answered sendrecv).
     pub talk: Option<Talkback>,
@@ -83,7 +84,7 @@ async fn run(
             dc.send_text(&control::ok(id, cmd, fields)).await
         }
         Command::Keyframe => {
-            ctx.video.request_keyframe();
+            let _ = ctx.keyframe.try_send(());
             dc.send_text(&control::ok(id, cmd, Map::new())).await
         }
         Command::Talk | Command::TalkEnd => {

@@ -1,9 +1,12 @@
 //! The media tasks of one session: hub subscription → RTP packets on the session's
-//! tracks, and the viewer's PLI/FIR → coalesced keyframe requests.
+//! tracks; for video, the viewer's PLI/FIR → coalesced keyframe requests, and its
+//! bandwidth estimate → a switch between the ladder's rungs at an IDR.
 
 use super::rtp::RtpClock;
+use crate::media::Frame;
 use crate::media::MediaKind;
 use crate::media::hub::Subscription;
+use crate::peer::adapt::{LadderRung, RungChooser};
 use crate::peer::stats::{LatencyHistogram, SessionStats};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +21,70 @@ use webrtc::rtp_transceiver::RtpSender;
 /// TURN overhead, as browsers do.
 const RTP_MTU: usize = 1200;
 
+/// What lets a video feed follow its viewer: the ladder it may switch between (one
+/// rung: no switching), the viewer's bandwidth estimate, and its PLI/FIR.
+pub(super) struct Adapt {
+    /// A subscription to the ladder's first rung, taken early so that its encoder (if
+    /// it starts on demand) warms up while the connection is set up.
+    pub first: Subscription,
+    /// Highest first; the feed starts on the first.
+    pub ladder: Vec<LadderRung>,
+    /// GCC's target, bits per second.
+    pub estimate: watch::Receiver<f64>,
+    /// One `()` per PLI/FIR (coalesced by `peer::feedback`).
+    pub keyframe_requests: mpsc::Receiver<()>,
+    /// One `()` per `keyframe` command on the control channel.
+    pub control_keyframes: mpsc::Receiver<()>,
+}
+
+/// The subscription frames come from now, and the one a switch waits on.
+struct Rungs {
+    ladder: Vec<LadderRung>,
+    current: (usize, Subscription),
+    /// Target rung and its subscription, until its first frame (an IDR) arrives.
+    pending: Option<(usize, Subscription)>,
+    chooser: RungChooser,
+}
+
+impl Rungs {
+    fn describe(&self, i: usize) -> String {
+        self.ladder.get(i).map_or_else(String::new, |r| {
+            format!("{} {}x{}", r.name, r.width, r.height)
+        })
+    }
+}
+
+/// The next request on `rx`; never once its senders are gone (then `rx` is `None`).
+async fn next_request(rx: &mut Option<mpsc::Receiver<()>>) {
+    if let Some(r) = rx {
+        if r.recv().await.is_some() {
+            return;
+        }
+        *rx = None;
+    }
+    std::future::pending().await
+}
+
+/// The next estimate on `rx`, bits per second; never once the peer connection that
+/// publishes it is gone (then `rx` is `None`).
+async fn next_estimate(rx: &mut Option<watch::Receiver<f64>>) -> f64 {
+    if let Some(r) = rx {
+        if r.changed().await.is_ok() {
+            return *r.borrow_and_update();
+        }
+        *rx = None;
+    }
+    std::future::pending().await
+}
+
+/// The next frame of `pending`, or never.
+async fn first_of(pending: Option<&(usize, Subscription)>) -> Option<Frame> {
+    match pending {
+        Some((_, sub)) => sub.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The histograms a feed records into.
 pub(super) struct Timing {
     /// Capture → RTP send, every frame.
@@ -26,13 +93,21 @@ pub(super) struct Timing {
     pub first_frame: Option<(Instant, Arc<LatencyHistogram>)>,
 }
 
+/// Where a feed's frames come from.
+pub(super) enum Source {
+    /// One hub (audio).
+    Plain(Subscription),
+    /// A video ladder that follows the viewer (see [`Adapt`]).
+    Adaptive(Adapt),
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn feed(
     kind: MediaKind,
     track: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
-    sub: Arc<Subscription>,
+    source: Source,
     mut live: watch::Receiver<bool>,
     stats: Arc<SessionStats>,
     timing: Timing,
@@ -66,18 +141,97 @@ pub(super) async fn feed(
             return;
         }
     };
-    if kind == MediaKind::Video {
+    let (plain, mut adaptive, mut rungs) = match source {
+        Source::Plain(sub) => (Some(sub), None, None),
+        Source::Adaptive(Adapt {
+            first,
+            ladder,
+            estimate,
+            keyframe_requests,
+            control_keyframes,
+        }) => {
+            let bitrates: Vec<u32> = ladder.iter().map(|r| r.bitrate_kbps).collect();
+            let rungs = Rungs {
+                ladder,
+                current: (0, first),
+                pending: None,
+                chooser: RungChooser::new(&bitrates),
+            };
+            (
+                None,
+                Some((
+                    Some(estimate),
+                    Some(keyframe_requests),
+                    Some(control_keyframes),
+                )),
+                Some(rungs),
+            )
+        }
+    };
+    if let Some(r) = &rungs {
         // Start this viewer at a fresh IDR with SPS/PPS, now that it can receive.
-        sub.resync();
-    } else {
+        r.current.1.resync();
+        *stats.rung.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.describe(0));
+    }
+    if let Some(sub) = &plain {
         while sub.try_recv().is_some() {}
     }
     let mut clock = RtpClock::new(clock_rate, rand::random(), rand::random());
     let mut last_drop_log = Instant::now();
     loop {
-        let frame = tokio::select! {
-            f = sub.recv() => match f { Some(f) => f, None => break },
-            () = cancel.cancelled() => break,
+        let frame = if let Some(sub) = &plain {
+            tokio::select! {
+                f = sub.recv() => match f { Some(f) => f, None => break },
+                () = cancel.cancelled() => break,
+            }
+        } else if let (Some(r), Some(a)) = (rungs.as_mut(), adaptive.as_mut()) {
+            tokio::select! {
+                f = r.current.1.recv() => match f { Some(f) => f, None => break },
+                f = first_of(r.pending.as_ref()) => {
+                    let Some(f) = f else { break };
+                    // The target rung's first frame is its IDR: switch here, on the
+                    // same SSRC, sequence numbers and timestamp clock.
+                    if let Some(next) = r.pending.take() {
+                        let from = r.describe(r.current.0);
+                        r.current = next;
+                        let to = r.describe(r.current.0);
+                        stats.rung_switches.fetch_add(1, Ordering::Relaxed);
+                        log::info!(
+                            "switched from the {from} rung to the {to} rung (estimate {} kbit/s)",
+                            stats.estimate_kbps.load(Ordering::Relaxed)
+                        );
+                        *stats.rung.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
+                    }
+                    f
+                }
+                bps = next_estimate(&mut a.0) => {
+                    // Realistic estimates are far below u64::MAX bits per second.
+                    stats.estimate_kbps.store((bps / 1000.0) as u64, Ordering::Relaxed);
+                    if let Some(to) = r.chooser.on_estimate(Instant::now(), bps) {
+                        if to == r.current.0 {
+                            r.pending = None;
+                        } else {
+                            let sub = r.ladder[to].hub.subscribe();
+                            sub.request_keyframe();
+                            r.pending = Some((to, sub));
+                        }
+                    }
+                    continue;
+                }
+                () = next_request(&mut a.1) => {
+                    stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    log::debug!("PLI/FIR from viewer: requesting a keyframe");
+                    r.current.1.request_keyframe();
+                    continue;
+                }
+                () = next_request(&mut a.2) => {
+                    r.current.1.request_keyframe();
+                    continue;
+                }
+                () = cancel.cancelled() => break,
+            }
+        } else {
+            break;
         };
         let timestamp = clock.timestamp(frame.pts);
         let payloads = match payloader.payload(RTP_MTU - 12, &frame.data) {
@@ -120,35 +274,16 @@ pub(super) async fn feed(
             histogram.record(offered_at.elapsed());
         }
         if last_drop_log.elapsed() >= Duration::from_secs(5) {
-            let dropped = sub.take_dropped();
+            let dropped = match (&plain, &rungs) {
+                (Some(sub), _) => sub.take_dropped(),
+                (None, Some(r)) => r.current.1.take_dropped(),
+                _ => 0,
+            };
             if dropped > 0 {
                 stats.dropped_frames.fetch_add(dropped, Ordering::Relaxed);
                 log::warn!("slow viewer: dropped {dropped} {kind:?} frames in the last 5 s");
             }
             last_drop_log = Instant::now();
-        }
-    }
-}
-
-/// Turns PLI/FIR from the viewer (reported by `peer::feedback::KeyframeFeedback`) into keyframe
-/// requests, which the hub coalesces with every other viewer's.
-pub(super) async fn forward_keyframe_requests(
-    mut requests: mpsc::Receiver<()>,
-    sub: Arc<Subscription>,
-    stats: Arc<SessionStats>,
-    cancel: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            r = requests.recv() => match r {
-                Some(()) => {
-                    stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                    log::debug!("PLI/FIR from viewer: requesting a keyframe");
-                    sub.request_keyframe();
-                }
-                None => return,
-            },
-            () = cancel.cancelled() => return,
         }
     }
 }

@@ -167,15 +167,29 @@ pub(crate) async fn run(
     // player that offers sendrecv by habit never takes the floor.
     let talk = info.talk && ctx.media.talk.is_some() && ctx.frontend == super::Frontend::Mqtt;
     let _ = ctx.stats.video_codec.set(info.video.name());
-    let video_hub = match info.video {
-        VideoCodec::H264 => &ctx.media.video,
-        // `cap.vp8` said there is one.
-        VideoCodec::Vp8 => ctx.media.vp8.as_ref().unwrap_or(&ctx.media.video),
+    let ladder = match (info.video, &ctx.media.vp8) {
+        (VideoCodec::Vp8, Some(rung)) => {
+            log::info!(session_id = ctx.id.as_str(); "the viewer offers no usable H.264: sending the VP8 rung");
+            vec![rung.clone()]
+        }
+        _ => ctx.media.ladder.clone(),
     };
-    if info.video == VideoCodec::Vp8 {
-        log::info!(session_id = ctx.id.as_str(); "the viewer offers no usable H.264: sending the VP8 rung");
-    }
-    let built = match build(&ctx, (info.video, &cap.profile_level_id), info.audio, talk).await {
+    // The first rung's encoder (an extra rung's starts on demand) warms up while ICE
+    // and DTLS run.
+    let Some(first) = ladder.first().map(|r| r.hub.subscribe()) else {
+        return Err(SessionError::MediaTask("no video rung".into()));
+    };
+    let initial_estimate = ladder.first().map_or(1e6, |r| {
+        crate::peer::adapt::needed_kbps(r.bitrate_kbps) * 1000.0
+    });
+    let built = match build(
+        &ctx,
+        (info.video, &cap.profile_level_id),
+        (info.audio, talk),
+        initial_estimate,
+    )
+    .await
+    {
         Ok(b) => b,
         Err(Reject(code, message)) => {
             ctx.report(PeerEvent::OfferRejected { code, message }).await;
@@ -187,6 +201,7 @@ pub(crate) async fn run(
         receive,
         mut internal,
         keyframe_requests,
+        estimate,
         video,
         audio,
     } = built;
@@ -211,14 +226,20 @@ pub(crate) async fn run(
 
     let media_cancel = ctx.cancel.child_token();
     let (live_tx, live_rx) = watch::channel(false);
-    let video_sub = Arc::new(video_hub.subscribe());
     let mut tasks = tokio::task::JoinSet::new();
+    let (control_keyframes, control_keyframes_rx) = mpsc::channel(1);
     tasks.spawn(feed::feed(
         MediaKind::Video,
         video.0.clone(),
         video.1.clone(),
         video.2,
-        video_sub.clone(),
+        feed::Source::Adaptive(feed::Adapt {
+            first,
+            ladder,
+            estimate,
+            keyframe_requests,
+            control_keyframes: control_keyframes_rx,
+        }),
         live_rx.clone(),
         ctx.stats.clone(),
         feed::Timing {
@@ -227,20 +248,13 @@ pub(crate) async fn run(
         },
         media_cancel.clone(),
     ));
-    tasks.spawn(feed::forward_keyframe_requests(
-        keyframe_requests,
-        video_sub.clone(),
-        ctx.stats.clone(),
-        media_cancel.clone(),
-    ));
     if let (Some((track, sender, ssrc)), Some(hub)) = (audio, ctx.media.audio.as_ref()) {
-        let sub = Arc::new(hub.subscribe());
         tasks.spawn(feed::feed(
             MediaKind::Audio,
             track.clone(),
             sender,
             ssrc,
-            sub,
+            feed::Source::Plain(hub.subscribe()),
             live_rx.clone(),
             ctx.stats.clone(),
             feed::Timing {
@@ -347,7 +361,7 @@ pub(crate) async fn run(
                         tasks.spawn(control::serve(dc, control::ControlCtx {
                             id: ctx.id.clone(),
                             stats: ctx.stats.clone(),
-                            video: video_sub.clone(),
+                            keyframe: control_keyframes.clone(),
                             snapshots: ctx.media.snapshots.clone(),
                             talk: ctx.media.talk.clone().filter(|_| receive.talk),
                         }, media_cancel.clone()));

@@ -1,0 +1,230 @@
+//! Which rung of the H.264 ladder a viewer gets, from its own bandwidth estimate
+//! (sans-IO, time passed in).
+//!
+//! Each viewer has a send-side estimate (GCC over TWCC feedback, `rtc::interceptor::Gcc`,
+//! draft-ietf-rmcat-gcc-02). [`RungChooser`] turns the stream of estimates into switch
+//! decisions with hysteresis: down soon after the estimate stops covering the current
+//! rung, up only after it has covered the next rung up for a while, and never up again
+//! right after a switch down. The feed carries a decision out at the next IDR of the
+//! target rung, on the viewer's own SSRC and sequence space.
+
+use crate::media::hub::Hub;
+use std::time::{Duration, Instant};
+
+/// One rung a viewer can be switched to.
+#[derive(Debug, Clone)]
+pub struct LadderRung {
+    /// For stats and logs: `main`, `low`.
+    pub name: &'static str,
+    /// Its frames.
+    pub hub: Hub,
+    /// Its encoder's target bitrate, kbit/s.
+    pub bitrate_kbps: u32,
+    /// Its picture, pixels (for stats and logs).
+    pub width: u32,
+    /// Pixels.
+    pub height: u32,
+}
+
+/// What a rung needs from the estimate, kbit/s: its video bitrate with room for the
+/// encoder overshooting around IDRs and for RTP/SRTP/UDP headers (×1.25), plus the
+/// audio stream (Opus at up to 40 kbit/s on the wire).
+pub fn needed_kbps(bitrate_kbps: u32) -> f64 {
+    f64::from(bitrate_kbps) * 1.25 + 40.0
+}
+
+/// How long the estimate must stay below the current rung's need before a switch down.
+pub const DOWN_AFTER: Duration = Duration::from_millis(700);
+/// How long the estimate must cover the next rung up before a switch up.
+pub const UP_AFTER: Duration = Duration::from_secs(4);
+/// No switch up within this long of a switch down; doubled after each switch up that
+/// had to be undone within [`FAILED_UP_WITHIN`], up to [`MAX_UP_HOLD`].
+pub const UP_HOLD: Duration = Duration::from_secs(6);
+/// A switch down this soon after a switch up means the switch up failed.
+pub const FAILED_UP_WITHIN: Duration = Duration::from_secs(10);
+/// The longest hold after failed switches up.
+pub const MAX_UP_HOLD: Duration = Duration::from_secs(60);
+
+/// Chooses a rung (index into a ladder sorted by bitrate, highest first) from
+/// bandwidth estimates. Pure; every instant is a parameter.
+#[derive(Debug, Clone)]
+pub struct RungChooser {
+    /// The ladder's needs, kbit/s, highest first.
+    needs: Vec<f64>,
+    current: usize,
+    below_since: Option<Instant>,
+    above_since: Option<Instant>,
+    last_down: Option<Instant>,
+    last_up: Option<Instant>,
+    up_hold: Duration,
+}
+
+impl RungChooser {
+    /// A chooser over rungs of `bitrates_kbps` (highest first), starting on rung 0.
+    pub fn new(bitrates_kbps: &[u32]) -> Self {
+        Self {
+            needs: bitrates_kbps.iter().copied().map(needed_kbps).collect(),
+            current: 0,
+            below_since: None,
+            above_since: None,
+            last_down: None,
+            last_up: None,
+            up_hold: UP_HOLD,
+        }
+    }
+
+    /// The rung chosen now.
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    /// Takes the estimate at `now`, bits per second; returns the rung to switch to, if
+    /// the estimate calls for a switch.
+    pub fn on_estimate(&mut self, now: Instant, bits_per_second: f64) -> Option<usize> {
+        let kbps = bits_per_second / 1000.0;
+        let need = self.needs.get(self.current).copied()?;
+        if kbps < need && self.current + 1 < self.needs.len() {
+            self.above_since = None;
+            let since = *self.below_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= DOWN_AFTER {
+                // The highest rung the estimate covers, else the lowest.
+                let to = (self.current + 1..self.needs.len())
+                    .find(|&i| self.needs[i] <= kbps)
+                    .unwrap_or(self.needs.len() - 1);
+                if self
+                    .last_up
+                    .is_some_and(|up| now.saturating_duration_since(up) < FAILED_UP_WITHIN)
+                {
+                    self.up_hold = (self.up_hold * 2).min(MAX_UP_HOLD);
+                }
+                return Some(self.switch(to, now, true));
+            }
+            return None;
+        }
+        self.below_since = None;
+        let up = self.current.checked_sub(1)?;
+        let held = self
+            .last_down
+            .is_none_or(|down| now.saturating_duration_since(down) >= self.up_hold);
+        if kbps >= self.needs[up] && held {
+            let since = *self.above_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= UP_AFTER {
+                return Some(self.switch(up, now, false));
+            }
+        } else {
+            self.above_since = None;
+        }
+        None
+    }
+
+    fn switch(&mut self, to: usize, now: Instant, down: bool) -> usize {
+        self.current = to;
+        self.below_since = None;
+        self.above_since = None;
+        if down {
+            self.last_down = Some(now);
+        } else {
+            self.last_up = Some(now);
+        }
+        to
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    /// Feeds `kbps` every 100 ms from `from` for `for_ms`; returns the switches with
+    /// their time (ms since `t0`).
+    fn feed(
+        c: &mut RungChooser,
+        t0: Instant,
+        from: u64,
+        for_ms: u64,
+        kbps: f64,
+    ) -> Vec<(u64, usize)> {
+        (0..for_ms / 100)
+            .filter_map(|i| {
+                let at = from + i * 100;
+                c.on_estimate(t0 + MS(at), kbps * 1000.0).map(|r| (at, r))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn needs_cover_the_bitrate_overshoot_headers_and_audio() {
+        assert_eq!(needed_kbps(2000), 2540.0);
+        assert_eq!(needed_kbps(500), 665.0);
+    }
+
+    #[test]
+    fn a_short_dip_does_not_switch_and_a_lasting_one_does() {
+        let t0 = Instant::now();
+        let mut c = RungChooser::new(&[2000, 500]);
+        assert!(
+            feed(&mut c, t0, 0, 600, 1000.0).is_empty(),
+            "600 ms is a dip"
+        );
+        assert!(feed(&mut c, t0, 600, 1000, 3000.0).is_empty());
+        let switched = feed(&mut c, t0, 1600, 2000, 800.0);
+        assert_eq!(switched, [(2300, 1)], "down 700 ms after the estimate fell");
+        assert_eq!(c.current(), 1);
+        // Below even the lowest rung: nowhere further to go.
+        assert!(feed(&mut c, t0, 3600, 3000, 200.0).is_empty());
+    }
+
+    #[test]
+    fn up_only_after_the_hold_and_a_steady_estimate() {
+        let t0 = Instant::now();
+        let mut c = RungChooser::new(&[2000, 500]);
+        assert_eq!(feed(&mut c, t0, 0, 1000, 700.0), [(700, 1)]);
+        // The estimate recovers at once, but the hold (6 s from the switch down) and
+        // then 4 s of steady estimate come first.
+        let up = feed(&mut c, t0, 1000, 20_000, 3000.0);
+        assert_eq!(up, [(10_700, 0)]);
+        // An estimate that wavers restarts the 4 s.
+        let t1 = t0 + MS(100_000);
+        let mut c = RungChooser::new(&[2000, 500]);
+        assert_eq!(feed(&mut c, t1, 0, 1000, 700.0).len(), 1);
+        assert!(feed(&mut c, t1, 7000, 3000, 3000.0).is_empty());
+        assert!(feed(&mut c, t1, 10_000, 100, 2000.0).is_empty());
+        assert_eq!(feed(&mut c, t1, 10_100, 5000, 3000.0), [(14_100, 0)]);
+    }
+
+    #[test]
+    fn a_switch_up_undone_at_once_doubles_the_hold() {
+        let t0 = Instant::now();
+        let mut c = RungChooser::new(&[2000, 500]);
+        assert_eq!(feed(&mut c, t0, 0, 1000, 700.0), [(700, 1)]);
+        assert_eq!(feed(&mut c, t0, 1000, 10_000, 3000.0), [(10_700, 0)]);
+        // The link could not carry it after all: down again within 10 s.
+        assert_eq!(feed(&mut c, t0, 11_000, 1000, 700.0), [(11_700, 1)]);
+        // Now the hold is 12 s: no switch up before 23.7 s, then 4 s steady.
+        let up = feed(&mut c, t0, 12_000, 30_000, 3000.0);
+        assert_eq!(up, [(27_700, 0)]);
+    }
+
+    #[test]
+    fn a_three_rung_ladder_drops_to_the_highest_rung_the_estimate_covers() {
+        let t0 = Instant::now();
+        let mut c = RungChooser::new(&[4000, 2000, 500]);
+        assert_eq!(feed(&mut c, t0, 0, 1000, 2600.0), [(700, 1)]);
+        let mut c = RungChooser::new(&[4000, 2000, 500]);
+        assert_eq!(feed(&mut c, t0, 0, 1000, 900.0), [(700, 2)]);
+        // Up one rung at a time.
+        let up = feed(&mut c, t0, 1000, 30_000, 9000.0);
+        assert_eq!(up, [(10_700, 1), (14_800, 0)]);
+    }
+
+    #[test]
+    fn a_single_rung_never_switches() {
+        let t0 = Instant::now();
+        let mut c = RungChooser::new(&[2000]);
+        assert!(feed(&mut c, t0, 0, 5000, 100.0).is_empty());
+        assert!(feed(&mut c, t0, 5000, 5000, 9000.0).is_empty());
+        let mut none = RungChooser::new(&[]);
+        assert_eq!(none.on_estimate(t0, 1e6), None);
+    }
+}
