@@ -572,6 +572,12 @@
         s.width = r.frameWidth; s.height = r.frameHeight;
         s.videoBytes = r.bytesReceived;
         s.keyFramesDecoded = r.keyFramesDecoded;
+        // Chromium's freeze and jitter-buffer figures (absent in Firefox).
+        s.freezeCount = r.freezeCount;
+        s.totalFreezesDuration = r.totalFreezesDuration;
+        s.jitterBufferMs = r.jitterBufferEmittedCount ? (r.jitterBufferDelay / r.jitterBufferEmittedCount) * 1000 : null;
+        s.nackCount = r.nackCount;
+        s.packetsLost = r.packetsLost;
         const c = byId.get(r.codecId); if (c) s.videoCodec = c.mimeType;
       } else if (r.type === 'inbound-rtp' && r.kind === 'audio') {
         s.audioPacketsReceived = r.packetsReceived || 0;

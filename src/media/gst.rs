@@ -160,7 +160,7 @@ impl Capture {
             &video_sink,
             video_hub.clone(),
             shared.clone(),
-            Some((format, nominal_fps)),
+            Some((format, nominal_fps, Rebase::watch(&pipeline, "encoder"))),
         );
         if let Some(audio_sink) = pipeline
             .by_name("audio")
@@ -326,10 +326,68 @@ fn install_snapshots(
     snapshots.set_branch(Some(Some(gate)));
 }
 
+/// Maps an encoder's output timestamps back to its input's.
+///
+/// `GstVideoEncoder` subclasses such as `x264enc` ask for a minimum PTS (1000 hours, so
+/// that a first DTS before the first PTS stays positive) and shift every output by
+/// `min_pts − PTS of the first frame they encoded`. An encoder that starts with the
+/// pipeline is shifted by about 1000 h; one behind a valve that opens later (an extra
+/// rung) by 1000 h minus the time it was closed. Rungs a viewer switches between must
+/// share one timeline, and the capture time is PTS against the running time, so each
+/// encoder's shift is measured (its first input PTS, from a probe, against its first
+/// output PTS) and taken off again.
+#[derive(Default)]
+struct Rebase {
+    /// PTS of the first buffer into the encoder, ns; `u64::MAX` until one came.
+    first_in: AtomicU64,
+    /// Output − input, ns, from the first output; `None` before it.
+    shift: Mutex<Option<i128>>,
+}
+
+impl Rebase {
+    /// Watches the sink pad of `encoder` (by name) in `pipeline`; `None` without one
+    /// (a passed-through camera's H.264 is never re-timed).
+    fn watch(pipeline: &gst::Pipeline, encoder: &str) -> Option<Arc<Self>> {
+        let pad = pipeline.by_name(encoder)?.static_pad("sink")?;
+        let rebase = Arc::new(Self {
+            first_in: AtomicU64::new(u64::MAX),
+            shift: Mutex::new(None),
+        });
+        let seen = rebase.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                // The first only: the shift is fixed at the encoder's first frame.
+                let _ = seen.first_in.compare_exchange(
+                    u64::MAX,
+                    pts.nseconds(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                return gst::PadProbeReturn::Remove;
+            }
+            gst::PadProbeReturn::Ok
+        });
+        Some(rebase)
+    }
+
+    /// The input-timeline PTS of an output buffer stamped `out`.
+    fn map(&self, out: Duration) -> Duration {
+        let mut shift = self.shift.lock().unwrap_or_else(|p| p.into_inner());
+        let shift = *shift.get_or_insert_with(|| match self.first_in.load(Ordering::Relaxed) {
+            u64::MAX => 0,
+            first => out.as_nanos() as i128 - i128::from(first),
+        });
+        let ns = (out.as_nanos() as i128 - shift).max(0);
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+}
+
 /// An extra rung's elements in the pipeline description (`media::pipeline`).
 struct ExtraRung {
     valve: &'static str,
     sink: &'static str,
+    /// Its encoder, whose timestamps are re-based ([`Rebase`]).
+    encoder: &'static str,
     /// For the log: "VP8 rung", "low H.264 rung".
     label: &'static str,
     /// Who it is for, for the log.
@@ -342,6 +400,7 @@ struct ExtraRung {
 const VP8_RUNG: ExtraRung = ExtraRung {
     valve: "vp8_valve",
     sink: "vp8",
+    encoder: "vp8_encoder",
     label: "VP8 rung",
     viewer: "a viewer without H.264 watches",
     h264: false,
@@ -350,6 +409,7 @@ const VP8_RUNG: ExtraRung = ExtraRung {
 const LOW_RUNG: ExtraRung = ExtraRung {
     valve: "low_valve",
     sink: "low",
+    encoder: "low_encoder",
     label: "low H.264 rung",
     viewer: "a viewer's link needs it",
     h264: true,
@@ -378,7 +438,8 @@ fn install_extra_rung(
             log::debug!("{} force-key-unit event not handled upstream", rung.label);
         }
     })));
-    install_rung(&sink, hub.clone(), shared.clone(), rung.h264);
+    let rebase = Rebase::watch(pipeline, rung.encoder);
+    install_rung(&sink, hub.clone(), shared.clone(), (rung.h264, rebase));
     let upstream = video_sink.clone();
     hub.set_demand_hook(Some(Arc::new(move |open| {
         if open {
@@ -401,7 +462,12 @@ fn install_extra_rung(
 /// for `h264`, only self-contained IDRs), PTS with the run's offset, the capture time
 /// as for the main rung. The capture health (stall detection, frame counts) stays with
 /// the main rung alone.
-fn install_rung(sink: &gst_app::AppSink, hub: Hub, shared: Arc<Shared>, h264: bool) {
+fn install_rung(
+    sink: &gst_app::AppSink,
+    hub: Hub,
+    shared: Arc<Shared>,
+    (h264, rebase): (bool, Option<Arc<Rebase>>),
+) {
     let mut last_pts: Option<Duration> = None;
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -414,6 +480,7 @@ fn install_rung(sink: &gst_app::AppSink, hub: Hub, shared: Arc<Shared>, h264: bo
                     return Ok(gst::FlowSuccess::Ok);
                 };
                 let pts = Duration::from_nanos(pts.nseconds());
+                let pts = rebase.as_ref().map_or(pts, |r| r.map(pts));
                 let captured_at = Instant::now()
                     .checked_sub(capture_age(sink, pts))
                     .unwrap_or_else(Instant::now);
@@ -477,9 +544,10 @@ fn install(
     sink: &gst_app::AppSink,
     hub: Hub,
     shared: Arc<Shared>,
-    video: Option<(watch::Sender<Option<VideoFormat>>, u32)>,
+    video: Option<(watch::Sender<Option<VideoFormat>>, u32, Option<Arc<Rebase>>)>,
 ) {
     let is_video = video.is_some();
+    let rebase = video.as_ref().and_then(|v| v.2.clone());
     let mut format_known = false;
     let mut last_pts: Option<Duration> = None;
     sink.set_callbacks(
@@ -495,6 +563,7 @@ fn install(
                     return Ok(gst::FlowSuccess::Ok);
                 };
                 let pts = Duration::from_nanos(pts.nseconds());
+                let pts = rebase.as_ref().map_or(pts, |r| r.map(pts));
                 let latency = capture_age(sink, pts);
                 let captured_at = Instant::now()
                     .checked_sub(latency)
@@ -515,7 +584,7 @@ fn install(
                 } else {
                     true
                 };
-                if let Some((format, fps)) = video.as_ref()
+                if let Some((format, fps, _)) = video.as_ref()
                     && keyframe
                     && !format_known
                     && let Some(profile_level_id) = h264::profile_level_id(&data)

@@ -343,7 +343,7 @@ fn rung((width, bitrate_kbps): (u32, u32), (src_w, src_h): (u32, u32)) -> Rung {
 fn vp8_tail(rung: Rung, gop: u64) -> String {
     format!(
         "videoscale ! videoconvert ! video/x-raw,width={},height={},format=I420,pixel-aspect-ratio=1/1 \
-         ! vp8enc deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} keyframe-max-dist={gop} \
+         ! vp8enc name=vp8_encoder deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} keyframe-max-dist={gop} \
          lag-in-frames=0 error-resilient=default threads=2 \
          ! appsink name=vp8 sync=false async=false max-buffers=60 drop=true",
         rung.width,
@@ -359,7 +359,7 @@ fn vp8_tail(rung: Rung, gop: u64) -> String {
 fn low_tail(rung: Rung, gop: u64) -> String {
     format!(
         "videoscale ! videoconvert ! video/x-raw,width={},height={},format=I420,pixel-aspect-ratio=1/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast bitrate={} key-int-max={gop} bframes=0 \
+         ! x264enc name=low_encoder tune=zerolatency speed-preset=ultrafast bitrate={} key-int-max={gop} bframes=0 \
          b-adapt=false byte-stream=true threads=1 ! video/x-h264,profile=constrained-baseline \
          ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au \
          ! appsink name=low sync=false async=false max-buffers=60 drop=true",
@@ -457,13 +457,13 @@ fn launch_line(
     let gop = (u64::from(v.keyframe_interval_ms) * u64::from(fps) / 1000).max(1);
     let encode = match encoder {
         EncoderPlan::X264 => format!(
-            "{decouple} ! videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast \
+            "{decouple} ! videoconvert ! video/x-raw,format=I420 ! x264enc name=encoder tune=zerolatency speed-preset=ultrafast \
              bitrate={} key-int-max={gop} bframes=0 b-adapt=false byte-stream=true \
              ! video/x-h264,profile=constrained-baseline ! ",
             v.bitrate_kbps
         ),
         EncoderPlan::V4l2h264enc => format!(
-            "{decouple} ! videoconvert ! video/x-raw,format=I420 ! v4l2h264enc \
+            "{decouple} ! videoconvert ! video/x-raw,format=I420 ! v4l2h264enc name=encoder \
              extra-controls=\"controls,repeat_sequence_header=1,video_bitrate={},h264_i_frame_period={gop},h264_profile=1\" \
              ! video/x-h264,level=(string)4,profile=constrained-baseline ! ",
             u64::from(v.bitrate_kbps) * 1000
@@ -568,7 +568,7 @@ mod tests {
         let d2 = describe(&VideoConfig::default(), &AudioConfig::default(), &overlaid).unwrap();
         assert!(d2.launch.contains("! clockoverlay ") && d2.launch.contains("! timeoverlay "));
         assert!(d.launch.contains(
-            "x264enc tune=zerolatency speed-preset=ultrafast bitrate=2000 key-int-max=60"
+            "x264enc name=encoder tune=zerolatency speed-preset=ultrafast bitrate=2000 key-int-max=60"
         ));
         assert!(d.launch.contains("profile=constrained-baseline"));
         assert!(d.launch.contains("h264parse config-interval=-1"));
@@ -841,7 +841,7 @@ mod tests {
                 "snapshot_tee. ! valve name=vp8_valve drop=true ! queue max-size-buffers=2 max-size-bytes=0 \
                  max-size-time=0 leaky=downstream ! videoscale ! videoconvert \
                  ! video/x-raw,width=640,height=360,format=I420,pixel-aspect-ratio=1/1 \
-                 ! vp8enc deadline=1 cpu-used=8 end-usage=cbr target-bitrate=500000 keyframe-max-dist=60"
+                 ! vp8enc name=vp8_encoder deadline=1 cpu-used=8 end-usage=cbr target-bitrate=500000 keyframe-max-dist=60"
             ) && d.launch.contains("! appsink name=vp8 sync=false async=false"),
             "{}",
             d.launch

@@ -10,11 +10,13 @@
 //! - [`probe`]: a receive-only viewer that counts what arrives (selftest, benchmark).
 //! - [`adapt`]: which rung of the H.264 ladder a viewer gets, from its estimate.
 //! - `estimate`: the interceptor that hands a session its GCC bandwidth estimate.
+//! - [`retransmit`]: answers NACKs from a bounded history within a budget.
 
 pub mod adapt;
 mod estimate;
 mod feedback;
 mod nat;
+pub mod retransmit;
 
 pub mod control;
 pub mod probe;

@@ -123,6 +123,8 @@ pub struct SessionStats {
     pub rung: Mutex<Option<String>>,
     /// Switches between rungs so far.
     pub rung_switches: AtomicU64,
+    /// NACKed packets, resent and refused (`peer::retransmit`).
+    pub resends: std::sync::Arc<crate::peer::retransmit::ResendCounters>,
 }
 
 /// The per-session counters summed over sessions (for totals that outlive sessions).
@@ -178,6 +180,12 @@ pub struct SessionSnapshot {
     pub rung: Option<String>,
     /// Switches between rungs so far.
     pub rung_switches: u64,
+    /// Packets the viewer's NACKs named.
+    pub nacked_packets: u64,
+    /// Packets resent for them.
+    pub resent_packets: u64,
+    /// NACKed packets not resent (too old, too often, over the resend budget).
+    pub refused_resends: u64,
     /// Signaling front-end: `mqtt` or `whep`.
     pub frontend: &'static str,
 }
@@ -201,6 +209,9 @@ impl SessionStats {
             estimate_kbps: self.estimate_kbps.load(Ordering::Relaxed),
             rung: self.rung.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             rung_switches: self.rung_switches.load(Ordering::Relaxed),
+            nacked_packets: self.resends.nacked.load(Ordering::Relaxed),
+            resent_packets: self.resends.resent.load(Ordering::Relaxed),
+            refused_resends: self.resends.refused.load(Ordering::Relaxed),
             frontend: "mqtt",
         }
     }

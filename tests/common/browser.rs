@@ -39,6 +39,7 @@ pub struct Browser {
     accept_any_cert: bool,
     talk: Option<(PathBuf, Duration)>,
     firefox: bool,
+    settle: Option<Duration>,
 }
 
 impl Browser {
@@ -53,7 +54,15 @@ impl Browser {
             accept_any_cert: false,
             talk: None,
             firefox: false,
+            settle: None,
         }
+    }
+
+    /// With [`Browser::hold`]: also report the figures `t` into the hold
+    /// (`settledStats`), to measure the window after the stream settled.
+    pub fn settle(mut self, t: Duration) -> Self {
+        self.settle = Some(t);
+        self
     }
 
     /// Debian's Firefox ESR (puppeteer-core over WebDriver BiDi) instead of Chromium,
@@ -116,6 +125,9 @@ impl Browser {
         }
         if let Some(hold) = self.hold {
             cmd.args(["--hold-ms", &hold.as_millis().to_string()]);
+        }
+        if let Some(settle) = self.settle {
+            cmd.args(["--settle-ms", &settle.as_millis().to_string()]);
         }
         let mut child = cmd
             .stdout(Stdio::piped())

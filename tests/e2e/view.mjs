@@ -8,6 +8,7 @@
 //   --browser firefox: Debian's firefox-esr with its OpenH264 plugin switched off, as
 //   where it was never downloaded: its offer has VP8, VP9 and AV1 but no H.264.
 //   --hold-ms N: once playing, print {"phase":"playing",...} and keep watching for N ms
+//   (--settle-ms M: and report the figures M ms into it as "settledStats")
 //   (the caller may change the network meanwhile); the result then reports the final
 //   figures and those at the moment playback started.
 //   --talk-wav FILE --talk-ms N: two-way audio. Chromium's fake microphone plays FILE;
@@ -138,14 +139,23 @@ try {
   }
   let ok = stats.framesDecoded > 10 && stats.audioPacketsReceived > 10;
   let playingStats = null;
+  let settledStats = null;
+  // Every 500 ms of the hold: [ms since start, framesDecoded, freezeCount,
+  // totalFreezesDuration, width, packetsLost, nackCount, keyFramesDecoded].
+  const series = [];
   const holdMs = Number(args['hold-ms'] || 0);
   if (ok && holdMs > 0) {
     playingStats = stats;
     console.log(JSON.stringify({ phase: 'playing', stats }));
     const holdEnd = Date.now() + holdMs;
+    // --settle-ms N: also keep the figures N ms into the hold, so the caller can measure
+    // the window after the stream settled (e.g. after adapting to a shaped link).
+    const settleAt = args['settle-ms'] ? Date.now() + Number(args['settle-ms']) : null;
     while (Date.now() < holdEnd) {
       await new Promise((r) => setTimeout(r, 500));
       stats = await page.evaluate(() => (window.edgecam ? window.edgecam.stats() : {}));
+      if (settleAt && !settledStats && Date.now() >= settleAt) settledStats = stats;
+      series.push([Date.now() - started, stats.framesDecoded, stats.freezeCount, stats.totalFreezesDuration, stats.width, stats.packetsLost, stats.nackCount, stats.keyFramesDecoded]);
     }
     ok = stats.framesDecoded > playingStats.framesDecoded;
   }
@@ -157,7 +167,7 @@ try {
   }
   const log = await page.evaluate(() => (window.edgecam ? window.edgecam.state.log : []));
   result = {
-    ok, url, stats, playingStats, talk, log, console: consoleLines.slice(-20), elapsedMs: Date.now() - started,
+    ok, url, stats, playingStats, settledStats, series, talk, log, console: consoleLines.slice(-20), elapsedMs: Date.now() - started,
   };
   if (args.screenshot) await page.screenshot({ path: args.screenshot });
 } catch (e) {

@@ -60,6 +60,8 @@ pub struct NetPair {
     pub camera_ip: String,
     /// Viewer's address on the link.
     pub viewer_ip: String,
+    /// The camera's end of the link (its interface inside `camera`).
+    pub camera_if: String,
 }
 
 impl NetPair {
@@ -85,8 +87,82 @@ impl NetPair {
             viewer,
             camera_ip,
             viewer_ip,
+            camera_if: ca,
         };
         Ok(pair)
+    }
+
+    /// Limits the camera → viewer direction to `kbit` kbit/s with a token bucket
+    /// (`tc qdisc … tbf`: 15 KB burst, packets waiting more than 100 ms are dropped, as
+    /// a congested uplink's buffer does); `None` removes the limit.
+    pub fn shape(&self, kbit: Option<u32>) -> Result<(), String> {
+        let mut args = Self::exec(&self.camera);
+        args.extend(["tc", "qdisc"].map(String::from));
+        match kbit {
+            Some(k) => args.extend(
+                [
+                    "replace",
+                    "dev",
+                    &self.camera_if,
+                    "root",
+                    "tbf",
+                    "rate",
+                    &format!("{k}kbit"),
+                    "burst",
+                    "15k",
+                    "latency",
+                    "100ms",
+                ]
+                .map(String::from),
+            ),
+            None => {
+                // Nothing to remove unless a limit was set.
+                let _ = run(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        &self.camera,
+                        "tc",
+                        "qdisc",
+                        "del",
+                        "dev",
+                        &self.camera_if,
+                        "root",
+                    ],
+                );
+                return Ok(());
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(args[0], &args[1..])
+    }
+
+    /// Drops `percent` % of the camera's outgoing UDP at random (nftables `numgen
+    /// random`; there is no `sch_netem` here); 0 removes the rule.
+    pub fn drop_udp(&self, percent: u32) -> Result<(), String> {
+        let ns = &self.camera;
+        let _ = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "edgecam_loss",
+            ],
+        );
+        if percent == 0 {
+            return Ok(());
+        }
+        let rules = format!(
+            "table inet edgecam_loss {{ chain out {{ type filter hook output priority 0; \
+             meta l4proto udp numgen random mod 100 < {percent} drop; }}; }}"
+        );
+        run("ip", &["netns", "exec", ns, "nft", &rules])
     }
 
     /// `ip netns exec <ns>` as a command prefix.

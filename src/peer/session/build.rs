@@ -5,6 +5,7 @@
 use super::SessionCtx;
 use crate::peer::estimate::{self, EstimateTap};
 use crate::peer::feedback::{self, KeyframeFeedback};
+use crate::peer::retransmit::{ResendCounters, Retransmitter};
 use crate::peer::sdp::VideoCodec;
 use crate::signaling::protocol::ErrorCode;
 use rtc::ice::mdns::MulticastDnsMode;
@@ -31,8 +32,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
     RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder, configure_nack, configure_rtcp_reports,
-    configure_twcc,
+    RTCSessionDescription, Registry, SettingEngineBuilder, configure_rtcp_reports, configure_twcc,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -205,6 +205,7 @@ fn media_engine(
     audio: bool,
     keyframe: mpsc::Sender<()>,
     estimate: watch::Sender<f64>,
+    resends: Arc<ResendCounters>,
 ) -> Result<(MediaEngine, Registry), Reject> {
     let mut engine = MediaEngine::default();
     engine
@@ -232,9 +233,12 @@ fn media_engine(
     }
     // Not `register_default_interceptors`: it registers a TWCC receiver only, and the
     // congestion controller needs the sender's sequence numbers as well.
-    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine));
-    let registry = configure_twcc(registry, &mut engine).map_err(internal_err)?;
+    // NACK: the codecs carry `nack`/`nack pli`; edgecam's responder, not `rtc`'s (see
+    // `peer::retransmit`). No NACK generator: the camera receives only talk-back Opus.
     let initial = *estimate.borrow();
+    let registry = configure_rtcp_reports(Registry::new())
+        .with(Slot::NackResponder, Retransmitter::new(initial, resends));
+    let registry = configure_twcc(registry, &mut engine).map_err(internal_err)?;
     let gcc = Gcc::new(initial, GCC_MIN_BITRATE, initial * 1.5);
     let registry = registry
         .with(
@@ -298,7 +302,13 @@ pub(super) async fn build(
         // Capacity 1: PLIs arriving while one is pending coalesce (`KeyframeFeedback`).
         let (keyframe_tx, keyframe_rx) = mpsc::channel(1);
         let (estimate_tx, estimate_rx) = watch::channel(initial_estimate);
-        let (engine, registry) = media_engine(video, audio || talk, keyframe_tx, estimate_tx)?;
+        let (engine, registry) = media_engine(
+            video,
+            audio || talk,
+            keyframe_tx,
+            estimate_tx,
+            ctx.stats.resends.clone(),
+        )?;
         let setting_engine = SettingEngineBuilder::new()
             .with_multicast_dns_mode(mode)
             .with_ice_connection_attempts(Some(Duration::from_millis(50)), None)

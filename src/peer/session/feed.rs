@@ -178,6 +178,7 @@ pub(super) async fn feed(
     }
     let mut clock = RtpClock::new(clock_rate, rand::random(), rand::random());
     let mut last_drop_log = Instant::now();
+    let mut last_timestamp: Option<u32> = None;
     loop {
         let frame = if let Some(sub) = &plain {
             tokio::select! {
@@ -208,6 +209,11 @@ pub(super) async fn feed(
                     // Realistic estimates are far below u64::MAX bits per second.
                     stats.estimate_kbps.store((bps / 1000.0) as u64, Ordering::Relaxed);
                     if let Some(to) = r.chooser.on_estimate(Instant::now(), bps) {
+                        log::debug!(
+                            "estimate {} kbit/s: to the {} rung",
+                            (bps / 1000.0) as u64,
+                            r.describe(to)
+                        );
                         if to == r.current.0 {
                             r.pending = None;
                         } else {
@@ -233,7 +239,17 @@ pub(super) async fn feed(
         } else {
             break;
         };
-        let timestamp = clock.timestamp(frame.pts);
+        // Never backwards: after a switch the new rung's first frames can be older than
+        // the last one sent from the old rung (a larger picture encodes later), and a
+        // browser drops a frame older than one it has shown, then waits for a keyframe.
+        // Such frames are stamped one tick after the last, as an SFU does when it
+        // switches simulcast layers; the clock's own stamps resume as soon as they lead.
+        let stamped = clock.timestamp(frame.pts);
+        let timestamp = match last_timestamp {
+            Some(last) if (stamped.wrapping_sub(last) as i32) <= 0 => last.wrapping_add(1),
+            _ => stamped,
+        };
+        last_timestamp = Some(timestamp);
         let payloads = match payloader.payload(RTP_MTU - 12, &frame.data) {
             Ok(p) => p,
             Err(e) => {

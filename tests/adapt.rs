@@ -1,0 +1,203 @@
+//! Viewers on real (shaped) links: Chromium in its own namespace, the camera → viewer
+//! direction limited with `tc tbf` or thinned with an nftables `numgen random` drop on
+//! the camera's end of the veth (this kernel has no `sch_netem`). The camera's
+//! per-viewer bandwidth estimate (GCC over TWCC) moves the viewer between the ladder's
+//! rungs at an IDR on the same SSRC, and NACKed packets are resent within a budget.
+//!
+//! Each case prints its figures. Asserted are the issue's thresholds for freezes and
+//! the rung reached; frame rates and timings are reported (`docs/performance.md`).
+
+mod common;
+
+use common::browser::Browser;
+use common::netns::NetPair;
+use common::{Edgecam, Mosquitto};
+use serde_json::Value;
+use std::time::Duration;
+
+/// How long after playback starts the measured window begins (the issue's "after the
+/// first 5 s"), and how long it lasts.
+const SETTLE: Duration = Duration::from_secs(5);
+const WINDOW: Duration = Duration::from_secs(15);
+
+/// An open camera in `net.camera` (720p30 test pattern at 2000 kbit/s, a low rung of
+/// 640x360 at 500 kbit/s), on its Mosquitto, serving the page on port 8080.
+fn camera(net: &NetPair) -> Edgecam {
+    let config = format!(
+        "[camera]\nid = \"porch\"\nname = \"Porch\"\n[access]\nmode = \"open\"\n\
+         [video]\nsource = \"test\"\nwidth = 1280\nheight = 720\nbitrate_kbps = 2000\n\
+         low_bitrate_kbps = 500\nlow_width = 640\n\
+         [audio]\nsource = \"test\"\n[signaling]\nbroker = \"mqtt://127.0.0.1:1883\"\n\
+         [http]\nlisten = \"0.0.0.0:8080\"\nbroker_ws_url = \"ws://{}:9001\"\n",
+        net.camera_ip
+    );
+    Edgecam::start_in(Some(&net.camera), Some(&config))
+}
+
+/// What Chromium saw in the window after [`SETTLE`].
+#[derive(Debug)]
+struct Window {
+    fps: f64,
+    freezes: u64,
+    frozen_s: f64,
+    width: u64,
+    height: u64,
+    jitter_buffer_ms: f64,
+    nacks: u64,
+    lost: u64,
+}
+
+/// The window between the figures `SETTLE` into the hold and those at its end.
+fn window(settled: &Value, last: &Value) -> Window {
+    let d = |k: &str| last[k].as_f64().unwrap_or(0.0) - settled[k].as_f64().unwrap_or(0.0);
+    Window {
+        fps: d("framesDecoded") / WINDOW.as_secs_f64(),
+        freezes: d("freezeCount").max(0.0) as u64,
+        frozen_s: d("totalFreezesDuration"),
+        width: last["width"].as_u64().unwrap_or(0),
+        height: last["height"].as_u64().unwrap_or(0),
+        jitter_buffer_ms: last["jitterBufferMs"].as_f64().unwrap_or(0.0),
+        nacks: d("nackCount").max(0.0) as u64,
+        lost: d("packetsLost").max(0.0) as u64,
+    }
+}
+
+/// The link between camera and viewer.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    Clean,
+    /// Rate limit, kbit/s.
+    Rate(u32),
+    /// Random loss of the camera's UDP, percent.
+    Loss(u32),
+}
+
+/// What a case measured: the window, and the camera's log.
+struct Case {
+    w: Window,
+    log: String,
+}
+
+impl Case {
+    fn switches(&self) -> Vec<&str> {
+        self.log
+            .lines()
+            .filter(|l| l.contains("switched from the"))
+            .collect()
+    }
+}
+
+/// Plays on `link` for [`SETTLE`] + [`WINDOW`] and prints the window's figures.
+fn play(link: Link, name: &str) -> Case {
+    let net = NetPair::new().expect("network namespaces (needs root)");
+    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
+    let cam = camera(&net);
+    match link {
+        Link::Clean => {}
+        Link::Rate(kbit) => net.shape(Some(kbit)).expect("tc tbf on the camera's end"),
+        Link::Loss(percent) => net.drop_udp(percent).expect("nftables drop rule"),
+    }
+    let url = format!("http://{}:8080/?camera=porch", net.camera_ip);
+    let result = Browser::new(&net.viewer, &url, name)
+        .timeout(Duration::from_secs(45))
+        .hold(SETTLE + WINDOW)
+        .settle(SETTLE)
+        .run(|_| {});
+    assert_eq!(
+        result["ok"], true,
+        "{name}: did not keep playing: {result:#}"
+    );
+    let w = window(&result["settledStats"], &result["stats"]);
+    let tc = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.camera, "tc", "-s", "qdisc", "show"])
+        .args(["dev", &net.camera_if])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).replace('\n', " "))
+        .unwrap_or_default();
+    let case = Case {
+        w,
+        log: cam.log_text(),
+    };
+    eprintln!(
+        "{name} ({link:?}), {WINDOW:?} after the first {SETTLE:?}: {:?}",
+        case.w
+    );
+    eprintln!("{name}: bottleneck {tc}");
+    // ADAPT_DUMP=1: the camera's whole log and Chromium's figures every 500 ms.
+    if std::env::var_os("ADAPT_DUMP").is_some() {
+        eprintln!("{}\n{}", case.log, result["series"]);
+    }
+    let flowing = case.log.lines().find(|l| l.contains("media flowing over"));
+    for l in case.switches() {
+        let after = flowing
+            .and_then(|f| Some(log_time(l)? - log_time(f)?))
+            .map_or(String::new(), |ms| {
+                format!(" ({ms} ms after media started)")
+            });
+        eprintln!("{name}: {l}{after}");
+    }
+    case
+}
+
+/// Milliseconds of the day of a log line (`[2026-12-01T00:22:50.180Z …`).
+fn log_time(line: &str) -> Option<i64> {
+    let t = line.get(12..24)?;
+    let (h, rest) = t.split_once(':')?;
+    let (m, s) = rest.split_once(':')?;
+    let s: f64 = s.parse().ok()?;
+    Some((h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60) * 1000 + (s * 1000.0) as i64)
+}
+
+/// The issue's bar for a constrained viewer: no freeze longer than 500 ms after the
+/// first 5 s (Chromium counts a frame gap over max(3 frames, 150 ms + the average) as
+/// a freeze; total frozen time ≤ 500 ms bounds every single freeze).
+fn assert_smooth(name: &str, c: &Case) {
+    assert!(
+        c.w.frozen_s <= 0.5,
+        "{name}: frozen {:.2} s in {} freezes after the first 5 s: {:?}",
+        c.w.frozen_s,
+        c.w.freezes,
+        c.w
+    );
+    assert!(
+        c.w.fps > 15.0,
+        "{name}: the picture keeps moving: {:?}",
+        c.w
+    );
+}
+
+#[test]
+fn a_clean_link_keeps_the_main_rung() {
+    let c = play(Link::Clean, "adapt-clean");
+    assert!(c.switches().is_empty(), "{}", c.log);
+    assert_eq!((c.w.width, c.w.height), (1280, 720), "{:?}", c.w);
+    assert_smooth("clean", &c);
+}
+
+#[test]
+fn a_0_8_mbit_link_gets_the_low_rung_without_freezing() {
+    let c = play(Link::Rate(800), "adapt-800k");
+    assert!(
+        c.switches()
+            .iter()
+            .any(|l| l.contains("from the main 1280x720 rung to the low 640x360 rung")),
+        "the viewer was moved down: {}",
+        c.log
+    );
+    assert_eq!((c.w.width, c.w.height), (640, 360), "{:?}", c.w);
+    assert_smooth("0.8 Mbit/s", &c);
+}
+
+#[test]
+fn a_1_5_mbit_link_gets_the_low_rung_without_freezing() {
+    let c = play(Link::Rate(1500), "adapt-1500k");
+    assert_eq!((c.w.width, c.w.height), (640, 360), "{:?}", c.w);
+    assert_smooth("1.5 Mbit/s", &c);
+}
+
+#[test]
+fn five_percent_loss_is_repaired_by_resends() {
+    let c = play(Link::Loss(5), "adapt-loss5");
+    assert!(c.w.nacks > 0, "the browser asked for resends: {:?}", c.w);
+    assert_smooth("5 % loss", &c);
+}
