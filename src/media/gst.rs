@@ -540,11 +540,15 @@ fn first_bus_error(pipeline: &gst::Pipeline) -> String {
         .unwrap_or_else(|| "no error message".into())
 }
 
+/// What the main video appsink adds to the plain feed: where the learnt format goes,
+/// the nominal rate (Hz), and the encoder's timestamp re-basing (none for passthrough).
+type MainVideo = (watch::Sender<Option<VideoFormat>>, u32, Option<Arc<Rebase>>);
+
 fn install(
     sink: &gst_app::AppSink,
     hub: Hub,
     shared: Arc<Shared>,
-    video: Option<(watch::Sender<Option<VideoFormat>>, u32, Option<Arc<Rebase>>)>,
+    video: Option<MainVideo>,
 ) {
     let is_video = video.is_some();
     let rebase = video.as_ref().and_then(|v| v.2.clone());
