@@ -47,6 +47,23 @@ struct Window {
     lost: u64,
 }
 
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} fps, {}x{}, {} freezes ({:.2} s), jitter buffer {:.0} ms, {} NACKs, {} packets lost",
+            self.fps,
+            self.width,
+            self.height,
+            self.freezes,
+            self.frozen_s,
+            self.jitter_buffer_ms,
+            self.nacks,
+            self.lost
+        )
+    }
+}
+
 /// The window between the figures `SETTLE` into the hold and those at its end.
 fn window(settled: &Value, last: &Value) -> Window {
     let d = |k: &str| last[k].as_f64().unwrap_or(0.0) - settled[k].as_f64().unwrap_or(0.0);
