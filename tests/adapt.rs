@@ -136,7 +136,7 @@ fn play(link: Link, name: &str) -> Case {
         log: cam.log_text(),
     };
     eprintln!(
-        "{name} ({link:?}), {WINDOW:?} after the first {SETTLE:?}: {:?}",
+        "{name} ({link:?}), {WINDOW:?} after the first {SETTLE:?}: {}",
         case.w
     );
     eprintln!("{name}: bottleneck {tc}");
