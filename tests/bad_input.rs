@@ -9,9 +9,9 @@ use common::{Edgecam, Mosquitto, camera_config};
 use serde_json::json;
 use std::time::Duration;
 
-const VP8_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+const VP9_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=ice-ufrag:abcd\r\n\
-a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11\r\na=setup:actpass\r\na=rtpmap:96 VP8/90000\r\n";
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11\r\na=setup:actpass\r\na=rtpmap:96 VP9/90000\r\n";
 
 /// A valid browser-style H.264 offer whose peer never sends candidates nor answers
 /// connectivity checks.
@@ -66,7 +66,7 @@ async fn every_bad_input_gets_the_contract_reply_and_harms_no_viewer() {
     s.expect_error("bad-offer").await;
     s.send(&json!({"type": "offer", "sdp": AUDIO_ONLY})).await;
     s.expect_error("bad-offer").await;
-    s.send(&json!({"type": "offer", "sdp": VP8_ONLY})).await;
+    s.send(&json!({"type": "offer", "sdp": VP9_ONLY})).await;
     s.expect_error("bad-offer").await;
     // A `profile-level-id` of six bytes with a character split at byte 4: it panicked
     // the session task (no reply, slot held until the timeout) before it was checked
@@ -111,7 +111,7 @@ async fn every_bad_input_gets_the_contract_reply_and_harms_no_viewer() {
         burst
             .publish_to(
                 &topic,
-                serde_json::to_vec(&json!({"type": "offer", "sdp": VP8_ONLY})).unwrap(),
+                serde_json::to_vec(&json!({"type": "offer", "sdp": VP9_ONLY})).unwrap(),
             )
             .await;
     }
@@ -239,7 +239,7 @@ async fn retained_messages_on_to_camera_are_ignored() {
     let mut spy = Signal::connect(broker.port, "cam", "planted", &[]).await;
     spy.publish_retained_to(
         "edgecam/cam/session/planted/to-camera",
-        serde_json::to_vec(&json!({"type": "offer", "sdp": VP8_ONLY})).unwrap(),
+        serde_json::to_vec(&json!({"type": "offer", "sdp": VP9_ONLY})).unwrap(),
     )
     .await;
     let cam = Edgecam::start(&camera_config("cam", broker.port, ""));
@@ -247,7 +247,7 @@ async fn retained_messages_on_to_camera_are_ignored() {
         s["state"] == "online"
     })
     .await;
-    // Answered, the VP8-only offer would get `bad-offer`; ignored, nothing comes.
+    // Answered, the VP9-only offer would get `bad-offer`; ignored, nothing comes.
     spy.expect_silence(Duration::from_millis(1500)).await;
     let end = std::time::Instant::now() + Duration::from_secs(5);
     while !cam.log_text().contains("ignoring a retained message") && std::time::Instant::now() < end
@@ -260,6 +260,6 @@ async fn retained_messages_on_to_camera_are_ignored() {
         cam.log_text()
     );
     // A live (not retained) message on the same session is still answered.
-    spy.send(&json!({"type": "offer", "sdp": VP8_ONLY})).await;
+    spy.send(&json!({"type": "offer", "sdp": VP9_ONLY})).await;
     spy.expect_error("bad-offer").await;
 }

@@ -82,10 +82,10 @@ impl Config {
         if !(64..=3840).contains(&v.vp8_width) || !v.vp8_width.is_multiple_of(2) {
             return invalid("video.vp8_width", "must be even and within 64..=3840");
         }
-        if v.low_bitrate_kbps != 0 && !(50..v.bitrate_kbps).contains(&v.low_bitrate_kbps) {
+        if v.low_bitrate_kbps != 0 && !(50..=50_000).contains(&v.low_bitrate_kbps) {
             return invalid(
                 "video.low_bitrate_kbps",
-                "must be 0 (no low rung) or at least 50 and below video.bitrate_kbps",
+                "must be 0 (no low rung) or within 50..=50000",
             );
         }
         if !(64..=3840).contains(&v.low_width) || !v.low_width.is_multiple_of(2) {

@@ -544,12 +544,7 @@ fn first_bus_error(pipeline: &gst::Pipeline) -> String {
 /// the nominal rate (Hz), and the encoder's timestamp re-basing (none for passthrough).
 type MainVideo = (watch::Sender<Option<VideoFormat>>, u32, Option<Arc<Rebase>>);
 
-fn install(
-    sink: &gst_app::AppSink,
-    hub: Hub,
-    shared: Arc<Shared>,
-    video: Option<MainVideo>,
-) {
+fn install(sink: &gst_app::AppSink, hub: Hub, shared: Arc<Shared>, video: Option<MainVideo>) {
     let is_video = video.is_some();
     let rebase = video.as_ref().and_then(|v| v.2.clone());
     let mut format_known = false;

@@ -298,8 +298,10 @@ fn describe_with(
     let raw_frames = encoder != EncoderPlan::Passthrough || probe.h264_decoder.is_some();
     let vp8 = (video.vp8_bitrate_kbps > 0 && probe.vp8enc && raw_frames)
         .then(|| rung((video.vp8_width, video.vp8_bitrate_kbps), (src_w, src_h)));
-    let low = (video.low_bitrate_kbps > 0 && raw_frames)
-        .then(|| rung((video.low_width, video.low_bitrate_kbps), (src_w, src_h)));
+    // A "low" rung at or above the main one's bitrate would never be switched to.
+    let low =
+        (video.low_bitrate_kbps > 0 && video.low_bitrate_kbps < video.bitrate_kbps && raw_frames)
+            .then(|| rung((video.low_width, video.low_bitrate_kbps), (src_w, src_h)));
     let launch = launch_line(
         video,
         audio,
@@ -342,7 +344,7 @@ fn rung((width, bitrate_kbps): (u32, u32), (src_w, src_h): (u32, u32)) -> Rung {
 /// H.264 rung's keyframe spacing; the sink never holds the pipeline (`async=false`).
 fn vp8_tail(rung: Rung, gop: u64) -> String {
     format!(
-        "videoscale ! videoconvert ! video/x-raw,width={},height={},format=I420,pixel-aspect-ratio=1/1 \
+        "videoscale ! videoconvert ! video/x-raw,width={},height={},format=I420 \
          ! vp8enc name=vp8_encoder deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} keyframe-max-dist={gop} \
          lag-in-frames=0 error-resilient=default threads=2 \
          ! appsink name=vp8 sync=false async=false max-buffers=60 drop=true",
@@ -358,7 +360,7 @@ fn vp8_tail(rung: Rung, gop: u64) -> String {
 /// so it never competes with the main encoder for more than a share of one core.
 fn low_tail(rung: Rung, gop: u64) -> String {
     format!(
-        "videoscale ! videoconvert ! video/x-raw,width={},height={},format=I420,pixel-aspect-ratio=1/1 \
+        "videoscale ! videoconvert ! video/x-raw,width={},height={},format=I420 \
          ! x264enc name=low_encoder tune=zerolatency speed-preset=ultrafast bitrate={} key-int-max={gop} bframes=0 \
          b-adapt=false byte-stream=true threads=1 ! video/x-h264,profile=constrained-baseline \
          ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au \
@@ -840,7 +842,7 @@ mod tests {
             d.launch.contains(
                 "snapshot_tee. ! valve name=vp8_valve drop=true ! queue max-size-buffers=2 max-size-bytes=0 \
                  max-size-time=0 leaky=downstream ! videoscale ! videoconvert \
-                 ! video/x-raw,width=640,height=360,format=I420,pixel-aspect-ratio=1/1 \
+                 ! video/x-raw,width=640,height=360,format=I420 \
                  ! vp8enc name=vp8_encoder deadline=1 cpu-used=8 end-usage=cbr target-bitrate=500000 keyframe-max-dist=60"
             ) && d.launch.contains("! appsink name=vp8 sync=false async=false"),
             "{}",
