@@ -104,8 +104,13 @@ impl Case {
     }
 }
 
+/// One case at a time: two Chromiums and two cameras on two cores would measure the
+/// machine, not the link.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Plays on `link` for [`SETTLE`] + [`WINDOW`] and prints the window's figures.
 fn play(link: Link, name: &str) -> Case {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let net = NetPair::new().expect("network namespaces (needs root)");
     let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
     let cam = camera(&net);
