@@ -346,7 +346,7 @@ fn vp8_tail(rung: Rung, gop: u64) -> String {
     format!(
         "videoscale ! videoconvert ! video/x-raw,width={},height={},format=I420 \
          ! vp8enc name=vp8_encoder deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} keyframe-max-dist={gop} \
-         lag-in-frames=0 error-resilient=default threads=2 \
+         lag-in-frames=0 error-resilient=default threads=1 \
          ! appsink name=vp8 sync=false async=false max-buffers=60 drop=true",
         rung.width,
         rung.height,
