@@ -54,6 +54,14 @@ pub struct MetricsSnapshot {
     pub frames_dropped: u64,
     /// PLI/FIR requests received from viewers, all sessions.
     pub viewer_keyframe_requests: u64,
+    /// Packets viewers' NACKs named, all sessions.
+    pub nacked_packets: u64,
+    /// Packets resent for NACKs, all sessions.
+    pub resent_packets: u64,
+    /// NACKed packets not resent (too old, too often, over the budget), all sessions.
+    pub refused_resends: u64,
+    /// Switches between rungs of the ladder, all sessions.
+    pub rung_switches: u64,
     /// Capture → RTP send latency: samples per 1 ms bucket (`[i]` counts samples in
     /// `[i, i+1)` ms; the last bucket takes everything longer).
     pub latency_ms_buckets: Vec<u64>,
@@ -168,6 +176,34 @@ impl Collector for Scrape {
             "PLI/FIR requests received from viewers",
             None,
             s.viewer_keyframe_requests,
+        )?;
+        counter(
+            &mut e,
+            "nacked_packets",
+            "packets viewers' NACKs named",
+            None,
+            s.nacked_packets,
+        )?;
+        counter(
+            &mut e,
+            "resent_packets",
+            "packets resent for NACKs (RFC 4585), within each viewer's budget",
+            None,
+            s.resent_packets,
+        )?;
+        counter(
+            &mut e,
+            "refused_resends",
+            "NACKed packets not resent: too old, too often or over the viewer's budget",
+            None,
+            s.refused_resends,
+        )?;
+        counter(
+            &mut e,
+            "rung_switches",
+            "viewers switched between rungs of the ladder by their bandwidth estimate",
+            None,
+            s.rung_switches,
         )?;
         counter(
             &mut e,
@@ -363,12 +399,17 @@ mod tests {
             runtime_tasks: Some(9),
             talk_packets: vec![("played", 50), ("refused", 7)],
             talk_turns: 2,
+            resent_packets: 12,
+            rung_switches: 3,
             ..MetricsSnapshot::default()
         });
         for line in [
             "edgecam_talk_packets_total{outcome=\"played\"} 50",
             "edgecam_talk_packets_total{outcome=\"refused\"} 7",
             "edgecam_talk_turns_total 2",
+            "edgecam_resent_packets_total 12",
+            "edgecam_rung_switches_total 3",
+            "edgecam_refused_resends_total 0",
             "edgecam_video_frames_encoded_total 42",
             "edgecam_sent_bytes_total 1000",
             "edgecam_viewers{frontend=\"mqtt\",candidate_pair=\"host/udp\"} 2",

@@ -140,6 +140,14 @@ pub struct SessionTotals {
     pub keyframe_requests: u64,
     /// Frames lost to full queues.
     pub dropped_frames: u64,
+    /// Packets NACKed, resent, and not resent.
+    pub nacked: u64,
+    /// Packets resent.
+    pub resent: u64,
+    /// NACKed packets not resent.
+    pub refused_resends: u64,
+    /// Switches between rungs.
+    pub rung_switches: u64,
 }
 
 impl SessionTotals {
@@ -150,6 +158,10 @@ impl SessionTotals {
         self.bytes += s.bytes.load(Ordering::Relaxed);
         self.keyframe_requests += s.keyframe_requests.load(Ordering::Relaxed);
         self.dropped_frames += s.dropped_frames.load(Ordering::Relaxed);
+        self.nacked += s.resends.nacked.load(Ordering::Relaxed);
+        self.resent += s.resends.resent.load(Ordering::Relaxed);
+        self.refused_resends += s.resends.refused.load(Ordering::Relaxed);
+        self.rung_switches += s.rung_switches.load(Ordering::Relaxed);
     }
 }
 

@@ -79,6 +79,12 @@ async fn run(
                     "keyframeRequests": snap.keyframe_requests,
                     "droppedFrames": snap.dropped_frames,
                     "candidatePair": snap.candidate_pair,
+                    "videoCodec": snap.video_codec,
+                    "estimateKbps": snap.estimate_kbps,
+                    "rung": snap.rung,
+                    "rungSwitches": snap.rung_switches,
+                    "nackedPackets": snap.nacked_packets,
+                    "resentPackets": snap.resent_packets,
                 }),
             );
             dc.send_text(&control::ok(id, cmd, fields)).await
