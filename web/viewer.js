@@ -623,6 +623,18 @@
     $('s-pair').textContent = s.candidatePair || '–';
     $('s-codec').textContent = [s.videoCodec, s.audioCodec].filter(Boolean).join(', ') || '–';
     $('s-audio').textContent = String(s.audioPacketsReceived);
+    // The camera's side (its rung, and its bandwidth estimate for this viewer), every
+    // 2 s over the control channel when there is one.
+    if (state.control && (!state.camStatsAt || performance.now() - state.camStatsAt > 2000)) {
+      state.camStatsAt = performance.now();
+      request('stats').then((r) => {
+        if (!r.ok || !r.stats) return;
+        state.cameraSide = r.stats;
+        const c = r.stats;
+        $('s-rung').textContent = c.rung ? `${c.rung} (${c.videoCodec}), estimate ${c.estimateKbps} kbit/s, ${c.resentPackets} packets resent` : '–';
+      }).catch(() => {});
+    }
+    s.cameraSide = state.cameraSide || null;
   }
 
   window.addEventListener('pagehide', () => {
