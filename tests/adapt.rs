@@ -26,7 +26,7 @@ fn camera(net: &NetPair) -> Edgecam {
     let config = format!(
         "[camera]\nid = \"porch\"\nname = \"Porch\"\n[access]\nmode = \"open\"\n\
          [video]\nsource = \"test\"\nwidth = 1280\nheight = 720\nbitrate_kbps = 2000\n\
-         low_bitrate_kbps = 500\nlow_width = 640\n\
+         low_bitrate_kbps = 500\nlow_width = 640\nstamp_capture_time = true\n\
          [audio]\nsource = \"test\"\n[signaling]\nbroker = \"mqtt://127.0.0.1:1883\"\n\
          [http]\nlisten = \"0.0.0.0:8080\"\nbroker_ws_url = \"ws://{}:9001\"\n",
         net.camera_ip
@@ -124,6 +124,7 @@ fn play(link: Link, name: &str) -> Case {
         .timeout(Duration::from_secs(45))
         .hold(SETTLE + WINDOW)
         .settle(SETTLE)
+        .glass()
         .run(|_| {});
     assert_eq!(
         result["ok"], true,
@@ -145,6 +146,7 @@ fn play(link: Link, name: &str) -> Case {
         case.w
     );
     eprintln!("{name}: bottleneck {tc}");
+    eprintln!("{name}: glass-to-glass {}", result["glass"]);
     // ADAPT_DUMP=1: the camera's whole log and Chromium's figures every 500 ms.
     if std::env::var_os("ADAPT_DUMP").is_some() {
         eprintln!("{}\n{}", case.log, result["series"]);

@@ -136,6 +136,9 @@ pub struct VideoConfig {
     pub low_bitrate_kbps: u32,
     /// Width of the low H.264 rung, pixels (even); the height keeps the aspect.
     pub low_width: u32,
+    /// Test pattern only: paint the wall-clock capture time (ms) into each frame as a
+    /// row of blocks (`media::stamp`), for glass-to-glass latency measurements.
+    pub stamp_capture_time: bool,
 }
 
 impl Default for VideoConfig {
@@ -159,6 +162,7 @@ impl Default for VideoConfig {
             vp8_width: 640,
             low_bitrate_kbps: 500,
             low_width: 640,
+            stamp_capture_time: false,
         }
     }
 }

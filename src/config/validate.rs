@@ -88,6 +88,12 @@ impl Config {
                 "must be 0 (no low rung) or within 50..=50000",
             );
         }
+        if v.stamp_capture_time && v.source != VideoSource::Test {
+            return invalid(
+                "video.stamp_capture_time",
+                "is for the test pattern only (source = \"test\")",
+            );
+        }
         if !(64..=3840).contains(&v.low_width) || !v.low_width.is_multiple_of(2) {
             return invalid("video.low_width", "must be even and within 64..=3840");
         }

@@ -168,6 +168,7 @@ impl Capture {
         {
             install(&audio_sink, audio_hub.clone(), shared.clone(), None);
         }
+        install_stamp(&pipeline);
         install_snapshots(&pipeline, &video_sink, desc.encoder, snapshots);
         for (rung, hub) in [(&VP8_RUNG, vp8_hub), (&LOW_RUNG, low_hub)] {
             install_extra_rung(&pipeline, rung, (&video_sink, desc.encoder), hub, &shared);
@@ -380,6 +381,56 @@ impl Rebase {
         let ns = (out.as_nanos() as i128 - shift).max(0);
         Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
+}
+
+/// Paints each frame's wall-clock capture time (`media::stamp`) on the buffers leaving
+/// the `capture_stamp` element, when the description has one (`[video]
+/// stamp_capture_time`, test pattern only). The capture time is the wall clock now
+/// minus how long ago, by the pipeline clock, the buffer's PTS was.
+fn install_stamp(pipeline: &gst::Pipeline) {
+    let Some(element) = pipeline.by_name("capture_stamp") else {
+        return;
+    };
+    let Some(pad) = element.static_pad("src") else {
+        return;
+    };
+    let clocked = element.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(caps) = pad.current_caps() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Ok(video) = gst_video::VideoInfo::from_caps(&caps) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(buffer) = info.buffer_mut() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let age = match (clocked.clock(), clocked.base_time(), buffer.pts()) {
+            (Some(clock), Some(base), Some(pts)) => clock
+                .time()
+                .checked_sub(base)
+                .and_then(|running| running.checked_sub(pts))
+                .map_or(Duration::ZERO, |d| Duration::from_nanos(d.nseconds())),
+            _ => Duration::ZERO,
+        };
+        let wall = std::time::SystemTime::now()
+            .checked_sub(age)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        // Milliseconds modulo 2^32: the cast keeps exactly those bits.
+        let ms = (wall.as_millis() % (1u128 << 32)) as u32;
+        let writable = buffer.make_mut();
+        if let Ok(mut frame) = gst_video::VideoFrameRef::from_buffer_ref_writable(writable, &video)
+        {
+            let (w, h) = (video.width() as usize, video.height() as usize);
+            let stride =
+                usize::try_from(gst_video::VideoFrameExt::plane_stride(&frame)[0]).unwrap_or(0);
+            if let Ok(y) = frame.plane_data_mut(0) {
+                super::stamp::paint(y, stride, (w, h), ms);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// An extra rung's elements in the pipeline description (`media::pipeline`).

@@ -9,6 +9,7 @@
 //! - [`devices`]: V4L2 and ALSA discovery through the `v4l` and `alsa` crates.
 //! - [`snapshot`]: JPEGs of the current picture from a branch that runs only on request.
 //! - [`h264`]: the few H.264 bitstream facts edgecam needs (NAL types, SPS profile).
+//! - [`stamp`]: the capture-time stamp painted into the test pattern (glass-to-glass).
 
 pub mod devices;
 pub mod gst;
@@ -19,6 +20,7 @@ pub mod pipeline;
 pub mod playback;
 pub mod restart;
 pub mod snapshot;
+pub mod stamp;
 pub mod supervisor;
 
 use bytes::Bytes;

@@ -415,18 +415,30 @@ fn launch_line(
     let device = quoted(&v.device.display().to_string());
     let source = match video {
         VideoPlan::Test => {
+            // The stamp paints the Y plane of I420 frames (`media::stamp`).
+            let format = if v.stamp_capture_time {
+                ",format=I420"
+            } else {
+                ""
+            };
             let pattern = format!(
-                "videotestsrc is-live=true pattern=smpte horizontal-speed=4 ! video/x-raw,{size}"
+                "videotestsrc is-live=true pattern=smpte horizontal-speed=4 ! video/x-raw,{size}{format}"
             );
             // The clocks make latency visible by eye; without the plugin the pattern
             // still moves, which is all a stream test needs.
-            if probe.text_overlay {
+            let shown = if probe.text_overlay {
                 format!(
                     "{pattern} ! clockoverlay time-format=\"%H:%M:%S\" halignment=right valignment=top font-desc=\"Sans 20\" \
                      ! timeoverlay halignment=left valignment=bottom font-desc=\"Sans 16\""
                 )
             } else {
                 pattern
+            };
+            // `media::gst` paints the capture time on the buffers leaving this element.
+            if v.stamp_capture_time {
+                format!("{shown} ! identity name=capture_stamp")
+            } else {
+                shown
             }
         }
         VideoPlan::Libcamera => format!("libcamerasrc ! video/x-raw,{size},format=NV12"),

@@ -40,6 +40,7 @@ pub struct Browser {
     talk: Option<(PathBuf, Duration)>,
     firefox: bool,
     settle: Option<Duration>,
+    glass: bool,
 }
 
 impl Browser {
@@ -55,7 +56,15 @@ impl Browser {
             talk: None,
             firefox: false,
             settle: None,
+            glass: false,
         }
+    }
+
+    /// Measures glass-to-glass latency from the camera's capture-time stamp (`[video]
+    /// stamp_capture_time`): reported as `glass` (`p50Ms`, `p95Ms`, `frames`).
+    pub fn glass(mut self) -> Self {
+        self.glass = true;
+        self
     }
 
     /// With [`Browser::hold`]: also report the figures `t` into the hold
@@ -125,6 +134,9 @@ impl Browser {
         }
         if let Some(hold) = self.hold {
             cmd.args(["--hold-ms", &hold.as_millis().to_string()]);
+        }
+        if self.glass {
+            cmd.args(["--glass", "1"]);
         }
         if let Some(settle) = self.settle {
             cmd.args(["--settle-ms", &settle.as_millis().to_string()]);

@@ -77,6 +77,46 @@ const browser = firefox ? await launchFirefox() : await chromium.launch({
 let result = { ok: false, url };
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Glass-to-glass (--glass 1): the camera's test pattern carries its capture time (ms,
+// modulo 2^32) as 32 black/white blocks across the top strip (edgecam's media::stamp,
+// [video] stamp_capture_time). At each requestVideoFrameCallback the frame is drawn on
+// a canvas, the blocks are read, and the age at its expected display time is kept
+// (same machine, same clock). Ages outside -1 s..10 s are counted as unreadable.
+function installGlass() {
+  const v = document.getElementById('video');
+  const c = document.createElement('canvas');
+  const g = c.getContext('2d', { willReadFrequently: true });
+  window.__glass = { ages: [], unreadable: 0 };
+  const BITS = 32, DIV = 18;
+  const step = (now, meta) => {
+    const w = meta.width, h = meta.height;
+    const block = Math.floor(w / BITS), strip = Math.floor(h / DIV);
+    if (block > 0 && strip > 0) {
+      if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+      g.drawImage(v, 0, 0, w, h);
+      const row = g.getImageData(0, Math.floor(strip / 2), w, 1).data;
+      let stamp = 0;
+      for (let i = 0; i < BITS; i++) {
+        const x = (i * block + Math.floor(block / 2)) * 4;
+        const luma = 0.299 * row[x] + 0.587 * row[x + 1] + 0.114 * row[x + 2];
+        stamp = stamp * 2 + (luma > 127.5 ? 1 : 0);
+      }
+      const shown = Math.floor(performance.timeOrigin + meta.expectedDisplayTime);
+      let age = (shown - stamp) % 2 ** 32;
+      if (age < 0) age += 2 ** 32;
+      if (age >= 2 ** 31) age -= 2 ** 32;
+      if (age > -1000 && age < 10000) window.__glass.ages.push(age); else window.__glass.unreadable += 1;
+    }
+    v.requestVideoFrameCallback(step);
+  };
+  v.requestVideoFrameCallback(step);
+}
+function glassSummary(g) {
+  const a = [...g.ages].sort((x, y) => x - y);
+  const q = (p) => (a.length ? a[Math.min(a.length - 1, Math.floor(p * a.length))] : null);
+  return { frames: a.length, unreadable: g.unreadable, p50Ms: q(0.5), p95Ms: q(0.95), maxMs: a.length ? a[a.length - 1] : null };
+}
 const statsOf = (p) => p.evaluate(() => (window.edgecam ? window.edgecam.stats() : {}));
 // Clicks Talk on `p` and polls (at most 10 s) until its talk state has left `from`
 // and `asking`; returns the new state.
@@ -138,6 +178,7 @@ try {
     await new Promise((r) => setTimeout(r, 250));
   }
   let ok = stats.framesDecoded > 10 && stats.audioPacketsReceived > 10;
+  if (ok && args.glass === '1') await page.evaluate(installGlass);
   let playingStats = null;
   let settledStats = null;
   // Every 500 ms of the hold: [ms since start, framesDecoded, freezeCount,
@@ -154,7 +195,11 @@ try {
     while (Date.now() < holdEnd) {
       await new Promise((r) => setTimeout(r, 500));
       stats = await page.evaluate(() => (window.edgecam ? window.edgecam.stats() : {}));
-      if (settleAt && !settledStats && Date.now() >= settleAt) settledStats = stats;
+      if (settleAt && !settledStats && Date.now() >= settleAt) {
+        settledStats = stats;
+        // Glass-to-glass counts the window after settling only.
+        if (args.glass === '1') await page.evaluate(() => { window.__glass = { ages: [], unreadable: 0 }; });
+      }
       series.push([Date.now() - started, stats.framesDecoded, stats.freezeCount, stats.totalFreezesDuration, stats.width, stats.packetsLost, stats.nackCount, stats.keyFramesDecoded]);
     }
     ok = stats.framesDecoded > playingStats.framesDecoded;
@@ -166,8 +211,9 @@ try {
     ok = talk.first === 'talking' && talk.second === 'busy' && talk.secondAfterRelease === 'talking';
   }
   const log = await page.evaluate(() => (window.edgecam ? window.edgecam.state.log : []));
+  const glass = args.glass === '1' ? glassSummary(await page.evaluate(() => window.__glass || { ages: [], unreadable: 0 })) : null;
   result = {
-    ok, url, stats, playingStats, settledStats, series, talk, log, console: consoleLines.slice(-20), elapsedMs: Date.now() - started,
+    ok, url, stats, playingStats, settledStats, series, glass, talk, log, console: consoleLines.slice(-20), elapsedMs: Date.now() - started,
   };
   if (args.screenshot) await page.screenshot({ path: args.screenshot });
 } catch (e) {
