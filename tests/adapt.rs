@@ -233,3 +233,77 @@ fn five_percent_loss_is_repaired_by_resends() {
     assert!(c.w.nacks > 0, "the browser asked for resends: {:?}", c.w);
     assert_smooth("5 % loss", &c);
 }
+
+/// Two viewers at once, one on a clean link and one on 0.8 Mbit/s: each gets what its
+/// own link carries, from one encode per rung.
+#[test]
+fn a_constrained_viewer_does_not_hold_back_a_clean_one() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let net = NetPair::new().expect("network namespaces (needs root)");
+    let slow = net.second_viewer().expect("a second viewer namespace");
+    // The page's broker address is the camera's on the first link: reachable from the
+    // second viewer through its own link.
+    common::netns::ip(&[
+        "-n",
+        &slow.viewer,
+        "route",
+        "add",
+        &format!("{}/32", net.camera_ip),
+        "via",
+        &slow.camera_ip,
+    ])
+    .expect("route to the camera's first address");
+    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
+    let cam = camera(&net);
+    slow.shape(800).expect("tc tbf on the second link");
+    let run = |ns: String, host: String, name: &'static str| {
+        std::thread::spawn(move || {
+            Browser::new(&ns, &format!("http://{host}:8080/?camera=porch"), name)
+                .timeout(Duration::from_secs(45))
+                .hold(SETTLE + WINDOW)
+                .settle(SETTLE)
+                .glass()
+                .run(|_| {})
+        })
+    };
+    let clean = run(net.viewer.clone(), net.camera_ip.clone(), "adapt-two-clean");
+    let constrained = run(
+        slow.viewer.clone(),
+        slow.camera_ip.clone(),
+        "adapt-two-800k",
+    );
+    let (clean, constrained) = (clean.join().unwrap(), constrained.join().unwrap());
+    for (name, r) in [("clean", &clean), ("0.8 Mbit/s", &constrained)] {
+        assert_eq!(r["ok"], true, "{name}: did not keep playing: {r:#}");
+        let w = window(&r["settledStats"], &r["stats"]);
+        eprintln!("two viewers, {name}: {w}; glass-to-glass {}", r["glass"]);
+    }
+    let (c, s) = (
+        window(&clean["settledStats"], &clean["stats"]),
+        window(&constrained["settledStats"], &constrained["stats"]),
+    );
+    let log = cam.log_text();
+    assert_eq!(
+        (c.width, c.height),
+        (1280, 720),
+        "the clean viewer keeps the main rung: {c}"
+    );
+    assert_eq!(
+        (s.width, s.height),
+        (640, 360),
+        "the constrained one gets the low rung: {s}"
+    );
+    assert_eq!(
+        log.matches("switched from the main 1280x720 rung to the low 640x360 rung")
+            .count(),
+        1,
+        "only the constrained viewer was moved: {log}"
+    );
+    for (name, w) in [("clean", &c), ("0.8 Mbit/s", &s)] {
+        assert!(
+            w.frozen_s <= 0.5,
+            "{name}: frozen {:.2} s after the first 5 s: {w}",
+            w.frozen_s
+        );
+    }
+}

@@ -92,6 +92,31 @@ impl NetPair {
         Ok(pair)
     }
 
+    /// A second viewer namespace on its own veth link to the camera (10.198.200+N.0/30
+    /// range is the host link's; this uses 10.197.N.0/30), so the two viewers' links
+    /// can be shaped apart. Returns it with the camera's address on that link; it is
+    /// deleted on drop.
+    pub fn second_viewer(&self) -> Result<SecondViewer, String> {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id() % 100_000;
+        let ns = format!("ec{pid}w{n}");
+        let (ca, cb) = (format!("ec{pid}d{n}"), format!("ec{pid}e{n}"));
+        let subnet = (pid + n) % 250 + 1;
+        let camera_ip = format!("10.197.{subnet}.1");
+        let viewer_ip = format!("10.197.{subnet}.2");
+        fresh_netns(&ns)?;
+        veth(
+            (&self.camera, &ca, &format!("{camera_ip}/30")),
+            (&ns, &cb, &format!("{viewer_ip}/30")),
+        )?;
+        Ok(SecondViewer {
+            viewer: ns,
+            camera_ip,
+            camera_if: ca,
+            camera_ns: self.camera.clone(),
+        })
+    }
+
     /// Limits the camera → viewer direction to `kbit` kbit/s with a token bucket
     /// (`tc qdisc … tbf`: 15 KB burst, packets waiting more than 100 ms are dropped, as
     /// a congested uplink's buffer does); `None` removes the limit.
@@ -168,6 +193,52 @@ impl NetPair {
     /// `ip netns exec <ns>` as a command prefix.
     pub fn exec(ns: &str) -> Vec<String> {
         vec!["ip".into(), "netns".into(), "exec".into(), ns.into()]
+    }
+}
+
+/// A second viewer namespace linked to a [`NetPair`]'s camera (see
+/// [`NetPair::second_viewer`]); deleted on drop.
+pub struct SecondViewer {
+    /// Its namespace.
+    pub viewer: String,
+    /// The camera's address on this link.
+    pub camera_ip: String,
+    /// The camera's end of this link.
+    pub camera_if: String,
+    camera_ns: String,
+}
+
+impl SecondViewer {
+    /// Limits the camera → this viewer direction to `kbit` kbit/s (as
+    /// [`NetPair::shape`]).
+    pub fn shape(&self, kbit: u32) -> Result<(), String> {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.camera_ns,
+                "tc",
+                "qdisc",
+                "replace",
+                "dev",
+                &self.camera_if,
+                "root",
+                "tbf",
+                "rate",
+                &format!("{kbit}kbit"),
+                "burst",
+                "15k",
+                "latency",
+                "100ms",
+            ],
+        )
+    }
+}
+
+impl Drop for SecondViewer {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.viewer]);
     }
 }
 
