@@ -307,3 +307,63 @@ fn a_constrained_viewer_does_not_hold_back_a_clean_one() {
         );
     }
 }
+
+/// Benchmark mode (not in the suite: it takes 60 s and reports rather than asserts):
+/// the link steps 5 → 0.6 Mbit/s at 10 s and back to 5 Mbit/s at 40 s; prints when the
+/// viewer was moved down and back up. `cargo test --test adapt -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: 60 s, reports the step's adaptation times"]
+fn step_5_to_0_6_and_back_benchmark() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let net = NetPair::new().expect("network namespaces (needs root)");
+    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
+    let cam = camera(&net);
+    net.shape(Some(5000)).expect("tc tbf");
+    let url = format!("http://{}:8080/?camera=porch", net.camera_ip);
+    let (ns, dev) = (net.camera.clone(), net.camera_if.clone());
+    let steps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log_steps = steps.clone();
+    let result = Browser::new(&net.viewer, &url, "adapt-step")
+        .timeout(Duration::from_secs(45))
+        .hold(Duration::from_secs(60))
+        .run(move |_| {
+            let (ns, dev, steps) = (ns.clone(), dev.clone(), log_steps.clone());
+            std::thread::spawn(move || {
+                for (at, kbit) in [(10, 600), (40, 5000)] {
+                    std::thread::sleep(Duration::from_secs(if at == 10 { 10 } else { 30 }));
+                    let _ = std::process::Command::new("ip")
+                        .args(["netns", "exec", &ns, "tc", "qdisc", "replace", "dev", &dev])
+                        .args(["root", "tbf", "rate", &format!("{kbit}kbit")])
+                        .args(["burst", "15k", "latency", "100ms"])
+                        .status();
+                    steps
+                        .lock()
+                        .unwrap()
+                        .push((std::time::SystemTime::now(), kbit));
+                }
+            });
+        });
+    let log = cam.log_text();
+    let ms_of_day = |t: std::time::SystemTime| {
+        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (d.as_millis() % 86_400_000) as i64
+    };
+    for (t, kbit) in steps.lock().unwrap().iter() {
+        let at = ms_of_day(*t);
+        let next = log
+            .lines()
+            .filter(|l| l.contains("switched from the"))
+            .filter_map(|l| Some((log_time(l)?, l)))
+            .find(|(ms, _)| *ms >= at);
+        eprintln!(
+            "step to {kbit} kbit/s: {}",
+            next.map_or("no switch after it".to_owned(), |(ms, l)| format!(
+                "{} ms later: {}",
+                ms - at,
+                l.split("] ").nth(1).unwrap_or(l)
+            ))
+        );
+    }
+    eprintln!("series: {}", result["series"]);
+    assert_eq!(result["ok"], true, "{result:#}");
+}
