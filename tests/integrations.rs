@@ -83,7 +83,15 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_a_viewer_joining_playing_and_leaving() {
     let (http, broker, _cam) = camera_with_http().await;
-    let idle = scrape(http);
+    // "online" in the status does not wait for capture's first frame: give it 10 s.
+    let mut idle = scrape(http);
+    for _ in 0..50 {
+        if value(&idle, "edgecam_capture_running", &[]) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        idle = scrape(http);
+    }
     assert_eq!(value(&idle, "edgecam_mqtt_connected", &[]), Some(1.0));
     assert_eq!(value(&idle, "edgecam_mqtt_connects_total", &[]), Some(1.0));
     assert_eq!(value(&idle, "edgecam_capture_running", &[]), Some(1.0));
