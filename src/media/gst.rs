@@ -148,10 +148,7 @@ impl Capture {
         {
             let requester_sink = video_sink.clone();
             video_hub.set_keyframe_requester(Some(Arc::new(move || {
-                let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-                    .all_headers(true)
-                    .build();
-                if !requester_sink.send_event(event) {
+                if !force_key_unit(&requester_sink) {
                     log::debug!("force-key-unit event not handled upstream");
                 }
             })));
@@ -318,10 +315,7 @@ fn install_snapshots(
         // The camera's own H.264 decodes from an IDR on: ask for one now rather than
         // wait out its GOP.
         if open && encoder == EncoderPlan::Passthrough {
-            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-                .all_headers(true)
-                .build();
-            upstream.send_event(event);
+            force_key_unit(&upstream);
         }
     });
     snapshots.set_branch(Some(Some(gate)));
@@ -482,10 +476,7 @@ fn install_extra_rung(
     };
     let requester_sink = sink.clone();
     hub.set_keyframe_requester(Some(Arc::new(move || {
-        let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-            .all_headers(true)
-            .build();
-        if !requester_sink.send_event(event) {
+        if !force_key_unit(&requester_sink) {
             log::debug!("{} force-key-unit event not handled upstream", rung.label);
         }
     })));
@@ -501,12 +492,19 @@ fn install_extra_rung(
         valve.set_property("drop", !open);
         // A passed-through camera's H.264 decodes from an IDR on.
         if open && encoder == EncoderPlan::Passthrough {
-            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-                .all_headers(true)
-                .build();
-            upstream.send_event(event);
+            force_key_unit(&upstream);
         }
     })));
+}
+
+/// Asks upstream of `sink` for a keyframe with SPS/PPS (an upstream force-key-unit
+/// event, `all-headers`); returns whether an element handled it.
+fn force_key_unit(sink: &gst_app::AppSink) -> bool {
+    sink.send_event(
+        gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build(),
+    )
 }
 
 /// Feeds an extra rung's appsink into its hub: keyframes from the buffer flags (and,
@@ -524,28 +522,16 @@ fn install_rung(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let Some(buffer) = sample.buffer_owned() else {
+                let Some(Unpacked {
+                    data,
+                    pts,
+                    duration,
+                    delta,
+                    captured_at,
+                }) = unpack(sink, &sample, rebase.as_deref(), &mut last_pts)
+                else {
                     return Ok(gst::FlowSuccess::Ok);
                 };
-                let Some(pts) = buffer.pts() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let pts = Duration::from_nanos(pts.nseconds());
-                let pts = rebase.as_ref().map_or(pts, |r| r.map(pts));
-                let captured_at = Instant::now()
-                    .checked_sub(capture_age(sink, pts))
-                    .unwrap_or_else(Instant::now);
-                let duration = buffer
-                    .duration()
-                    .map(|d| Duration::from_nanos(d.nseconds()))
-                    .or_else(|| last_pts.map(|prev| pts.saturating_sub(prev)))
-                    .unwrap_or_default();
-                last_pts = Some(pts);
-                let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-                let Ok(map) = buffer.into_mapped_buffer_readable() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let data = Bytes::from_owner(map);
                 let keyframe = !delta && (!h264 || h264::is_self_contained_idr(&data));
                 hub.publish(Frame {
                     data,
@@ -558,6 +544,53 @@ fn install_rung(
             })
             .build(),
     );
+}
+
+/// One encoded buffer as a hub frame needs it, before the offset of the run.
+struct Unpacked {
+    data: Bytes,
+    /// On the capture timeline (re-based when the encoder shifted it).
+    pts: Duration,
+    duration: Duration,
+    delta: bool,
+    captured_at: Instant,
+}
+
+/// Reads a sample of `sink`: its bytes, PTS (re-based by `rebase`), duration (from
+/// the buffer, else the PTS delta to `last_pts`, which it updates), delta flag and
+/// capture time. `None` for a sample without a buffer, a PTS (RTP timestamps come from
+/// PTS only) or readable memory.
+fn unpack(
+    sink: &gst_app::AppSink,
+    sample: &gst::Sample,
+    rebase: Option<&Rebase>,
+    last_pts: &mut Option<Duration>,
+) -> Option<Unpacked> {
+    let buffer = sample.buffer_owned()?;
+    let Some(pts) = buffer.pts() else {
+        log::debug!("dropping buffer without PTS");
+        return None;
+    };
+    let pts = Duration::from_nanos(pts.nseconds());
+    let pts = rebase.map_or(pts, |r| r.map(pts));
+    let captured_at = Instant::now()
+        .checked_sub(capture_age(sink, pts))
+        .unwrap_or_else(Instant::now);
+    let duration = buffer
+        .duration()
+        .map(|d| Duration::from_nanos(d.nseconds()))
+        .or_else(|| last_pts.map(|prev| pts.saturating_sub(prev)))
+        .unwrap_or_default();
+    *last_pts = Some(pts);
+    let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+    let map = buffer.into_mapped_buffer_readable().ok()?;
+    Some(Unpacked {
+        data: Bytes::from_owner(map),
+        pts,
+        duration,
+        delta,
+        captured_at,
+    })
 }
 
 /// How long ago the buffer with `pts` was captured: the pipeline's running time now
@@ -604,31 +637,16 @@ fn install(sink: &gst_app::AppSink, hub: Hub, shared: Arc<Shared>, video: Option
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let Some(buffer) = sample.buffer_owned() else {
+                let Some(Unpacked {
+                    data,
+                    pts,
+                    duration,
+                    delta,
+                    captured_at,
+                }) = unpack(sink, &sample, rebase.as_deref(), &mut last_pts)
+                else {
                     return Ok(gst::FlowSuccess::Ok);
                 };
-                let Some(pts) = buffer.pts() else {
-                    // RTP timestamps come from PTS only; a buffer without one cannot be timed.
-                    log::debug!("dropping buffer without PTS");
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let pts = Duration::from_nanos(pts.nseconds());
-                let pts = rebase.as_ref().map_or(pts, |r| r.map(pts));
-                let latency = capture_age(sink, pts);
-                let captured_at = Instant::now()
-                    .checked_sub(latency)
-                    .unwrap_or_else(Instant::now);
-                let duration = buffer
-                    .duration()
-                    .map(|d| Duration::from_nanos(d.nseconds()))
-                    .or_else(|| last_pts.map(|prev| pts.saturating_sub(prev)))
-                    .unwrap_or_default();
-                last_pts = Some(pts);
-                let delta = buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-                let Ok(map) = buffer.into_mapped_buffer_readable() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let data = Bytes::from_owner(map);
                 let keyframe = if is_video {
                     !delta && h264::is_self_contained_idr(&data)
                 } else {
