@@ -121,25 +121,8 @@ impl NetPair {
     /// (`tc qdisc … tbf`: 15 KB burst, packets waiting more than 100 ms are dropped, as
     /// a congested uplink's buffer does); `None` removes the limit.
     pub fn shape(&self, kbit: Option<u32>) -> Result<(), String> {
-        let mut args = Self::exec(&self.camera);
-        args.extend(["tc", "qdisc"].map(String::from));
         match kbit {
-            Some(k) => args.extend(
-                [
-                    "replace",
-                    "dev",
-                    &self.camera_if,
-                    "root",
-                    "tbf",
-                    "rate",
-                    &format!("{k}kbit"),
-                    "burst",
-                    "15k",
-                    "latency",
-                    "100ms",
-                ]
-                .map(String::from),
-            ),
+            Some(k) => tbf(&self.camera, &self.camera_if, k),
             None => {
                 // Nothing to remove unless a limit was set.
                 let _ = run(
@@ -156,11 +139,9 @@ impl NetPair {
                         "root",
                     ],
                 );
-                return Ok(());
+                Ok(())
             }
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(args[0], &args[1..])
     }
 
     /// Drops `percent` % of the camera's outgoing UDP at random (nftables `numgen
@@ -196,6 +177,32 @@ impl NetPair {
     }
 }
 
+/// Limits egress of `dev` in namespace `ns` to `kbit` kbit/s: `tc … tbf` with a 15 KB
+/// burst, packets waiting more than 100 ms dropped (a congested uplink's buffer).
+fn tbf(ns: &str, dev: &str, kbit: u32) -> Result<(), String> {
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            dev,
+            "root",
+            "tbf",
+            "rate",
+            &format!("{kbit}kbit"),
+            "burst",
+            "15k",
+            "latency",
+            "100ms",
+        ],
+    )
+}
+
 /// A second viewer namespace linked to a [`NetPair`]'s camera (see
 /// [`NetPair::second_viewer`]); deleted on drop.
 pub struct SecondViewer {
@@ -212,27 +219,7 @@ impl SecondViewer {
     /// Limits the camera → this viewer direction to `kbit` kbit/s (as
     /// [`NetPair::shape`]).
     pub fn shape(&self, kbit: u32) -> Result<(), String> {
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.camera_ns,
-                "tc",
-                "qdisc",
-                "replace",
-                "dev",
-                &self.camera_if,
-                "root",
-                "tbf",
-                "rate",
-                &format!("{kbit}kbit"),
-                "burst",
-                "15k",
-                "latency",
-                "100ms",
-            ],
-        )
+        tbf(&self.camera_ns, &self.camera_if, kbit)
     }
 }
 
