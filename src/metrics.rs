@@ -62,6 +62,8 @@ pub struct MetricsSnapshot {
     pub refused_resends: u64,
     /// Switches between rungs of the ladder, all sessions.
     pub rung_switches: u64,
+    /// Bandwidth probes measured, all sessions.
+    pub bandwidth_probes: u64,
     /// Capture → RTP send latency: samples per 1 ms bucket (`[i]` counts samples in
     /// `[i, i+1)` ms; the last bucket takes everything longer).
     pub latency_ms_buckets: Vec<u64>,
@@ -204,6 +206,13 @@ impl Collector for Scrape {
             "viewers switched between rungs of the ladder by their bandwidth estimate",
             None,
             s.rung_switches,
+        )?;
+        counter(
+            &mut e,
+            "bandwidth_probes",
+            "bandwidth probes (RTX padding at the next rung's rate) measured for viewers on a lower rung",
+            None,
+            s.bandwidth_probes,
         )?;
         counter(
             &mut e,
@@ -401,6 +410,7 @@ mod tests {
             talk_turns: 2,
             resent_packets: 12,
             rung_switches: 3,
+            bandwidth_probes: 4,
             ..MetricsSnapshot::default()
         });
         for line in [
@@ -409,6 +419,7 @@ mod tests {
             "edgecam_talk_turns_total 2",
             "edgecam_resent_packets_total 12",
             "edgecam_rung_switches_total 3",
+            "edgecam_bandwidth_probes_total 4",
             "edgecam_refused_resends_total 0",
             "edgecam_video_frames_encoded_total 42",
             "edgecam_sent_bytes_total 1000",

@@ -118,6 +118,7 @@ impl Sources {
             resent_packets: t.resent,
             refused_resends: t.refused_resends,
             rung_switches: t.rung_switches,
+            bandwidth_probes: t.probes,
             latency_ms_buckets: self.latency.counts(),
             first_frame_10ms_buckets: self.first_frame.counts(),
             auth_refusals: self.refusals.snapshot(),

@@ -7,6 +7,12 @@
 //! rung, up only after it has covered the next rung up for a while, and never up again
 //! right after a switch down. The feed carries a decision out at the next IDR of the
 //! target rung, on the viewer's own SSRC and sequence space.
+//!
+//! Where the viewer can be probed (it negotiated RTX, see `peer::bwprobe`), a switch up
+//! is decided by a probe of the next rung's need instead: GCC's target climbs on an
+//! underused link whatever the link's size, so it cannot say that a larger rung fits.
+//! [`RungChooser::probe_due`] says when to probe, [`RungChooser::on_probe`] takes the
+//! result.
 
 use crate::media::hub::Hub;
 use std::time::{Duration, Instant};
@@ -44,6 +50,15 @@ pub const UP_HOLD: Duration = Duration::from_secs(6);
 pub const FAILED_UP_WITHIN: Duration = Duration::from_secs(10);
 /// The longest hold after failed switches up.
 pub const MAX_UP_HOLD: Duration = Duration::from_secs(60);
+/// A probe tests the next rung's need times this.
+pub const PROBE_MARGIN: f64 = 1.2;
+/// The first probe after a failed one waits this long; each further failure doubles
+/// it, up to [`MAX_PROBE_EVERY`].
+pub const PROBE_EVERY: Duration = Duration::from_secs(3);
+/// The longest wait between probes.
+pub const MAX_PROBE_EVERY: Duration = Duration::from_secs(10);
+/// A probe without a result after this long is given up.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Chooses a rung (index into a ladder sorted by bitrate, highest first) from
 /// bandwidth estimates. Pure; every instant is a parameter.
@@ -57,6 +72,11 @@ pub struct RungChooser {
     last_down: Option<Instant>,
     last_up: Option<Instant>,
     up_hold: Duration,
+    /// Switches up come from probes ([`Self::set_probing`]).
+    probing: bool,
+    next_probe: Option<Instant>,
+    probe_every: Duration,
+    probe_sent: Option<Instant>,
 }
 
 impl RungChooser {
@@ -70,7 +90,56 @@ impl RungChooser {
             last_down: None,
             last_up: None,
             up_hold: UP_HOLD,
+            probing: false,
+            next_probe: None,
+            probe_every: PROBE_EVERY,
+            probe_sent: None,
         }
+    }
+
+    /// Whether switches up are decided by probes (the viewer can be probed) rather than
+    /// by the estimate.
+    pub fn set_probing(&mut self, probing: bool) {
+        self.probing = probing;
+    }
+
+    /// The rate to probe at `now`, bits per second, if a probe is due: on a rung below
+    /// the top, after the hold since the last switch down, [`PROBE_EVERY`] (backing off
+    /// to [`MAX_PROBE_EVERY`]) after a failed probe, and not while one is under way.
+    pub fn probe_due(&mut self, now: Instant) -> Option<f64> {
+        if !self.probing {
+            return None;
+        }
+        let up = self.current.checked_sub(1)?;
+        if self
+            .probe_sent
+            .is_some_and(|at| now.saturating_duration_since(at) < PROBE_TIMEOUT)
+        {
+            return None;
+        }
+        let held = self
+            .last_down
+            .is_none_or(|down| now.saturating_duration_since(down) >= self.up_hold);
+        if !held || self.next_probe.is_some_and(|at| now < at) {
+            return None;
+        }
+        self.probe_sent = Some(now);
+        Some(self.needs[up] * PROBE_MARGIN * 1000.0)
+    }
+
+    /// A probe's result at `now`: what the link carried, bits per second (0: the probe
+    /// failed). Returns the rung to switch up to when it covers the next rung's need.
+    pub fn on_probe(&mut self, now: Instant, bits_per_second: f64) -> Option<usize> {
+        self.probe_sent = None;
+        let up = self.current.checked_sub(1)?;
+        if bits_per_second / 1000.0 >= self.needs[up] {
+            self.probe_every = PROBE_EVERY;
+            self.next_probe = None;
+            return Some(self.switch(up, now, false));
+        }
+        self.next_probe = Some(now + self.probe_every);
+        self.probe_every = (self.probe_every * 2).min(MAX_PROBE_EVERY);
+        None
     }
 
     /// The rung chosen now.
@@ -106,7 +175,7 @@ impl RungChooser {
         let held = self
             .last_down
             .is_none_or(|down| now.saturating_duration_since(down) >= self.up_hold);
-        if kbps >= self.needs[up] && held {
+        if kbps >= self.needs[up] && held && !self.probing {
             let since = *self.above_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= UP_AFTER {
                 return Some(self.switch(up, now, false));
@@ -216,6 +285,36 @@ mod tests {
         // Up one rung at a time.
         let up = feed(&mut c, t0, 1000, 30_000, 9000.0);
         assert_eq!(up, [(10_700, 1), (14_800, 0)]);
+    }
+
+    #[test]
+    fn with_probing_only_a_probe_switches_up() {
+        let t0 = Instant::now();
+        let mut c = RungChooser::new(&[2000, 500]);
+        c.set_probing(true);
+        assert_eq!(c.probe_due(t0), None, "on the top rung");
+        assert_eq!(feed(&mut c, t0, 0, 1000, 700.0), [(700, 1)]);
+        // The estimate alone never switches up.
+        assert!(feed(&mut c, t0, 1000, 20_000, 9000.0).is_empty());
+        assert_eq!(c.probe_due(t0 + MS(5000)), None, "within the 6 s hold");
+        let rate = c.probe_due(t0 + MS(6700)).expect("due after the hold");
+        assert_eq!(rate, 2540.0 * 1.2 * 1000.0);
+        assert_eq!(c.probe_due(t0 + MS(6800)), None, "one at a time");
+        // Failed: next after 3 s, then 6 s, then 10 s at most.
+        assert_eq!(c.on_probe(t0 + MS(7000), 900_000.0), None);
+        assert_eq!(c.probe_due(t0 + MS(9900)), None);
+        assert!(c.probe_due(t0 + MS(10_000)).is_some());
+        assert_eq!(c.on_probe(t0 + MS(10_200), 0.0), None);
+        assert_eq!(c.probe_due(t0 + MS(16_100)), None);
+        assert!(c.probe_due(t0 + MS(16_200)).is_some());
+        assert_eq!(c.on_probe(t0 + MS(16_400), 0.0), None);
+        assert_eq!(c.on_probe(t0 + MS(16_400), 0.0), None);
+        // A lost result is given up after 3 s.
+        assert!(c.probe_due(t0 + MS(26_400)).is_some());
+        assert!(c.probe_due(t0 + MS(29_400)).is_some());
+        // The link carries the main rung: up at once.
+        assert_eq!(c.on_probe(t0 + MS(29_600), 3_000_000.0), Some(0));
+        assert_eq!(c.probe_due(t0 + MS(40_000)), None, "on the top rung");
     }
 
     #[test]

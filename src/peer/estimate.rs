@@ -6,12 +6,83 @@
 //! from as `Attribute::TargetBitrateChanged`, on the read leg. Nothing past the chain
 //! sees that attribute, so this pass-through interceptor sits just above the
 //! controller and publishes the target on a `watch` channel for the session's feed.
+//!
+//! The controller runs [`LadderEstimator`]: GCC, with the probes of `peer::bwprobe`
+//! measured beside it.
 
-use rtc::interceptor::{Attribute, Interceptor, StreamInfo, TaggedPacket};
+use crate::peer::bwprobe::{Fate, ProbeLink, ProbeMeter};
+use rtc::interceptor::{
+    Attribute, BandwidthEstimator, EstimatorStats, Gcc, Interceptor, PacketReport, StreamInfo,
+    TaggedPacket,
+};
 use rtc::sansio::Protocol;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
+
+/// GCC (`rtc::interceptor::Gcc`) with probing: each probe window of the session's
+/// [`ProbeLink`] is measured from the same TWCC reports and published there; a probe
+/// that found more than GCC's target restarts GCC from the probe's figure, as
+/// libwebrtc sets its delay-based estimate from a probe result (a probe is what says
+/// the link carries a higher rung; GCC's own increase says only that the rate in use
+/// causes no queueing).
+pub(crate) struct LadderEstimator {
+    gcc: Gcc,
+    min_bps: f64,
+    max_bps: f64,
+    meter: ProbeMeter,
+    probes: Arc<ProbeLink>,
+}
+
+impl LadderEstimator {
+    /// Starts at `initial_bps`, within `min_bps..=max_bps` (bits per second).
+    pub(crate) fn new(
+        initial_bps: f64,
+        min_bps: f64,
+        max_bps: f64,
+        probes: Arc<ProbeLink>,
+    ) -> Self {
+        Self {
+            gcc: Gcc::new(initial_bps, min_bps, max_bps),
+            min_bps,
+            max_bps,
+            meter: ProbeMeter::default(),
+            probes,
+        }
+    }
+}
+
+impl BandwidthEstimator for LadderEstimator {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.gcc.on_reports(now, reports);
+        for w in self.probes.take_windows() {
+            self.meter.add_window(w);
+        }
+        let fates: Vec<Fate> = reports
+            .iter()
+            .map(|r| Fate {
+                departure: r.departure,
+                arrival: r.arrival.filter(|_| r.arrived),
+                size: r.size,
+            })
+            .collect();
+        for result in self.meter.on_fates(now, &fates) {
+            if result.bps > self.gcc.target_bitrate() {
+                self.gcc = Gcc::new(result.bps, self.min_bps, self.max_bps);
+            }
+            self.probes.publish(result);
+        }
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.gcc.target_bitrate()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.gcc.stats()
+    }
+}
 
 /// Chain position: just above the congestion controller (1 000) and below the TWCC
 /// sender (2 000), so it reads each target on the read leg before anything else.

@@ -13,10 +13,12 @@
 //! - [`retransmit`]: answers NACKs from a bounded history within a budget.
 
 pub mod adapt;
+pub mod bwprobe;
 mod estimate;
 mod feedback;
 mod nat;
 pub mod retransmit;
+mod rtx_bind;
 
 pub mod control;
 pub mod probe;

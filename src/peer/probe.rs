@@ -416,6 +416,7 @@ impl ProbeViewer {
                 RtpCodecKind::Audio,
                 super::session::codec_opus(),
                 ssrc,
+                None,
             );
             let transceiver = pc
                 .add_transceiver_from_track(

@@ -13,12 +13,17 @@
 //! the browser's PLI and the next IDR.
 //!
 //! The history and the budget are [`ResendPolicy`], pure with time passed in; the
-//! interceptor is the glue. With RTX negotiated (RFC 4588) a resend would go on the RTX
-//! stream; edgecam's answer does not negotiate RTX, so resends reuse the media SSRC and
-//! sequence number, which RFC 4585 allows.
+//! interceptor is the glue. Where the viewer negotiated RTX (RFC 4588, as browsers
+//! do), a resend goes on the RTX stream ([`rtx_packet`]); otherwise it reuses the media
+//! SSRC and sequence number, which RFC 4585 allows.
+//!
+//! The same history feeds bandwidth probes (`peer::bwprobe`): on request, recent
+//! packets are sent again on the RTX stream, paced at the rate to test.
 
+use crate::peer::bwprobe::{ProbeLink, ProbePacer};
+use bytes::{BufMut, BytesMut};
 use rtc::interceptor::{
-    Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
+    Attribute, AttributedPacket, Interceptor, Packet, RateCalculator, StreamInfo, TaggedPacket,
 };
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
@@ -73,6 +78,8 @@ struct Sent {
 #[derive(Debug)]
 pub struct ResendPolicy {
     streams: HashMap<u32, Vec<Option<Sent>>>,
+    /// Each stream's newest sequence number.
+    newest: HashMap<u32, u16>,
     /// Bits the budget holds now.
     tokens: f64,
     refilled: Option<Instant>,
@@ -84,6 +91,7 @@ impl ResendPolicy {
     pub fn new(estimate_bps: f64) -> Self {
         let mut p = Self {
             streams: HashMap::new(),
+            newest: HashMap::new(),
             tokens: 0.0,
             refilled: None,
             rate_bps: 0.0,
@@ -111,11 +119,26 @@ impl ResendPolicy {
     /// Forgets stream `ssrc`.
     pub fn remove_stream(&mut self, ssrc: u32) {
         self.streams.remove(&ssrc);
+        self.newest.remove(&ssrc);
+    }
+
+    /// The packet `back` sequence numbers before stream `ssrc`'s newest, if still in
+    /// the history: what a probe pads with.
+    pub fn recent(&self, ssrc: u32, back: u16) -> Option<&rtc::rtp::Packet> {
+        let seq = self.newest.get(&ssrc)?.wrapping_sub(back);
+        self.streams
+            .get(&ssrc)?
+            .get(usize::from(seq) % HISTORY)?
+            .as_ref()
+            .map(|s| &s.packet)
+            .filter(|p| p.header.sequence_number == seq)
     }
 
     /// Records a packet sent at `now` (ignored for a stream without history).
     pub fn sent(&mut self, now: Instant, packet: &rtc::rtp::Packet) {
         if let Some(slots) = self.streams.get_mut(&packet.header.ssrc) {
+            self.newest
+                .insert(packet.header.ssrc, packet.header.sequence_number);
             slots[usize::from(packet.header.sequence_number) % HISTORY] = Some(Sent {
                 packet: packet.clone(),
                 at: now,
@@ -180,23 +203,101 @@ pub struct ResendCounters {
     pub refused: AtomicU64,
 }
 
-/// The interceptor around [`ResendPolicy`], for `Slot::NackResponder`.
+/// An RTX stream (RFC 4588 §4): its SSRC, payload type and next sequence number.
+#[derive(Debug, Clone, Copy)]
+struct RtxStream {
+    ssrc: u32,
+    payload_type: u8,
+    next_seq: u16,
+}
+
+/// `original` as an RTX packet (RFC 4588 §4): the original sequence number (OSN) in
+/// the first two octets of the payload, then the original payload; the RTX stream's
+/// SSRC, payload type and sequence number `seq`; the original timestamp and marker.
+pub fn rtx_packet(
+    original: &rtc::rtp::Packet,
+    ssrc: u32,
+    payload_type: u8,
+    seq: u16,
+) -> rtc::rtp::Packet {
+    let mut payload = BytesMut::with_capacity(2 + original.payload.len());
+    payload.put_u16(original.header.sequence_number);
+    payload.put_slice(&original.payload);
+    rtc::rtp::Packet {
+        header: rtc::rtp::Header {
+            version: 2,
+            marker: original.header.marker,
+            payload_type,
+            sequence_number: seq,
+            timestamp: original.header.timestamp,
+            ssrc,
+            ..Default::default()
+        },
+        payload: payload.freeze(),
+    }
+}
+
+/// How far back in a stream's history probe padding reaches.
+const PAD_DEPTH: u16 = 32;
+
+/// The interceptor around [`ResendPolicy`], for `Slot::NackResponder`; also sends the
+/// padding of bandwidth probes requested on its [`ProbeLink`].
 pub(crate) struct Retransmitter {
     policy: ResendPolicy,
     counters: Arc<ResendCounters>,
+    /// Media SSRC → its RTX stream, where negotiated.
+    rtx: HashMap<u32, RtxStream>,
+    probes: Arc<ProbeLink>,
+    /// The probe under way, and the media SSRC whose history pads it.
+    probe: Option<(ProbePacer, u32)>,
+    pad_cursor: u16,
+    /// What the media sends (all streams), for a probe's padding share.
+    media_rate: RateCalculator,
+    last_now: Option<Instant>,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
 impl Retransmitter {
-    /// Starts with a budget for `estimate_bps`, counting into `counters`.
-    pub(crate) fn new(estimate_bps: f64, counters: Arc<ResendCounters>) -> Self {
+    /// Starts with a budget for `estimate_bps`, counting into `counters`, taking probe
+    /// requests from `probes`.
+    pub(crate) fn new(
+        estimate_bps: f64,
+        counters: Arc<ResendCounters>,
+        probes: Arc<ProbeLink>,
+    ) -> Self {
         Self {
             policy: ResendPolicy::new(estimate_bps),
             counters,
+            rtx: HashMap::new(),
+            probes,
+            probe: None,
+            pad_cursor: 0,
+            media_rate: RateCalculator::default(),
+            last_now: None,
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
         }
+    }
+
+    /// `packet` as it goes out again: on its RTX stream where there is one.
+    fn again(&mut self, packet: &rtc::rtp::Packet) -> rtc::rtp::Packet {
+        match self.rtx.get_mut(&packet.header.ssrc) {
+            Some(rtx) => {
+                let seq = rtx.next_seq;
+                rtx.next_seq = seq.wrapping_add(1);
+                rtx_packet(packet, rtx.ssrc, rtx.payload_type, seq)
+            }
+            None => packet.clone(),
+        }
+    }
+
+    fn send_again(&mut self, now: Instant, packet: rtc::rtp::Packet) {
+        self.write_queue.push_back(TaggedPacket {
+            now,
+            transport: Default::default(),
+            message: AttributedPacket::new(Packet::Rtp(packet)).with(Attribute::Retransmission),
+        });
     }
 
     fn handle_nack(&mut self, now: Instant, nack: &TransportLayerNack) {
@@ -211,18 +312,56 @@ impl Retransmitter {
                 match self.policy.resend(now, nack.media_ssrc, seq) {
                     Ok(packet) => {
                         self.counters.resent.fetch_add(1, Ordering::Relaxed);
-                        self.write_queue.push_back(TaggedPacket {
-                            now,
-                            transport: Default::default(),
-                            message: AttributedPacket::new(Packet::Rtp(packet))
-                                .with(Attribute::Retransmission),
-                        });
+                        let packet = self.again(&packet);
+                        self.send_again(now, packet);
                     }
                     Err(_) => {
                         self.counters.refused.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
+        }
+    }
+
+    /// Starts a requested probe, sends the padding now due, and ends a probe whose
+    /// time is up.
+    fn run_probe(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        if self.probe.is_none()
+            && let Some(request) = self.probes.take_request()
+            && let Some(&media_ssrc) = self.rtx.keys().next()
+        {
+            let media_bps = self.media_rate.rate_bits_per_second(now).unwrap_or(0.0);
+            self.probe = Some((ProbePacer::new(now, request, media_bps), media_ssrc));
+            self.pad_cursor = 0;
+        }
+        let Some((pacer, media_ssrc)) = self.probe.as_ref() else {
+            return;
+        };
+        let media_ssrc = *media_ssrc;
+        if pacer.is_over(now) {
+            if let Some(window) = pacer.window() {
+                self.probes.window_sent(window);
+            }
+            self.probe = None;
+            return;
+        }
+        let mut allowance = pacer.allowance(now);
+        let mut misses = 0;
+        while allowance > 0 && misses < PAD_DEPTH {
+            let back = self.pad_cursor % PAD_DEPTH;
+            self.pad_cursor = self.pad_cursor.wrapping_add(1);
+            let Some(original) = self.policy.recent(media_ssrc, back).cloned() else {
+                misses += 1;
+                continue;
+            };
+            let padding = self.again(&original);
+            let size = 12 + padding.payload.len();
+            if let Some((pacer, _)) = self.probe.as_mut() {
+                pacer.sent(now, size);
+            }
+            self.send_again(now, padding);
+            allowance = allowance.saturating_sub(size);
         }
     }
 }
@@ -259,17 +398,32 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Retransmitter {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let now = msg.now;
         if let Packet::Rtp(packet) = &msg.message.packet
             && !msg.message.has(&Attribute::Retransmission)
         {
-            self.policy.sent(msg.now, packet);
+            self.media_rate.add(now, 12 + packet.payload.len());
+            self.policy.sent(now, packet);
         }
         self.write_queue.push_back(msg);
+        self.run_probe(now);
         Ok(())
     }
 
     fn poll_write(&mut self) -> Option<Self::Wout> {
         self.write_queue.pop_front()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        if self.probe.is_some() {
+            self.run_probe(now);
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        let (pacer, _) = self.probe.as_ref()?;
+        Some(pacer.next_wake(self.last_now?))
     }
 }
 
@@ -281,10 +435,24 @@ impl Interceptor for Retransmitter {
             .any(|fb| fb.typ == "nack" && fb.parameter.is_empty())
         {
             self.policy.add_stream(info.ssrc);
+            if let (Some(ssrc), Some(payload_type)) = (info.ssrc_rtx, info.payload_type_rtx) {
+                self.rtx.insert(
+                    info.ssrc,
+                    RtxStream {
+                        ssrc,
+                        payload_type,
+                        next_seq: rand::random(),
+                    },
+                );
+                self.probes.set_rtx(true);
+            }
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.policy.remove_stream(info.ssrc);
+        if self.rtx.remove(&info.ssrc).is_some() {
+            self.probes.set_rtx(!self.rtx.is_empty());
+        }
     }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -123,6 +123,8 @@ pub struct SessionStats {
     pub rung: Mutex<Option<String>>,
     /// Switches between rungs so far.
     pub rung_switches: AtomicU64,
+    /// Bandwidth probes measured (`peer::bwprobe`).
+    pub probes: AtomicU64,
     /// NACKed packets, resent and refused (`peer::retransmit`).
     pub resends: std::sync::Arc<crate::peer::retransmit::ResendCounters>,
 }
@@ -148,6 +150,8 @@ pub struct SessionTotals {
     pub refused_resends: u64,
     /// Switches between rungs.
     pub rung_switches: u64,
+    /// Bandwidth probes measured.
+    pub probes: u64,
 }
 
 impl SessionTotals {
@@ -162,6 +166,7 @@ impl SessionTotals {
         self.resent += s.resends.resent.load(Ordering::Relaxed);
         self.refused_resends += s.resends.refused.load(Ordering::Relaxed);
         self.rung_switches += s.rung_switches.load(Ordering::Relaxed);
+        self.probes += s.probes.load(Ordering::Relaxed);
     }
 }
 
@@ -192,6 +197,8 @@ pub struct SessionSnapshot {
     pub rung: Option<String>,
     /// Switches between rungs so far.
     pub rung_switches: u64,
+    /// Bandwidth probes measured (RTX padding at the next rung's rate).
+    pub probes: u64,
     /// Packets the viewer's NACKs named.
     pub nacked_packets: u64,
     /// Packets resent for them.
@@ -221,6 +228,7 @@ impl SessionStats {
             estimate_kbps: self.estimate_kbps.load(Ordering::Relaxed),
             rung: self.rung.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             rung_switches: self.rung_switches.load(Ordering::Relaxed),
+            probes: self.probes.load(Ordering::Relaxed),
             nacked_packets: self.resends.nacked.load(Ordering::Relaxed),
             resent_packets: self.resends.resent.load(Ordering::Relaxed),
             refused_resends: self.resends.refused.load(Ordering::Relaxed),

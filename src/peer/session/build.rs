@@ -3,14 +3,20 @@
 //! send tracks, and applying an offer to get the answer.
 
 use super::SessionCtx;
-use crate::peer::estimate::{self, EstimateTap};
+use crate::peer::bwprobe::ProbeLink;
+use crate::peer::estimate::{self, EstimateTap, LadderEstimator};
 use crate::peer::feedback::{self, KeyframeFeedback};
 use crate::peer::retransmit::{ResendCounters, Retransmitter};
+use crate::peer::rtx_bind::BindRtx;
 use crate::peer::sdp::VideoCodec;
 use crate::signaling::protocol::ErrorCode;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
-use rtc::interceptor::{CongestionControlBuilder, GCC_MIN_BITRATE, Gcc};
+use rtc::interceptor::{
+    CongestionControlBuilder, GCC_MIN_BITRATE, TwccReceiverBuilder, TwccSenderBuilder,
+};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -32,7 +38,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
     RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder, configure_rtcp_reports, configure_twcc,
+    RTCSessionDescription, Registry, SettingEngineBuilder, configure_rtcp_reports,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -40,6 +46,9 @@ use webrtc::rtp_transceiver::RtpSender;
 const H264_PT: u8 = 102;
 const VP8_PT: u8 = 96;
 const OPUS_PT: u8 = 111;
+/// RTX (RFC 4588) payload types for H.264 and VP8.
+const H264_RTX_PT: u8 = 103;
+const VP8_RTX_PT: u8 = 97;
 
 /// Bytes a data channel may have queued and unacknowledged (a snapshot is ~30–200 KB).
 const DATA_CHANNEL_SEND_LIMIT: usize = 512 * 1024;
@@ -142,10 +151,13 @@ pub(crate) fn codec_opus() -> RTCRtpCodec {
     }
 }
 
+/// A local track of `kind` sending `codec` on `ssrc`, with an RTX stream on `rtx_ssrc`
+/// where the viewer negotiates RTX (RFC 4588).
 pub(crate) fn local_track(
     kind: RtpCodecKind,
     codec: RTCRtpCodec,
     ssrc: u32,
+    rtx_ssrc: Option<u32>,
 ) -> Arc<TrackLocalStaticRTP> {
     let name = match kind {
         RtpCodecKind::Audio => "audio",
@@ -159,6 +171,7 @@ pub(crate) fn local_track(
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
+                rtx: rtx_ssrc.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                 ..Default::default()
             },
             codec,
@@ -184,6 +197,8 @@ pub(super) struct Built {
     pub keyframe_requests: mpsc::Receiver<()>,
     /// GCC's target for this viewer, bits per second.
     pub estimate: watch::Receiver<f64>,
+    /// Bandwidth probes of this viewer (`peer::bwprobe`).
+    pub probes: Arc<ProbeLink>,
     pub video: SendTrack,
     pub audio: Option<SendTrack>,
 }
@@ -195,27 +210,46 @@ fn internal_err(e: webrtc::error::Error) -> Reject {
     Reject(ErrorCode::Internal, e.to_string())
 }
 
-/// Codecs (the session's video codec only, so the answer cannot pick another; Opus
-/// when offered) with the interceptors: NACK responder, RTCP reports, TWCC (sequence
-/// numbers out, feedback in and out), send-side congestion control (GCC over TWCC,
-/// starting at `estimate`'s value and publishing each new target there through
-/// [`EstimateTap`]), and [`KeyframeFeedback`], which reports PLI/FIR on `keyframe`.
+/// Codecs (the session's video codec only, so the answer cannot pick another, with
+/// its RTX; Opus when offered) with the interceptors: NACK responder and probe padding
+/// ([`Retransmitter`]), RTCP reports, TWCC (sequence numbers out, on the RTX stream
+/// too; feedback in and out), send-side congestion control ([`LadderEstimator`]: GCC
+/// over TWCC with probes, starting at `estimate`'s value and publishing each new
+/// target there through [`EstimateTap`]), and [`KeyframeFeedback`], which reports
+/// PLI/FIR on `keyframe`.
 fn media_engine(
     (video, profile_level_id): (VideoCodec, &str),
     audio: bool,
     keyframe: mpsc::Sender<()>,
     estimate: watch::Sender<f64>,
     resends: Arc<ResendCounters>,
+    probes: Arc<ProbeLink>,
 ) -> Result<(MediaEngine, Registry), Reject> {
     let mut engine = MediaEngine::default();
+    let (video_pt, rtx_pt) = match video {
+        VideoCodec::H264 => (H264_PT, H264_RTX_PT),
+        VideoCodec::Vp8 => (VP8_PT, VP8_RTX_PT),
+    };
     engine
         .register_codec(
             RTCRtpCodecParameters {
                 rtp_codec: codec_video(video, profile_level_id),
-                payload_type: match video {
-                    VideoCodec::H264 => H264_PT,
-                    VideoCodec::Vp8 => VP8_PT,
+                payload_type: video_pt,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(internal_err)?;
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_RTX.to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={video_pt}"),
+                    rtcp_feedback: vec![],
                 },
+                payload_type: rtx_pt,
             },
             RtpCodecKind::Video,
         )
@@ -236,14 +270,40 @@ fn media_engine(
     // NACK: the codecs carry `nack`/`nack pli`; edgecam's responder, not `rtc`'s (see
     // `peer::retransmit`). No NACK generator: the camera receives only talk-back Opus.
     let initial = *estimate.borrow();
-    let registry = configure_rtcp_reports(Registry::new())
-        .with(Slot::NackResponder, Retransmitter::new(initial, resends));
-    let registry = configure_twcc(registry, &mut engine).map_err(internal_err)?;
-    let gcc = Gcc::new(initial, GCC_MIN_BITRATE, initial * 1.5);
+    let registry = configure_rtcp_reports(Registry::new()).with(
+        Slot::NackResponder,
+        Retransmitter::new(initial, resends, probes.clone()),
+    );
+    // As `rtc`'s `configure_twcc`, with the sender and the controller seeing the RTX
+    // stream too (`peer::rtx_bind`).
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        engine.register_feedback(
+            RTCPFeedback {
+                typ: "transport-cc".to_owned(),
+                parameter: String::new(),
+            },
+            kind,
+        );
+        engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned(),
+                },
+                kind,
+                None,
+            )
+            .map_err(internal_err)?;
+    }
+    let estimator = LadderEstimator::new(initial, GCC_MIN_BITRATE, initial * 1.5, probes);
     let registry = registry
         .with(
+            Slot::TwccSender,
+            BindRtx(TwccSenderBuilder::new().build()),
+        )
+        .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
+        .with(
             Slot::CongestionControl,
-            CongestionControlBuilder::new(gcc).build(),
+            BindRtx(CongestionControlBuilder::new(estimator).build()),
         )
         .with(Slot::from(estimate::SLOT), EstimateTap::new(estimate))
         .with(Slot::from(feedback::SLOT), KeyframeFeedback::new(keyframe));
@@ -302,12 +362,14 @@ pub(super) async fn build(
         // Capacity 1: PLIs arriving while one is pending coalesce (`KeyframeFeedback`).
         let (keyframe_tx, keyframe_rx) = mpsc::channel(1);
         let (estimate_tx, estimate_rx) = watch::channel(initial_estimate);
+        let probes = Arc::new(ProbeLink::default());
         let (engine, registry) = media_engine(
             video,
             audio || talk,
             keyframe_tx,
             estimate_tx,
             ctx.stats.resends.clone(),
+            probes.clone(),
         )?;
         let setting_engine = SettingEngineBuilder::new()
             .with_multicast_dns_mode(mode)
@@ -339,6 +401,7 @@ pub(super) async fn build(
                     Arc::new(pc) as Arc<dyn PeerConnection>,
                     keyframe_rx,
                     estimate_rx,
+                    probes,
                 )
             })
             .map_err(internal_err)
@@ -382,7 +445,7 @@ pub(super) async fn build(
             Err(e) => return Err(e),
         }
     }
-    let Some((pc, keyframe_requests, estimate)) = built else {
+    let Some((pc, keyframe_requests, estimate, probes)) = built else {
         log::warn!(session_id = ctx.id.as_str(); "no free port in webrtc.port_range ({attempts} tried): {last_error}");
         return Err(Reject(
             ErrorCode::Busy,
@@ -394,6 +457,7 @@ pub(super) async fn build(
         RtpCodecKind::Video,
         codec_video(video.0, video.1),
         video_ssrc,
+        Some(rand::random::<u32>()),
     );
     let video_sender = pc
         .add_track(video_track.clone() as Arc<dyn TrackLocal>)
@@ -404,7 +468,7 @@ pub(super) async fn build(
     let mut recvonly_audio = None;
     let audio = if audio && ctx.media.audio.is_some() {
         let ssrc = rand::random::<u32>();
-        let track = local_track(RtpCodecKind::Audio, codec_opus(), ssrc);
+        let track = local_track(RtpCodecKind::Audio, codec_opus(), ssrc, None);
         let sender = pc
             .add_track(track.clone() as Arc<dyn TrackLocal>)
             .await
@@ -437,6 +501,7 @@ pub(super) async fn build(
         internal,
         keyframe_requests,
         estimate,
+        probes,
         video: (video_track, video_sender, video_ssrc),
         audio,
     })

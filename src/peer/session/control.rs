@@ -83,6 +83,7 @@ async fn run(
                     "estimateKbps": snap.estimate_kbps,
                     "rung": snap.rung,
                     "rungSwitches": snap.rung_switches,
+                    "probes": snap.probes,
                     "nackedPackets": snap.nacked_packets,
                     "resentPackets": snap.resent_packets,
                 }),

@@ -7,6 +7,7 @@ use crate::media::Frame;
 use crate::media::MediaKind;
 use crate::media::hub::Subscription;
 use crate::peer::adapt::{LadderRung, RungChooser};
+use crate::peer::bwprobe::{ProbeLink, ProbeRequest, ProbeResult};
 use crate::peer::stats::{LatencyHistogram, SessionStats};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,7 +36,12 @@ pub(super) struct Adapt {
     pub keyframe_requests: mpsc::Receiver<()>,
     /// One `()` per `keyframe` command on the control channel.
     pub control_keyframes: mpsc::Receiver<()>,
+    /// Where probes are asked for and their results come back.
+    pub probes: Arc<ProbeLink>,
 }
+
+/// How often a feed on a lower rung checks whether a probe is due.
+const PROBE_CHECK: Duration = Duration::from_millis(250);
 
 /// The subscription frames come from now, and the one a switch waits on.
 struct Rungs {
@@ -52,6 +58,31 @@ impl Rungs {
             format!("{} {}x{}", r.name, r.width, r.height)
         })
     }
+
+    /// Starts a switch to rung `to`: subscribes and asks it for an IDR, at which the
+    /// feed switches (or cancels a pending switch when `to` is the current rung).
+    fn begin_switch(&mut self, to: usize) {
+        if to == self.current.0 {
+            self.pending = None;
+        } else if let Some(rung) = self.ladder.get(to) {
+            let sub = rung.hub.subscribe();
+            sub.request_keyframe();
+            self.pending = Some((to, sub));
+        }
+    }
+}
+
+/// The next probe result on `rx`; never once its sender is gone (then `rx` is `None`).
+async fn next_probe_result(
+    rx: &mut Option<watch::Receiver<Option<ProbeResult>>>,
+) -> Option<ProbeResult> {
+    if let Some(r) = rx {
+        if r.changed().await.is_ok() {
+            return *r.borrow_and_update();
+        }
+        *rx = None;
+    }
+    std::future::pending().await
 }
 
 /// The next request on `rx`; never once its senders are gone (then `rx` is `None`).
@@ -149,25 +180,35 @@ pub(super) async fn feed(
             estimate,
             keyframe_requests,
             control_keyframes,
+            probes,
         }) => {
             let bitrates: Vec<u32> = ladder.iter().map(|r| r.bitrate_kbps).collect();
+            let mut chooser = RungChooser::new(&bitrates);
+            // Bound by now: the viewer can be probed if it negotiated RTX.
+            chooser.set_probing(probes.can_probe());
             let rungs = Rungs {
                 ladder,
                 current: (0, first),
                 pending: None,
-                chooser: RungChooser::new(&bitrates),
+                chooser,
             };
+            let results = probes.results();
             (
                 None,
                 Some((
                     Some(estimate),
                     Some(keyframe_requests),
                     Some(control_keyframes),
+                    Some(results),
+                    probes,
                 )),
                 Some(rungs),
             )
         }
     };
+    let mut probe_check = tokio::time::interval(PROBE_CHECK);
+    probe_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut probe_id = 0u32;
     if let Some(r) = &rungs {
         // Start this viewer at a fresh IDR with SPS/PPS, now that it can receive.
         r.current.1.resync();
@@ -214,13 +255,32 @@ pub(super) async fn feed(
                             (bps / 1000.0) as u64,
                             r.describe(to)
                         );
-                        if to == r.current.0 {
-                            r.pending = None;
-                        } else {
-                            let sub = r.ladder[to].hub.subscribe();
-                            sub.request_keyframe();
-                            r.pending = Some((to, sub));
-                        }
+                        r.begin_switch(to);
+                    }
+                    continue;
+                }
+                _ = probe_check.tick() => {
+                    if let Some(rate_bps) = r.chooser.probe_due(Instant::now()) {
+                        probe_id = probe_id.wrapping_add(1);
+                        log::debug!(
+                            "probing {} kbit/s for the {} rung",
+                            (rate_bps / 1000.0) as u64,
+                            r.describe(r.current.0.saturating_sub(1))
+                        );
+                        a.4.request(ProbeRequest { id: probe_id, rate_bps });
+                    }
+                    continue;
+                }
+                result = next_probe_result(&mut a.3) => {
+                    let Some(result) = result else { continue };
+                    stats.probes.fetch_add(1, Ordering::Relaxed);
+                    log::debug!(
+                        "probe {} measured {} kbit/s",
+                        result.id,
+                        (result.bps / 1000.0) as u64
+                    );
+                    if let Some(to) = r.chooser.on_probe(Instant::now(), result.bps) {
+                        r.begin_switch(to);
                     }
                     continue;
                 }

@@ -202,6 +202,7 @@ pub(crate) async fn run(
         mut internal,
         keyframe_requests,
         estimate,
+        probes,
         video,
         audio,
     } = built;
@@ -239,6 +240,7 @@ pub(crate) async fn run(
             estimate,
             keyframe_requests,
             control_keyframes: control_keyframes_rx,
+            probes,
         }),
         live_rx.clone(),
         ctx.stats.clone(),
