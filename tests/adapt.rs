@@ -364,6 +364,9 @@ fn step_5_to_0_6_and_back_benchmark() {
             ))
         );
     }
+    for line in log.lines().filter(|l| l.contains("probe")) {
+        eprintln!("camera: {line}");
+    }
     eprintln!("series: {}", result["series"]);
     assert_eq!(result["ok"], true, "{result:#}");
 }

@@ -21,11 +21,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// How long a probe runs. Long enough that a token-bucket policer's burst (a few tens
-/// of kilobytes on a home link) is spent within the first half, whose arrivals the
-/// meter ignores; short enough that a failed probe at 3 Mbit/s on a 0.6 Mbit/s link
-/// queues about 0.1 s.
-pub const PROBE_DURATION: Duration = Duration::from_millis(200);
+/// How long a probe runs: at 3 Mbit/s about 30 kB, so that a token-bucket policer's
+/// burst (15 kB on the test links) is spent within the first two thirds, whose arrivals
+/// the meter ignores, while a failed probe on a 0.8 Mbit/s link queues only the last
+/// few kB (about 75 ms). 200 ms probes, measured on that link, froze the picture about
+/// 280 ms each; 60 ms probes rode the burst and measured a rate the link did not have.
+pub const PROBE_DURATION: Duration = Duration::from_millis(80);
 /// The padding is released in steps this far apart.
 pub const PROBE_STEP: Duration = Duration::from_millis(5);
 /// Fewer packets than this in a window measure nothing.
@@ -238,9 +239,10 @@ impl ProbeMeter {
         self.fates.extend(fates.iter().copied());
         if let Some(newest) = self.fates.iter().map(|f| f.departure).max() {
             while self.fates.len() > KEPT_FATES
-                || self.fates.front().is_some_and(|f| {
-                    newest.saturating_duration_since(f.departure) > RESULT_TIMEOUT
-                })
+                || self
+                    .fates
+                    .front()
+                    .is_some_and(|f| newest.saturating_duration_since(f.departure) > RESULT_TIMEOUT)
             {
                 self.fates.pop_front();
             }
@@ -273,7 +275,7 @@ impl ProbeMeter {
 }
 
 /// The rate a window's packets show: the lower of the rate they left at and the rate
-/// the second half of them arrived at (the first half may have ridden a policer's
+/// the last third of them arrived at (the first two thirds may have ridden a policer's
 /// burst), reduced by their loss; 0 when loss exceeds [`MAX_LOSS`] or there are too
 /// few packets to say.
 pub fn measure(fates: &[Fate]) -> f64 {
@@ -297,16 +299,16 @@ pub fn measure(fates: &[Fate]) -> f64 {
         return 0.0;
     }
     let send_bps = send_bytes as f64 * 8.0 / send_span.as_secs_f64();
-    let mut second_half: Vec<(Duration, usize)> = by_departure[by_departure.len() / 2..]
+    let mut tail: Vec<(Duration, usize)> = by_departure[by_departure.len() * 2 / 3..]
         .iter()
         .filter_map(|f| f.arrival.map(|a| (a, f.size)))
         .collect();
-    second_half.sort_by_key(|&(a, _)| a);
-    let (Some(&(a0, _)), Some(&(a1, _))) = (second_half.first(), second_half.last()) else {
+    tail.sort_by_key(|&(a, _)| a);
+    let (Some(&(a0, _)), Some(&(a1, _))) = (tail.first(), tail.last()) else {
         return 0.0;
     };
     let recv_span = a1.saturating_sub(a0);
-    let recv_bytes: usize = second_half[1..].iter().map(|&(_, s)| s).sum();
+    let recv_bytes: usize = tail[1..].iter().map(|&(_, s)| s).sum();
     // Arrivals closer than a millisecond say nothing about the link's rate.
     let recv_bps = if recv_span < Duration::from_millis(1) {
         send_bps
@@ -360,18 +362,18 @@ mod tests {
     #[test]
     fn a_free_link_measures_the_rate_sent() {
         // 3 Mbit/s: 1200-byte packets every 3.2 ms, on a 10 Mbit/s link.
-        let fates = through_link(Instant::now(), 60, 1200, 3200, 10e6, 15_000.0);
+        let fates = through_link(Instant::now(), 25, 1200, 3200, 10e6, 15_000.0);
         let bps = measure(&fates);
         assert!((2.8e6..3.1e6).contains(&bps), "{bps}");
     }
 
     #[test]
     fn a_policed_link_measures_the_policer_not_its_burst() {
-        // The same probe into 0.6 Mbit/s behind a 15 kB bucket: the first 15 kB pass
-        // at once, the rest at 0.6 Mbit/s.
-        let fates = through_link(Instant::now(), 60, 1200, 3200, 0.6e6, 15_000.0);
+        // The same probe into 0.8 Mbit/s behind a 15 kB bucket: the first 15 kB pass
+        // at once, the rest at 0.8 Mbit/s.
+        let fates = through_link(Instant::now(), 25, 1200, 3200, 0.8e6, 15_000.0);
         let bps = measure(&fates);
-        assert!(bps < 0.8e6, "{bps}");
+        assert!(bps < 1.2e6, "{bps}");
     }
 
     #[test]
@@ -415,7 +417,11 @@ mod tests {
         });
         assert!(meter.on_fates(t0 + MS(700), &[]).is_empty());
         let results = meter.on_fates(t0 + MS(2700), &[]);
-        assert_eq!(results, vec![ProbeResult { id: 8, bps: 0.0 }], "no feedback");
+        assert_eq!(
+            results,
+            vec![ProbeResult { id: 8, bps: 0.0 }],
+            "no feedback"
+        );
     }
 
     #[test]
@@ -440,8 +446,8 @@ mod tests {
             now = pacer.next_wake(now);
         }
         assert_eq!(pacer.allowance(now), 0);
-        // 200 ms at 250 bytes/ms, give or take the step ahead.
-        assert!((49_000..=52_000).contains(&total), "{total}");
+        // 80 ms at 250 bytes/ms, give or take the step ahead.
+        assert!((19_000..=22_000).contains(&total), "{total}");
         let w = pacer.window().unwrap();
         assert_eq!((w.id, w.start), (1, t0));
         assert!(w.end < t0 + PROBE_DURATION);

@@ -15,13 +15,13 @@ use rtc::interceptor::Slot;
 use rtc::interceptor::{
     CongestionControlBuilder, GCC_MIN_BITRATE, TwccReceiverBuilder, TwccSenderBuilder,
 };
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters};
 use rtc::rtp_transceiver::{
     RTCRtpTransceiverDirection, RTCRtpTransceiverId, RTCRtpTransceiverInit,
 };
@@ -296,10 +296,7 @@ fn media_engine(
     }
     let estimator = LadderEstimator::new(initial, GCC_MIN_BITRATE, initial * 1.5, probes);
     let registry = registry
-        .with(
-            Slot::TwccSender,
-            BindRtx(TwccSenderBuilder::new().build()),
-        )
+        .with(Slot::TwccSender, BindRtx(TwccSenderBuilder::new().build()))
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
         .with(
             Slot::CongestionControl,
