@@ -62,9 +62,14 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Chooses a rung (index into a ladder sorted by bitrate, highest first) from
 /// bandwidth estimates. Pure; every instant is a parameter.
+///
+/// Below the lowest rung is one more level, index `ladder.len()`: the lowest rung's
+/// keyframes only, as the estimate allows (`peer::budget`), for a link that cannot
+/// carry even the lowest rung. It is entered and left like a rung, so leaving it needs
+/// the same evidence as a switch up.
 #[derive(Debug, Clone)]
 pub struct RungChooser {
-    /// The ladder's needs, kbit/s, highest first.
+    /// The ladder's needs, kbit/s, highest first, then the keyframes-only level's (0).
     needs: Vec<f64>,
     current: usize,
     below_since: Option<Instant>,
@@ -83,7 +88,13 @@ impl RungChooser {
     /// A chooser over rungs of `bitrates_kbps` (highest first), starting on rung 0.
     pub fn new(bitrates_kbps: &[u32]) -> Self {
         Self {
-            needs: bitrates_kbps.iter().copied().map(needed_kbps).collect(),
+            // The keyframes-only level needs nothing; an empty ladder has no levels.
+            needs: bitrates_kbps
+                .iter()
+                .copied()
+                .map(needed_kbps)
+                .chain((!bitrates_kbps.is_empty()).then_some(0.0))
+                .collect(),
             current: 0,
             below_since: None,
             above_since: None,
@@ -240,8 +251,8 @@ mod tests {
         let switched = feed(&mut c, t0, 1600, 2000, 800.0);
         assert_eq!(switched, [(2300, 1)], "down 700 ms after the estimate fell");
         assert_eq!(c.current(), 1);
-        // Below even the lowest rung: nowhere further to go.
-        assert!(feed(&mut c, t0, 3600, 3000, 200.0).is_empty());
+        // Below even the lowest rung: its keyframes only.
+        assert_eq!(feed(&mut c, t0, 3600, 3000, 200.0), [(4300, 2)]);
     }
 
     #[test]
@@ -318,11 +329,26 @@ mod tests {
     }
 
     #[test]
-    fn a_single_rung_never_switches() {
+    fn below_the_lowest_rung_is_keyframes_only_and_left_like_a_rung() {
         let t0 = Instant::now();
         let mut c = RungChooser::new(&[2000]);
-        assert!(feed(&mut c, t0, 0, 5000, 100.0).is_empty());
-        assert!(feed(&mut c, t0, 5000, 5000, 9000.0).is_empty());
+        assert_eq!(
+            feed(&mut c, t0, 0, 5000, 100.0),
+            [(700, 1)],
+            "keyframes only"
+        );
+        assert!(
+            feed(&mut c, t0, 5000, 2000, 0.0).is_empty(),
+            "nothing lower"
+        );
+        assert_eq!(feed(&mut c, t0, 7000, 5000, 9000.0), [(11_000, 0)]);
+        // From the main rung of two straight to keyframes only of the low one.
+        let mut c = RungChooser::new(&[2000, 500]);
+        assert_eq!(feed(&mut c, t0, 0, 1000, 300.0), [(700, 2)]);
+        // With probing, a probe of the low rung's need leaves it.
+        c.set_probing(true);
+        assert_eq!(c.probe_due(t0 + MS(6700)), Some(665.0 * 1.2 * 1000.0));
+        assert_eq!(c.on_probe(t0 + MS(6900), 700_000.0), Some(1));
         let mut none = RungChooser::new(&[]);
         assert_eq!(none.on_estimate(t0, 1e6), None);
     }

@@ -6,7 +6,7 @@
 //! the link is underused whatever the link's size, so edgecam caps it near what is
 //! acknowledged (as libwebrtc caps at 1.5 × the acknowledged rate) and learns the rest
 //! by probing, as libwebrtc does (its `ProbeController` and `ProbeBitrateEstimator`):
-//! for [`PROBE_DURATION`] the camera sends RTX padding (RFC 4588 retransmissions of
+//! for [`probe_duration`] the camera sends RTX padding (RFC 4588 retransmissions of
 //! recent packets, which the browser discards as duplicates but reports in its TWCC
 //! feedback) so that the whole transport runs at the rate to test, then measures from
 //! the feedback what left and what arrived.
@@ -27,6 +27,17 @@ use tokio::sync::watch;
 /// few kB (about 75 ms). 200 ms probes, measured on that link, froze the picture about
 /// 280 ms each; 60 ms probes rode the burst and measured a rate the link did not have.
 pub const PROBE_DURATION: Duration = Duration::from_millis(80);
+/// The least a probe sends, bytes: more than a policer's burst, so that a probe at a
+/// rate near the link's does not pass whole within the burst (measured: an 80 ms probe
+/// at 0.8 Mbit/s, 8 kB, "found" 718 kbit/s on a 0.6 Mbit/s link).
+pub const MIN_PROBE_BYTES: f64 = 30_000.0;
+
+/// How long a probe at `rate_bps` runs: [`PROBE_DURATION`], or longer at a low rate,
+/// until it has sent [`MIN_PROBE_BYTES`].
+pub fn probe_duration(rate_bps: f64) -> Duration {
+    let for_bytes = MIN_PROBE_BYTES * 8.0 / rate_bps.max(1.0);
+    PROBE_DURATION.max(Duration::from_secs_f64(for_bytes.min(1.0)))
+}
 /// The padding is released in steps this far apart.
 pub const PROBE_STEP: Duration = Duration::from_millis(5);
 /// Fewer packets than this in a window measure nothing.
@@ -183,12 +194,12 @@ impl ProbePacer {
 
     /// Whether the probe's time is up at `now`.
     pub fn is_over(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.start) >= PROBE_DURATION
+        now.saturating_duration_since(self.start) >= probe_duration(self.request.rate_bps)
     }
 
     /// When to wake next.
     pub fn next_wake(&self, now: Instant) -> Instant {
-        (now + PROBE_STEP).min(self.start + PROBE_DURATION)
+        (now + PROBE_STEP).min(self.start + probe_duration(self.request.rate_bps))
     }
 
     /// The window the padding went out in, once over (`None` if nothing was sent).
@@ -451,5 +462,8 @@ mod tests {
         let w = pacer.window().unwrap();
         assert_eq!((w.id, w.start), (1, t0));
         assert!(w.end < t0 + PROBE_DURATION);
+        // A slow probe runs until it has sent 30 kB.
+        assert_eq!(probe_duration(3_000_000.0), PROBE_DURATION);
+        assert_eq!(probe_duration(800_000.0), Duration::from_millis(300));
     }
 }

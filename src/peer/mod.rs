@@ -13,6 +13,7 @@
 //! - [`retransmit`]: answers NACKs from a bounded history within a budget.
 
 pub mod adapt;
+pub mod budget;
 pub mod bwprobe;
 mod estimate;
 mod feedback;

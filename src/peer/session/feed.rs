@@ -7,6 +7,7 @@ use crate::media::Frame;
 use crate::media::MediaKind;
 use crate::media::hub::Subscription;
 use crate::peer::adapt::{LadderRung, RungChooser};
+use crate::peer::budget::{FrameBudget, Verdict};
 use crate::peer::bwprobe::{ProbeLink, ProbeRequest, ProbeResult};
 use crate::peer::stats::{LatencyHistogram, SessionStats};
 use std::sync::Arc;
@@ -40,6 +41,11 @@ pub(super) struct Adapt {
     pub probes: Arc<ProbeLink>,
 }
 
+/// The audio stream's share of an estimate, bits per second (as in `needed_kbps`).
+const AUDIO_BPS: f64 = 40_000.0;
+/// The smallest video budget a viewer below the lowest rung is given, bits per second.
+const MIN_VIDEO_BPS: f64 = 50_000.0;
+
 /// How often a feed on a lower rung checks whether a probe is due.
 const PROBE_CHECK: Duration = Duration::from_millis(250);
 
@@ -50,25 +56,58 @@ struct Rungs {
     /// Target rung and its subscription, until its first frame (an IDR) arrives.
     pending: Option<(usize, Subscription)>,
     chooser: RungChooser,
+    /// Held below the lowest rung (the chooser's keyframes-only level).
+    below: bool,
+    /// Below the lowest rung: keyframes only, as the estimate allows.
+    budget: FrameBudget,
+    /// The last estimate, bits per second.
+    estimate_bps: Option<f64>,
 }
 
 impl Rungs {
     fn describe(&self, i: usize) -> String {
-        self.ladder.get(i).map_or_else(String::new, |r| {
-            format!("{} {}x{}", r.name, r.width, r.height)
-        })
+        match self.ladder.get(i) {
+            Some(r) => format!("{} {}x{}", r.name, r.width, r.height),
+            None => self.ladder.last().map_or_else(String::new, |r| {
+                format!("{} {}x{} (keyframes only)", r.name, r.width, r.height)
+            }),
+        }
     }
 
-    /// Starts a switch to rung `to`: subscribes and asks it for an IDR, at which the
-    /// feed switches (or cancels a pending switch when `to` is the current rung).
-    fn begin_switch(&mut self, to: usize) {
-        if to == self.current.0 {
-            self.pending = None;
-        } else if let Some(rung) = self.ladder.get(to) {
-            let sub = rung.hub.subscribe();
-            sub.request_keyframe();
-            self.pending = Some((to, sub));
+    /// The level sent now: the current rung, or the keyframes-only level below them.
+    fn level(&self) -> usize {
+        if self.below {
+            self.ladder.len()
+        } else {
+            self.current.0
         }
+    }
+
+    /// Gives the budget the viewer's video share of the estimate while it is held
+    /// below the lowest rung; no budget otherwise.
+    fn update_budget(&mut self, now: Instant) {
+        let rate = match self.estimate_bps {
+            // The inverse of `needed_kbps`: audio off the top, then headers.
+            Some(bps) if self.below => ((bps - AUDIO_BPS) / 1.25).max(MIN_VIDEO_BPS),
+            _ => f64::INFINITY,
+        };
+        self.budget.set_rate(now, rate);
+    }
+
+    /// Starts a switch to level `to` (a rung, or `ladder.len()`: the lowest rung's
+    /// keyframes only): subscribes to the rung and asks it for an IDR, at which the
+    /// feed switches (or cancels a pending switch when `to` is the current rung).
+    fn begin_switch(&mut self, to: usize, now: Instant) {
+        self.below = to >= self.ladder.len();
+        let rung = to.min(self.ladder.len().saturating_sub(1));
+        if rung == self.current.0 {
+            self.pending = None;
+        } else if let Some(r) = self.ladder.get(rung) {
+            let sub = r.hub.subscribe();
+            sub.request_keyframe();
+            self.pending = Some((rung, sub));
+        }
+        self.update_budget(now);
     }
 }
 
@@ -191,6 +230,9 @@ pub(super) async fn feed(
                 current: (0, first),
                 pending: None,
                 chooser,
+                below: false,
+                budget: FrameBudget::new(),
+                estimate_bps: None,
             };
             let results = probes.results();
             (
@@ -236,7 +278,7 @@ pub(super) async fn feed(
                     if let Some(next) = r.pending.take() {
                         let from = r.describe(r.current.0);
                         r.current = next;
-                        let to = r.describe(r.current.0);
+                        let to = r.describe(r.level());
                         stats.rung_switches.fetch_add(1, Ordering::Relaxed);
                         log::info!(
                             "switched from the {from} rung to the {to} rung (estimate {} kbit/s)",
@@ -249,13 +291,15 @@ pub(super) async fn feed(
                 bps = next_estimate(&mut a.0) => {
                     // Realistic estimates are far below u64::MAX bits per second.
                     stats.estimate_kbps.store((bps / 1000.0) as u64, Ordering::Relaxed);
+                    r.estimate_bps = Some(bps);
+                    r.update_budget(Instant::now());
                     if let Some(to) = r.chooser.on_estimate(Instant::now(), bps) {
                         log::debug!(
                             "estimate {} kbit/s: to the {} rung",
                             (bps / 1000.0) as u64,
                             r.describe(to)
                         );
-                        r.begin_switch(to);
+                        r.begin_switch(to, Instant::now());
                     }
                     continue;
                 }
@@ -265,7 +309,7 @@ pub(super) async fn feed(
                         log::debug!(
                             "probing {} kbit/s for the {} rung",
                             (rate_bps / 1000.0) as u64,
-                            r.describe(r.current.0.saturating_sub(1))
+                            r.describe(r.level().saturating_sub(1))
                         );
                         a.4.request(ProbeRequest { id: probe_id, rate_bps });
                     }
@@ -280,7 +324,7 @@ pub(super) async fn feed(
                         (result.bps / 1000.0) as u64
                     );
                     if let Some(to) = r.chooser.on_probe(Instant::now(), result.bps) {
-                        r.begin_switch(to);
+                        r.begin_switch(to, Instant::now());
                     }
                     continue;
                 }
@@ -299,6 +343,37 @@ pub(super) async fn feed(
         } else {
             break;
         };
+        if let Some(r) = rungs.as_mut() {
+            let was = r.budget.keyframes_only();
+            let verdict = r
+                .budget
+                .offer(Instant::now(), frame.data.len(), frame.keyframe);
+            if r.budget.keyframes_only() != was {
+                log::info!(
+                    "{} the {} rung (estimate {} kbit/s)",
+                    if was {
+                        "every frame again on"
+                    } else {
+                        "keyframes only on"
+                    },
+                    r.describe(r.current.0),
+                    stats.estimate_kbps.load(Ordering::Relaxed)
+                );
+                *stats.rung.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(r.describe(if r.budget.keyframes_only() {
+                        r.ladder.len()
+                    } else {
+                        r.current.0
+                    }));
+            }
+            if let Verdict::Drop { request_keyframe } = verdict {
+                stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                if request_keyframe {
+                    r.current.1.request_keyframe();
+                }
+                continue;
+            }
+        }
         // Never backwards: after a switch the new rung's first frames can be older than
         // the last one sent from the old rung (a larger picture encodes later), and a
         // browser drops a frame older than one it has shown, then waits for a keyframe.
