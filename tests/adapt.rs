@@ -40,6 +40,9 @@ struct Window {
     fps: f64,
     freezes: u64,
     frozen_s: f64,
+    /// The longest freeze after settling, s (from the 500 ms series: a sample's added
+    /// freeze time over its added freezes).
+    longest_freeze_s: f64,
     width: u64,
     height: u64,
     jitter_buffer_ms: f64,
@@ -51,12 +54,13 @@ impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.1} fps, {}x{}, {} freezes ({:.2} s), jitter buffer {:.0} ms, {} NACKs, {} packets lost",
+            "{:.1} fps, {}x{}, {} freezes ({:.2} s, longest {:.2} s), jitter buffer {:.0} ms, {} NACKs, {} packets lost",
             self.fps,
             self.width,
             self.height,
             self.freezes,
             self.frozen_s,
+            self.longest_freeze_s,
             self.jitter_buffer_ms,
             self.nacks,
             self.lost
@@ -64,13 +68,33 @@ impl std::fmt::Display for Window {
     }
 }
 
+/// The longest single freeze after `settled`, s, from Chromium's figures every 500 ms
+/// (`[ms, framesDecoded, freezeCount, totalFreezesDuration, …]`).
+fn longest_freeze(settled: &Value, series: &Value) -> f64 {
+    let at = |v: &Value, i: usize| v.get(i).and_then(Value::as_f64).unwrap_or(0.0);
+    let mut prev = (
+        settled["freezeCount"].as_f64().unwrap_or(0.0),
+        settled["totalFreezesDuration"].as_f64().unwrap_or(0.0),
+    );
+    let mut longest = 0.0f64;
+    for row in series.as_array().into_iter().flatten() {
+        let (count, total) = (at(row, 2), at(row, 3));
+        if count > prev.0 {
+            longest = longest.max((total - prev.1) / (count - prev.0));
+            prev = (count, total);
+        }
+    }
+    longest
+}
+
 /// The window between the figures `SETTLE` into the hold and those at its end.
-fn window(settled: &Value, last: &Value) -> Window {
+fn window(settled: &Value, last: &Value, series: &Value) -> Window {
     let d = |k: &str| last[k].as_f64().unwrap_or(0.0) - settled[k].as_f64().unwrap_or(0.0);
     Window {
         fps: d("framesDecoded") / WINDOW.as_secs_f64(),
         freezes: d("freezeCount").max(0.0) as u64,
         frozen_s: d("totalFreezesDuration"),
+        longest_freeze_s: longest_freeze(settled, series),
         width: last["width"].as_u64().unwrap_or(0),
         height: last["height"].as_u64().unwrap_or(0),
         jitter_buffer_ms: last["jitterBufferMs"].as_f64().unwrap_or(0.0),
@@ -87,6 +111,12 @@ enum Link {
     Rate(u32),
     /// Random loss of the camera's UDP, percent.
     Loss(u32),
+    /// A round-trip time (ms, half each way through `edgecam_testkit::delay`) and
+    /// random loss of the camera's UDP (percent).
+    Delayed {
+        rtt_ms: u64,
+        loss: u32,
+    },
 }
 
 /// What a case measured: the window, glass-to-glass p95 (ms), and the camera's log.
@@ -115,7 +145,11 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Plays on `link` for [`SETTLE`] + [`WINDOW`] and prints the window's figures.
 fn play(link: Link, name: &str) -> Case {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let net = NetPair::new().expect("network namespaces (needs root)");
+    let net = match link {
+        Link::Delayed { rtt_ms, .. } => NetPair::with_delay(Duration::from_millis(rtt_ms / 2)),
+        _ => NetPair::new(),
+    }
+    .expect("network namespaces (needs root)");
     let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
     let cam = camera(&net);
     match link {
@@ -128,7 +162,7 @@ fn play(link: Link, name: &str) -> Case {
         // packets dropped, webrtc-rs's DTLS server sometimes never completed (ICE
         // connected, DTLS stuck in 45 s), which is a finding of its own, not what this
         // case measures.
-        Link::Loss(_) => {}
+        Link::Loss(_) | Link::Delayed { .. } => {}
     }
     let url = format!("http://{}:8080/?camera=porch", net.camera_ip);
     let result = Browser::new(&net.viewer, &url, name)
@@ -137,7 +171,9 @@ fn play(link: Link, name: &str) -> Case {
         .settle(SETTLE)
         .glass()
         .run(|_| match link {
-            Link::Loss(percent) => net.drop_udp(percent).expect("nftables drop rule"),
+            Link::Loss(percent) | Link::Delayed { loss: percent, .. } => {
+                net.drop_udp(percent).expect("nftables drop rule");
+            }
             Link::Rate(kbit) if kbit < SLOW_PAGE_KBIT => {
                 net.shape(Some(kbit)).expect("tc tbf on the camera's end");
             }
@@ -147,7 +183,7 @@ fn play(link: Link, name: &str) -> Case {
         result["ok"], true,
         "{name}: did not keep playing: {result:#}"
     );
-    let w = window(&result["settledStats"], &result["stats"]);
+    let w = window(&result["settledStats"], &result["stats"], &result["series"]);
     let tc = std::process::Command::new("ip")
         .args(["netns", "exec", &net.camera, "tc", "-s", "qdisc", "show"])
         .args(["dev", &net.camera_if])
@@ -192,20 +228,20 @@ fn log_time(line: &str) -> Option<i64> {
 
 /// The bar for a constrained viewer: no freeze longer than 500 ms after the
 /// first 5 s (Chromium counts a frame gap over max(3 frames, 150 ms + the average) as
-/// a freeze; total frozen time ≤ 500 ms bounds every single freeze).
+/// a freeze), and at least 25 fps.
 fn assert_smooth(name: &str, c: &Case) {
+    assert_window_smooth(name, &c.w);
+}
+
+fn assert_window_smooth(name: &str, w: &Window) {
     assert!(
-        c.w.frozen_s <= 0.5,
-        "{name}: frozen {:.2} s in {} freezes after the first 5 s: {:?}",
-        c.w.frozen_s,
-        c.w.freezes,
-        c.w
+        w.longest_freeze_s <= 0.5,
+        "{name}: frozen {:.2} s in {} freezes (longest {:.2} s) after the first 5 s: {w:?}",
+        w.frozen_s,
+        w.freezes,
+        w.longest_freeze_s,
     );
-    assert!(
-        c.w.fps > 15.0,
-        "{name}: the picture keeps moving: {:?}",
-        c.w
-    );
+    assert!(w.fps >= 25.0, "{name}: 25 fps or more: {w:?}");
 }
 
 #[test]
@@ -270,6 +306,44 @@ fn five_percent_loss_is_repaired_by_resends() {
     assert_smooth("5 % loss", &c);
 }
 
+#[test]
+fn two_percent_loss_at_40_ms_rtt_is_repaired() {
+    let c = play(
+        Link::Delayed {
+            rtt_ms: 40,
+            loss: 2,
+        },
+        "adapt-rtt40-loss2",
+    );
+    assert!(c.w.nacks > 0, "the browser asked for resends: {:?}", c.w);
+    assert_smooth("2 % loss at 40 ms RTT", &c);
+}
+
+#[test]
+fn five_percent_loss_at_40_ms_rtt_is_repaired() {
+    let c = play(
+        Link::Delayed {
+            rtt_ms: 40,
+            loss: 5,
+        },
+        "adapt-rtt40-loss5",
+    );
+    assert!(c.w.nacks > 0, "the browser asked for resends: {:?}", c.w);
+    assert_smooth("5 % loss at 40 ms RTT", &c);
+}
+
+#[test]
+fn one_percent_loss_at_150_ms_rtt_keeps_playing() {
+    let c = play(
+        Link::Delayed {
+            rtt_ms: 150,
+            loss: 1,
+        },
+        "adapt-rtt150-loss1",
+    );
+    assert_smooth("1 % loss at 150 ms RTT", &c);
+}
+
 /// Two viewers at once, one on a clean link and one on 0.8 Mbit/s: each gets what its
 /// own link carries, from one encode per rung.
 #[test]
@@ -311,12 +385,16 @@ fn a_constrained_viewer_does_not_hold_back_a_clean_one() {
     let (clean, constrained) = (clean.join().unwrap(), constrained.join().unwrap());
     for (name, r) in [("clean", &clean), ("0.8 Mbit/s", &constrained)] {
         assert_eq!(r["ok"], true, "{name}: did not keep playing: {r:#}");
-        let w = window(&r["settledStats"], &r["stats"]);
+        let w = window(&r["settledStats"], &r["stats"], &r["series"]);
         eprintln!("two viewers, {name}: {w}; glass-to-glass {}", r["glass"]);
     }
     let (c, s) = (
-        window(&clean["settledStats"], &clean["stats"]),
-        window(&constrained["settledStats"], &constrained["stats"]),
+        window(&clean["settledStats"], &clean["stats"], &clean["series"]),
+        window(
+            &constrained["settledStats"],
+            &constrained["stats"],
+            &constrained["series"],
+        ),
     );
     let log = cam.log_text();
     assert_eq!(
@@ -336,11 +414,7 @@ fn a_constrained_viewer_does_not_hold_back_a_clean_one() {
         "only the constrained viewer was moved: {log}"
     );
     for (name, w) in [("clean", &c), ("0.8 Mbit/s", &s)] {
-        assert!(
-            w.frozen_s <= 0.5,
-            "{name}: frozen {:.2} s after the first 5 s: {w}",
-            w.frozen_s
-        );
+        assert_window_smooth(name, w);
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`sound`]: a PulseAudio null sink to play talk-back on and record it, tone files,
 //!   and a tone's measured frequency (two-way audio tests).
 
+pub mod delay;
 pub mod feed;
 pub mod netns;
 pub mod signal;

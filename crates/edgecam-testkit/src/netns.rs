@@ -62,6 +62,9 @@ pub struct NetPair {
     pub viewer_ip: String,
     /// The camera's end of the link (its interface inside `camera`).
     pub camera_if: String,
+    /// The delaying bridge and its namespace, for a pair made by
+    /// [`NetPair::with_delay`].
+    bridge: Option<(crate::delay::DelayBridge, String)>,
 }
 
 impl NetPair {
@@ -88,8 +91,49 @@ impl NetPair {
             camera_ip,
             viewer_ip,
             camera_if: ca,
+            bridge: None,
         };
         Ok(pair)
+    }
+
+    /// As [`NetPair::new`], with a middle namespace between the two whose bridge
+    /// ([`crate::delay::DelayBridge`]) holds each frame `one_way` in each direction: a
+    /// round-trip time of twice that. Camera and viewer share one subnet as before.
+    pub fn with_delay(one_way: std::time::Duration) -> Result<Self, String> {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id() % 100_000;
+        let camera = format!("ec{pid}c{n}");
+        let viewer = format!("ec{pid}v{n}");
+        let mid = format!("ec{pid}m{n}");
+        let subnet = (pid + n) % 250 + 1;
+        let camera_ip = format!("10.199.{subnet}.1");
+        let viewer_ip = format!("10.199.{subnet}.2");
+        let (ca, ma) = (format!("ec{pid}a{n}"), format!("ec{pid}p{n}"));
+        let (mb, vb) = (format!("ec{pid}q{n}"), format!("ec{pid}b{n}"));
+        for ns in [&camera, &viewer, &mid] {
+            fresh_netns(ns)?;
+        }
+        for ((ns, dev, cidr), (peer_ns, peer)) in [
+            ((&camera, &ca, format!("{camera_ip}/30")), (&mid, &ma)),
+            ((&viewer, &vb, format!("{viewer_ip}/30")), (&mid, &mb)),
+        ] {
+            ip(&[
+                "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", peer, "netns",
+                peer_ns,
+            ])?;
+            ip(&["-n", ns, "addr", "add", &cidr, "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", peer_ns, "link", "set", peer, "up"])?;
+        }
+        let bridge = crate::delay::DelayBridge::start(&mid, &ma, &mb, one_way)?;
+        Ok(Self {
+            camera,
+            viewer,
+            camera_ip,
+            viewer_ip,
+            camera_if: ca,
+            bridge: Some((bridge, mid)),
+        })
     }
 
     /// A second viewer namespace on its own veth link to the camera (10.198.200+N.0/30
@@ -234,6 +278,10 @@ impl Drop for NetPair {
         // Deleting a namespace removes its end of the veth and with it the pair.
         let _ = ip(&["netns", "del", &self.camera]);
         let _ = ip(&["netns", "del", &self.viewer]);
+        if let Some((bridge, mid)) = self.bridge.take() {
+            drop(bridge);
+            let _ = ip(&["netns", "del", &mid]);
+        }
     }
 }
 
