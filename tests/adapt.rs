@@ -344,6 +344,47 @@ fn one_percent_loss_at_150_ms_rtt_keeps_playing() {
     assert_smooth("1 % loss at 150 ms RTT", &c);
 }
 
+/// A browser without TWCC on a 0.8 Mbit/s link: the camera estimates from its
+/// receiver reports' loss and its REMB, and moves it off the main rung; the picture
+/// keeps changing. (Chromium's REMB stays near 580 kbit/s here, below the low rung's
+/// need of 665, and without TWCC there are no probes: it gets the low rung's
+/// keyframes.)
+#[test]
+fn without_twcc_receiver_reports_move_the_viewer() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let net = NetPair::new().expect("network namespaces (needs root)");
+    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
+    let cam = camera(&net);
+    net.shape(Some(800)).expect("tc tbf on the camera's end");
+    let url = format!("http://{}:8080/?camera=porch", net.camera_ip);
+    let result = Browser::new(&net.viewer, &url, "adapt-no-twcc")
+        .timeout(Duration::from_secs(45))
+        .hold(SETTLE + WINDOW)
+        .settle(SETTLE)
+        .without_twcc()
+        .run(|_| {});
+    let log = cam.log_text();
+    if std::env::var_os("ADAPT_DUMP").is_some() {
+        eprintln!("{log}\n{}", result["series"]);
+    }
+    assert_eq!(result["ok"], true, "did not keep playing: {result:#}");
+    let w = window(&result["settledStats"], &result["stats"], &result["series"]);
+    eprintln!("no TWCC, 0.8 Mbit/s: {w}");
+    for l in log.lines().filter(|l| l.contains("switched from the")) {
+        eprintln!("no TWCC: {l}");
+    }
+    assert!(
+        !log.contains("probe 1 measured"),
+        "no probes without TWCC to measure them: {log}"
+    );
+    assert!(
+        log.contains("from the main 1280x720 rung to the low 640x360"),
+        "the viewer was moved down: {log}"
+    );
+    assert_eq!((w.width, w.height), (640, 360), "{w}");
+    assert!(w.fps >= 1.0, "the picture keeps changing: {w}");
+}
+
 /// Two viewers at once, one on a clean link and one on 0.8 Mbit/s: each gets what its
 /// own link carries, from one encode per rung.
 #[test]

@@ -79,8 +79,8 @@ pub struct ProbeResult {
 
 #[derive(Debug, Default)]
 struct LinkState {
-    /// The viewer negotiated RTX, so padding can be sent.
-    rtx: bool,
+    /// The viewer negotiated RTX and TWCC, so padding can be sent and measured.
+    can_probe: bool,
     request: Option<ProbeRequest>,
     windows: VecDeque<ProbeWindow>,
 }
@@ -106,14 +106,15 @@ impl ProbeLink {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether probes can be sent (the viewer negotiated RTX for the video stream).
+    /// Whether probes can be sent and measured (the viewer negotiated RTX and TWCC for
+    /// the video stream).
     pub fn can_probe(&self) -> bool {
-        self.state().rtx
+        self.state().can_probe
     }
 
-    /// Set by the retransmitter when the video stream is bound with (or without) RTX.
-    pub fn set_rtx(&self, rtx: bool) {
-        self.state().rtx = rtx;
+    /// Set by the retransmitter when the video stream is bound (or unbound).
+    pub fn set_can_probe(&self, can: bool) {
+        self.state().can_probe = can;
     }
 
     /// The feed asks for a probe; replaces one not yet started.

@@ -444,14 +444,19 @@ impl Interceptor for Retransmitter {
                         next_seq: rand::random(),
                     },
                 );
-                self.probes.set_rtx(true);
+                // A probe is measured from TWCC feedback.
+                let twcc = info
+                    .rtp_header_extensions
+                    .iter()
+                    .any(|e| e.uri == rtc::sdp::extmap::TRANSPORT_CC_URI);
+                self.probes.set_can_probe(twcc);
             }
         }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.policy.remove_stream(info.ssrc);
         if self.rtx.remove(&info.ssrc).is_some() {
-            self.probes.set_rtx(!self.rtx.is_empty());
+            self.probes.set_can_probe(false);
         }
     }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -41,6 +41,7 @@ pub struct Browser {
     firefox: bool,
     settle: Option<Duration>,
     glass: bool,
+    no_twcc: bool,
 }
 
 impl Browser {
@@ -57,7 +58,15 @@ impl Browser {
             firefox: false,
             settle: None,
             glass: false,
+            no_twcc: false,
         }
+    }
+
+    /// The browser's offers leave out transport-wide congestion control (its RTCP
+    /// feedback and header extension), as a viewer without TWCC.
+    pub fn without_twcc(mut self) -> Self {
+        self.no_twcc = true;
+        self
     }
 
     /// Measures glass-to-glass latency from the camera's capture-time stamp (`[video]
@@ -137,6 +146,9 @@ impl Browser {
         }
         if self.glass {
             cmd.args(["--glass", "1"]);
+        }
+        if self.no_twcc {
+            cmd.args(["--no-twcc", "1"]);
         }
         if let Some(settle) = self.settle {
             cmd.args(["--settle-ms", &settle.as_millis().to_string()]);

@@ -163,6 +163,22 @@ try {
   if (firefox) await page.setViewport({ width: 1280, height: 800 });
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(m.text()));
+  // --no-twcc 1: a browser that does not negotiate transport-wide congestion control
+  // (the offer loses its transport-cc feedback and header extension), so the camera
+  // must estimate from receiver reports and REMB.
+  if (args['no-twcc'] === '1') {
+    const strip = () => {
+      const create = RTCPeerConnection.prototype.createOffer;
+      RTCPeerConnection.prototype.createOffer = async function (...a) {
+        const offer = await create.apply(this, a);
+        const sdp = offer.sdp.split('\r\n')
+          .filter((l) => !/^a=rtcp-fb:\d+ transport-cc/.test(l) && !/transport-wide-cc/.test(l))
+          .join('\r\n');
+        return { type: offer.type, sdp };
+      };
+    };
+    if (firefox) await page.evaluateOnNewDocument(strip); else await page.addInitScript(strip);
+  }
   // edgecam may still be starting inside its namespace: retry the page load briefly.
   for (let attempt = 0; ; attempt++) {
     try { await page.goto(url, { waitUntil: 'load', timeout: 5000 }); break; } catch (e) {

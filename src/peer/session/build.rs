@@ -274,6 +274,15 @@ fn media_engine(
         Slot::NackResponder,
         Retransmitter::new(initial, resends, probes.clone()),
     );
+    // REMB for a viewer without TWCC (`peer::estimate::LossEstimate`); browsers with
+    // TWCC send none.
+    engine.register_feedback(
+        RTCPFeedback {
+            typ: "goog-remb".to_owned(),
+            parameter: String::new(),
+        },
+        RtpCodecKind::Video,
+    );
     // As `rtc`'s `configure_twcc`, with the sender and the controller seeing the RTX
     // stream too (`peer::rtx_bind`).
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
@@ -302,7 +311,10 @@ fn media_engine(
             Slot::CongestionControl,
             BindRtx(CongestionControlBuilder::new(estimator).build()),
         )
-        .with(Slot::from(estimate::SLOT), EstimateTap::new(estimate))
+        .with(
+            Slot::from(estimate::SLOT),
+            EstimateTap::new(estimate, GCC_MIN_BITRATE, initial * 1.5),
+        )
         .with(Slot::from(feedback::SLOT), KeyframeFeedback::new(keyframe));
     Ok((engine, registry))
 }
