@@ -18,6 +18,7 @@ pub mod bwprobe;
 mod estimate;
 mod feedback;
 mod nat;
+pub mod pace;
 pub mod retransmit;
 mod rtx_bind;
 

@@ -9,6 +9,7 @@ use crate::media::hub::Subscription;
 use crate::peer::adapt::{LadderRung, RungChooser};
 use crate::peer::budget::{FrameBudget, Verdict};
 use crate::peer::bwprobe::{ProbeLink, ProbeRequest, ProbeResult};
+use crate::peer::pace::Pacer;
 use crate::peer::stats::{LatencyHistogram, SessionStats};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -62,6 +63,8 @@ struct Rungs {
     budget: FrameBudget,
     /// The last estimate, bits per second.
     estimate_bps: Option<f64>,
+    /// Spreads IDRs over time at a multiple of the estimate.
+    pacer: Pacer,
 }
 
 impl Rungs {
@@ -223,7 +226,7 @@ pub(super) async fn feed(
         }) => {
             let bitrates: Vec<u32> = ladder.iter().map(|r| r.bitrate_kbps).collect();
             let mut chooser = RungChooser::new(&bitrates);
-            // Bound by now: the viewer can be probed if it negotiated RTX.
+            // Bound by now: the viewer can be probed if it negotiated RTX and TWCC.
             chooser.set_probing(probes.can_probe());
             let rungs = Rungs {
                 ladder,
@@ -233,6 +236,7 @@ pub(super) async fn feed(
                 below: false,
                 budget: FrameBudget::new(),
                 estimate_bps: None,
+                pacer: Pacer::new(*estimate.borrow()),
             };
             let results = probes.results();
             (
@@ -292,6 +296,7 @@ pub(super) async fn feed(
                     // Realistic estimates are far below u64::MAX bits per second.
                     stats.estimate_kbps.store((bps / 1000.0) as u64, Ordering::Relaxed);
                     r.estimate_bps = Some(bps);
+                    r.pacer.set_estimate(bps);
                     r.update_budget(Instant::now());
                     if let Some(to) = r.chooser.on_estimate(Instant::now(), bps) {
                         log::debug!(
@@ -408,6 +413,12 @@ pub(super) async fn feed(
                 },
                 payload,
             };
+            if let Some(r) = rungs.as_mut() {
+                let wait = r.pacer.wait(Instant::now(), 12 + packet.payload.len());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
             if let Err(e) = track.write_rtp(packet).await {
                 log::debug!("write_rtp: {e}");
                 return;
