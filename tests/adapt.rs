@@ -47,6 +47,8 @@ struct Window {
     height: u64,
     jitter_buffer_ms: f64,
     nacks: u64,
+    /// Packets Chromium received on the RTX stream.
+    rtx: u64,
     lost: u64,
 }
 
@@ -54,7 +56,7 @@ impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.1} fps, {}x{}, {} freezes ({:.2} s, longest {:.2} s), jitter buffer {:.0} ms, {} NACKs, {} packets lost",
+            "{:.1} fps, {}x{}, {} freezes ({:.2} s, longest {:.2} s), jitter buffer {:.0} ms, {} NACKs, {} RTX packets, {} packets lost",
             self.fps,
             self.width,
             self.height,
@@ -63,6 +65,7 @@ impl std::fmt::Display for Window {
             self.longest_freeze_s,
             self.jitter_buffer_ms,
             self.nacks,
+            self.rtx,
             self.lost
         )
     }
@@ -99,6 +102,7 @@ fn window(settled: &Value, last: &Value, series: &Value) -> Window {
         height: last["height"].as_u64().unwrap_or(0),
         jitter_buffer_ms: last["jitterBufferMs"].as_f64().unwrap_or(0.0),
         nacks: d("nackCount").max(0.0) as u64,
+        rtx: d("retransmittedPacketsReceived").max(0.0) as u64,
         lost: d("packetsLost").max(0.0) as u64,
     }
 }

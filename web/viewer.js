@@ -578,6 +578,8 @@
         s.jitterBufferMs = r.jitterBufferEmittedCount ? (r.jitterBufferDelay / r.jitterBufferEmittedCount) * 1000 : null;
         s.nackCount = r.nackCount;
         s.packetsLost = r.packetsLost;
+        // Packets that came as RTX (RFC 4588) resends.
+        s.retransmittedPacketsReceived = r.retransmittedPacketsReceived;
         const c = byId.get(r.codecId); if (c) s.videoCodec = c.mimeType;
       } else if (r.type === 'inbound-rtp' && r.kind === 'audio') {
         s.audioPacketsReceived = r.packetsReceived || 0;
