@@ -112,6 +112,22 @@ impl NetPair {
         let (mb, vb) = (format!("ec{pid}q{n}"), format!("ec{pid}b{n}"));
         for ns in [&camera, &viewer, &mid] {
             fresh_netns(ns)?;
+            // No IPv6: its link-local addresses turn valid a second or more after the
+            // link comes up (duplicate address detection, through the bridge's delay),
+            // and Chromium aborts its page loads on that change (ERR_NETWORK_CHANGED:
+            // seen once in CI, the page's scripts never loaded).
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "sh",
+                    "-c",
+                    "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
+                     echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+                ],
+            )?;
         }
         for ((ns, dev, cidr), (peer_ns, peer)) in [
             ((&camera, &ca, format!("{camera_ip}/30")), (&mid, &ma)),
