@@ -303,37 +303,34 @@ fn a_1_5_mbit_link_gets_the_low_rung_without_freezing() {
     assert_smooth("1.5 Mbit/s", &c);
 }
 
+/// A lossy `link`: the browser asks for resends and the picture stays smooth.
+fn assert_repaired(link: Link, name: &str, label: &str) {
+    let c = play(link, name);
+    assert!(c.w.nacks > 0, "the browser asked for resends: {:?}", c.w);
+    assert_smooth(label, &c);
+}
+
 #[test]
 fn five_percent_loss_is_repaired_by_resends() {
-    let c = play(Link::Loss(5), "adapt-loss5");
-    assert!(c.w.nacks > 0, "the browser asked for resends: {:?}", c.w);
-    assert_smooth("5 % loss", &c);
+    assert_repaired(Link::Loss(5), "adapt-loss5", "5 % loss");
 }
 
 #[test]
 fn two_percent_loss_at_40_ms_rtt_is_repaired() {
-    let c = play(
-        Link::Delayed {
-            rtt_ms: 40,
-            loss: 2,
-        },
-        "adapt-rtt40-loss2",
-    );
-    assert!(c.w.nacks > 0, "the browser asked for resends: {:?}", c.w);
-    assert_smooth("2 % loss at 40 ms RTT", &c);
+    let link = Link::Delayed {
+        rtt_ms: 40,
+        loss: 2,
+    };
+    assert_repaired(link, "adapt-rtt40-loss2", "2 % loss at 40 ms RTT");
 }
 
 #[test]
 fn five_percent_loss_at_40_ms_rtt_is_repaired() {
-    let c = play(
-        Link::Delayed {
-            rtt_ms: 40,
-            loss: 5,
-        },
-        "adapt-rtt40-loss5",
-    );
-    assert!(c.w.nacks > 0, "the browser asked for resends: {:?}", c.w);
-    assert_smooth("5 % loss at 40 ms RTT", &c);
+    let link = Link::Delayed {
+        rtt_ms: 40,
+        loss: 5,
+    };
+    assert_repaired(link, "adapt-rtt40-loss5", "5 % loss at 40 ms RTT");
 }
 
 #[test]

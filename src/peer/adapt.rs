@@ -32,11 +32,25 @@ pub struct LadderRung {
     pub height: u32,
 }
 
-/// What a rung needs from the estimate, kbit/s: its video bitrate with room for the
-/// encoder overshooting around IDRs and for RTP/SRTP/UDP headers (×1.25), plus the
-/// audio stream (Opus at up to 40 kbit/s on the wire).
+/// Room for the encoder overshooting around IDRs and for RTP/SRTP/UDP headers: a
+/// rung's video needs its bitrate times this on the wire.
+pub const OVERHEAD: f64 = 1.25;
+/// The audio stream's share of an estimate, kbit/s (Opus at up to 40 kbit/s on the
+/// wire).
+pub const AUDIO_KBPS: f64 = 40.0;
+/// The smallest video budget [`video_share_bps`] gives, bits per second.
+pub const MIN_VIDEO_BPS: f64 = 50_000.0;
+
+/// What a rung needs from the estimate, kbit/s: its video bitrate × [`OVERHEAD`], plus
+/// [`AUDIO_KBPS`].
 pub fn needed_kbps(bitrate_kbps: u32) -> f64 {
-    f64::from(bitrate_kbps) * 1.25 + 40.0
+    f64::from(bitrate_kbps) * OVERHEAD + AUDIO_KBPS
+}
+
+/// The inverse of [`needed_kbps`]: the video payload bitrate an estimate of
+/// `estimate_bps` carries, bits per second (at least [`MIN_VIDEO_BPS`]).
+pub fn video_share_bps(estimate_bps: f64) -> f64 {
+    ((estimate_bps - AUDIO_KBPS * 1000.0) / OVERHEAD).max(MIN_VIDEO_BPS)
 }
 
 /// How long the estimate must stay below the current rung's need before a switch down.
@@ -237,6 +251,8 @@ mod tests {
     fn needs_cover_the_bitrate_overshoot_headers_and_audio() {
         assert_eq!(needed_kbps(2000), 2540.0);
         assert_eq!(needed_kbps(500), 665.0);
+        assert_eq!(video_share_bps(665_000.0), 500_000.0);
+        assert_eq!(video_share_bps(60_000.0), MIN_VIDEO_BPS);
     }
 
     #[test]

@@ -6,9 +6,9 @@ use super::rtp::RtpClock;
 use crate::media::Frame;
 use crate::media::MediaKind;
 use crate::media::hub::Subscription;
-use crate::peer::adapt::{LadderRung, RungChooser};
+use crate::peer::adapt::{LadderRung, RungChooser, video_share_bps};
 use crate::peer::budget::{FrameBudget, Verdict};
-use crate::peer::bwprobe::{ProbeLink, ProbeRequest, ProbeResult};
+use crate::peer::bwprobe::{ProbeLink, ProbeRequest};
 use crate::peer::pace::Pacer;
 use crate::peer::stats::{LatencyHistogram, SessionStats};
 use std::sync::Arc;
@@ -41,11 +41,6 @@ pub(super) struct Adapt {
     /// Where probes are asked for and their results come back.
     pub probes: Arc<ProbeLink>,
 }
-
-/// The audio stream's share of an estimate, bits per second (as in `needed_kbps`).
-const AUDIO_BPS: f64 = 40_000.0;
-/// The smallest video budget a viewer below the lowest rung is given, bits per second.
-const MIN_VIDEO_BPS: f64 = 50_000.0;
 
 /// How often a feed on a lower rung checks whether a probe is due.
 const PROBE_CHECK: Duration = Duration::from_millis(250);
@@ -90,8 +85,7 @@ impl Rungs {
     /// below the lowest rung; no budget otherwise.
     fn update_budget(&mut self, now: Instant) {
         let rate = match self.estimate_bps {
-            // The inverse of `needed_kbps`: audio off the top, then headers.
-            Some(bps) if self.below => ((bps - AUDIO_BPS) / 1.25).max(MIN_VIDEO_BPS),
+            Some(bps) if self.below => video_share_bps(bps),
             _ => f64::INFINITY,
         };
         self.budget.set_rate(now, rate);
@@ -114,19 +108,6 @@ impl Rungs {
     }
 }
 
-/// The next probe result on `rx`; never once its sender is gone (then `rx` is `None`).
-async fn next_probe_result(
-    rx: &mut Option<watch::Receiver<Option<ProbeResult>>>,
-) -> Option<ProbeResult> {
-    if let Some(r) = rx {
-        if r.changed().await.is_ok() {
-            return *r.borrow_and_update();
-        }
-        *rx = None;
-    }
-    std::future::pending().await
-}
-
 /// The next request on `rx`; never once its senders are gone (then `rx` is `None`).
 async fn next_request(rx: &mut Option<mpsc::Receiver<()>>) {
     if let Some(r) = rx {
@@ -138,12 +119,12 @@ async fn next_request(rx: &mut Option<mpsc::Receiver<()>>) {
     std::future::pending().await
 }
 
-/// The next estimate on `rx`, bits per second; never once the peer connection that
-/// publishes it is gone (then `rx` is `None`).
-async fn next_estimate(rx: &mut Option<watch::Receiver<f64>>) -> f64 {
+/// The next value on `rx` (an estimate, bits per second, or a probe result); never
+/// once the peer connection that publishes it is gone (then `rx` is `None`).
+async fn next_value<T: Clone>(rx: &mut Option<watch::Receiver<T>>) -> T {
     if let Some(r) = rx {
         if r.changed().await.is_ok() {
-            return *r.borrow_and_update();
+            return r.borrow_and_update().clone();
         }
         *rx = None;
     }
@@ -292,7 +273,7 @@ pub(super) async fn feed(
                     }
                     f
                 }
-                bps = next_estimate(&mut a.0) => {
+                bps = next_value(&mut a.0) => {
                     // Realistic estimates are far below u64::MAX bits per second.
                     stats.estimate_kbps.store((bps / 1000.0) as u64, Ordering::Relaxed);
                     r.estimate_bps = Some(bps);
@@ -320,7 +301,7 @@ pub(super) async fn feed(
                     }
                     continue;
                 }
-                result = next_probe_result(&mut a.3) => {
+                result = next_value(&mut a.3) => {
                     let Some(result) = result else { continue };
                     stats.probes.fetch_add(1, Ordering::Relaxed);
                     log::debug!(
