@@ -64,6 +64,10 @@ pub struct MetricsSnapshot {
     pub rung_switches: u64,
     /// Bandwidth probes measured, all sessions.
     pub bandwidth_probes: u64,
+    /// Rungs withheld now because the encoders cannot keep up.
+    pub rungs_withheld: u64,
+    /// Times the low rung was withheld since start.
+    pub rung_sheds: u64,
     /// Capture → RTP send latency: samples per 1 ms bucket (`[i]` counts samples in
     /// `[i, i+1)` ms; the last bucket takes everything longer).
     pub latency_ms_buckets: Vec<u64>,
@@ -216,6 +220,13 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut e,
+            "rung_sheds",
+            "times the low rung was withheld because the encoders could not keep up",
+            None,
+            s.rung_sheds,
+        )?;
+        counter(
+            &mut e,
             "capture_failures",
             "capture runs that ended in an error or a stall",
             None,
@@ -247,6 +258,12 @@ impl Collector for Scrape {
             "capture_running",
             "1 while capture delivers frames",
             i64::from(s.capture_running),
+        )?;
+        gauge(
+            &mut e,
+            "rungs_withheld",
+            "rungs of the ladder withheld now because the encoders cannot keep up",
+            i64::try_from(s.rungs_withheld).unwrap_or(i64::MAX),
         )?;
         gauge(
             &mut e,
@@ -411,6 +428,8 @@ mod tests {
             resent_packets: 12,
             rung_switches: 3,
             bandwidth_probes: 4,
+            rungs_withheld: 1,
+            rung_sheds: 5,
             ..MetricsSnapshot::default()
         });
         for line in [
@@ -420,6 +439,8 @@ mod tests {
             "edgecam_resent_packets_total 12",
             "edgecam_rung_switches_total 3",
             "edgecam_bandwidth_probes_total 4",
+            "edgecam_rung_sheds_total 5",
+            "edgecam_rungs_withheld 1",
             "edgecam_refused_resends_total 0",
             "edgecam_video_frames_encoded_total 42",
             "edgecam_sent_bytes_total 1000",

@@ -176,6 +176,7 @@ async fn receive(
             audio: capture.has_audio.then(|| capture.audio.clone()),
             vp8: capture.vp8.clone(),
             ladder: capture.ladder.clone(),
+            withheld: capture.withheld.clone(),
             format: capture.format.clone(),
             snapshots: capture.snapshots.clone(),
             talk: None,

@@ -12,6 +12,7 @@ mod common;
 use common::browser::Browser;
 use common::netns::NetPair;
 use common::{Edgecam, Mosquitto};
+use edgecam::media::shed;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -458,6 +459,110 @@ fn a_constrained_viewer_does_not_hold_back_a_clean_one() {
     for (name, w) in [("clean", &c), ("0.8 Mbit/s", &s)] {
         assert_window_smooth(name, w);
     }
+}
+
+/// How much of one core the starved camera gets: far below what its 720p and 360p
+/// x264 encoders need at 30 fps on any machine the suite runs on.
+const STARVED_CORES: f64 = 0.1;
+
+/// Waits (at most `limit`) for a line containing `needle` in the camera's log at
+/// `path`, after its first `skip` bytes; returns the line.
+fn wait_log(path: &std::path::Path, skip: usize, needle: &str, limit: Duration) -> Option<String> {
+    let until = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < until {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(l) = text
+            .get(skip..)
+            .and_then(|t| t.lines().find(|l| l.contains(needle)))
+        {
+            return Some(l.to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// A board whose encoders cannot keep up, played by limiting the camera's process to
+/// [`STARVED_CORES`] of a core while its viewer (0.8 Mbit/s) is on the low rung: the
+/// low rung is withheld and the viewer moved to the main rung's keyframes; with the
+/// CPU back, the rung is offered again after the hold and the viewer returns to it.
+#[test]
+fn starved_encoders_withhold_the_low_rung_and_offer_it_again() {
+    use edgecam_testkit::cpu::CpuLimit;
+    use std::sync::{Arc, Mutex};
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let net = NetPair::new().expect("network namespaces (needs root)");
+    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
+    let cam = camera(&net);
+    net.shape(Some(800)).expect("tc tbf on the camera's end");
+    let limit = Arc::new(CpuLimit::new("edgecam-adapt").expect("a cgroup with a CPU quota"));
+    limit
+        .add(cam.pid().expect("the camera runs"))
+        .expect("the camera into the cgroup");
+    let url = format!("http://{}:8080/?camera=porch", net.camera_ip);
+    let marks: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (log_path, lim, steps) = (cam.log.clone(), limit.clone(), marks.clone());
+    let mut driver = None;
+    let result = Browser::new(&net.viewer, &url, "adapt-starved")
+        .timeout(Duration::from_secs(45))
+        .hold(shed::HOLD + Duration::from_secs(35))
+        .run(|_| {
+            let (log_path, lim, steps) = (log_path.clone(), lim.clone(), steps.clone());
+            driver = Some(std::thread::spawn(move || {
+                let note = |s: String| steps.lock().unwrap().push(s);
+                let on_low = wait_log(
+                    &log_path,
+                    0,
+                    "to the low 640x360 rung",
+                    Duration::from_secs(20),
+                );
+                note(format!("on the low rung: {on_low:?}"));
+                let from = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
+                lim.limit(Some(STARVED_CORES)).expect("cpu quota");
+                let t0 = std::time::Instant::now();
+                let shed = wait_log(
+                    &log_path,
+                    from,
+                    "withholding the low",
+                    Duration::from_secs(20),
+                );
+                note(format!(
+                    "starved; {} ms later: {shed:?}",
+                    t0.elapsed().as_millis()
+                ));
+                lim.limit(None).expect("quota lifted");
+                note(format!(
+                    "quota lifted; throttled {:?} ms in all",
+                    lim.throttled_ms()
+                ));
+            }));
+        });
+    if let Some(d) = driver {
+        d.join().expect("the driver thread");
+    }
+    let log = cam.log_text();
+    for m in marks.lock().unwrap().iter() {
+        eprintln!("adapt-starved: {m}");
+    }
+    for l in log.lines().filter(|l| {
+        l.contains("switched from the") || l.contains("rung(s) offered") || l.contains("H.264 rung")
+    }) {
+        eprintln!("adapt-starved: {l}");
+    }
+    assert_eq!(result["ok"], true, "did not keep playing: {result:#}");
+    let at = |needle: &str, after: usize| log.get(after..)?.find(needle).map(|i| i + after);
+    let shed_at = at("withholding the low H.264 rung", 0).expect("the low rung was withheld");
+    let moved_at = at(
+        "switched from the low 640x360 rung to the main 1280x720",
+        shed_at,
+    )
+    .expect("its viewer left it for the main rung or its keyframes");
+    let back_at = at("offering the low H.264 rung again", moved_at)
+        .expect("the rung was offered again after the hold");
+    assert!(
+        at("rung to the low 640x360", back_at).is_some(),
+        "the viewer returned to the low rung: {log}"
+    );
 }
 
 /// Benchmark mode (not in the suite: it takes 60 s and reports rather than asserts):

@@ -66,6 +66,10 @@ pub struct Capture {
     /// The H.264 ladder, highest first: the main rung (`video`), then the low rung if
     /// the pipeline has one.
     pub ladder: Vec<LadderRung>,
+    /// How many of the ladder's lowest rungs are withheld (`media::shed`): 0 or 1.
+    pub withheld: watch::Receiver<usize>,
+    /// Times the low rung was withheld since start.
+    pub rung_sheds: Arc<std::sync::atomic::AtomicU64>,
     /// What the encoder emits, `None` until its first keyframe.
     pub format: watch::Receiver<Option<VideoFormat>>,
     /// The supervisor's state.
@@ -130,6 +134,17 @@ pub fn start_capture(
             height: r.height,
         });
     }
+    let (withheld_tx, withheld) = watch::channel(0usize);
+    let rung_sheds = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if desc.low.is_some() {
+        tracker.spawn(crate::media::shed::run(
+            (video.clone(), low.clone()),
+            desc.fps(config.video.fps),
+            withheld_tx,
+            rung_sheds.clone(),
+            stop.child_token(),
+        ));
+    }
     let has_audio = desc.audio != AudioPlan::None;
     let (format_tx, format) = watch::channel::<Option<VideoFormat>>(None);
     let (state_tx, state) = watch::channel(CaptureState::Starting);
@@ -178,6 +193,8 @@ pub fn start_capture(
         has_audio,
         vp8: vp8_rung,
         ladder,
+        withheld,
+        rung_sheds,
         format,
         state,
         source,
@@ -249,6 +266,8 @@ async fn start_parts(
         has_audio,
         vp8: vp8_hub,
         ladder,
+        withheld,
+        rung_sheds,
         format: format_rx,
         state: state_rx,
         source: source_rx,
@@ -359,6 +378,7 @@ async fn start_parts(
             audio: has_audio.then(|| audio_hub.clone()),
             vp8: vp8_hub.clone(),
             ladder: ladder.clone(),
+            withheld: withheld.clone(),
             format: format_rx.clone(),
             snapshots: snapshots.clone(),
             talk: talk.clone(),
@@ -406,6 +426,8 @@ async fn start_parts(
             audio_hub: audio_hub.clone(),
             capture_state: state_rx.clone(),
             capture_failures,
+            rungs_withheld: withheld.clone(),
+            rung_sheds: rung_sheds.clone(),
             first_frame_ms: first_frame_ms.clone(),
             snapshots: snapshots.clone(),
             talk: talk.clone(),

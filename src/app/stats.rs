@@ -42,6 +42,10 @@ pub struct Sources {
     pub capture_state: watch::Receiver<CaptureState>,
     /// Capture runs that ended in failure.
     pub capture_failures: Arc<AtomicU64>,
+    /// How many of the ladder's lowest rungs are withheld now (`media::shed`).
+    pub rungs_withheld: watch::Receiver<usize>,
+    /// Times the low rung was withheld since start.
+    pub rung_sheds: Arc<AtomicU64>,
     /// Start → first encoded frame, ms.
     pub first_frame_ms: Arc<OnceLock<u64>>,
     /// The snapshot service (JPEGs encoded and served).
@@ -86,6 +90,8 @@ impl Sources {
             time_to_first_frame: self.first_frame.summary(),
             start_to_first_frame_ms: self.first_frame_ms.get().copied(),
             capture_mode: self.capture_mode.clone(),
+            rungs_withheld: *self.rungs_withheld.borrow(),
+            rung_sheds: self.rung_sheds.load(Ordering::Relaxed),
             sessions,
             runtime_tasks: runtime_tasks(),
         }
@@ -119,6 +125,8 @@ impl Sources {
             refused_resends: t.refused_resends,
             rung_switches: t.rung_switches,
             bandwidth_probes: t.probes,
+            rungs_withheld: u64::try_from(*self.rungs_withheld.borrow()).unwrap_or(u64::MAX),
+            rung_sheds: self.rung_sheds.load(Ordering::Relaxed),
             latency_ms_buckets: self.latency.counts(),
             first_frame_10ms_buckets: self.first_frame.counts(),
             auth_refusals: self.refusals.snapshot(),
@@ -177,6 +185,12 @@ pub struct ApiStats {
     /// The V4L2 mode negotiated from the camera's offer (`kind`, `fourcc`, `width`,
     /// `height`, `fps` in Hz); `null` for the test pattern and libcamera.
     pub capture_mode: Option<CaptureMode>,
+    /// How many of the ladder's lowest rungs are withheld now because the encoders
+    /// could not keep up (0 or 1: the low H.264 rung); their viewers are on the main
+    /// rung or its keyframes until it is offered again.
+    pub rungs_withheld: usize,
+    /// Times the low rung was withheld since start.
+    pub rung_sheds: u64,
     /// One entry per open session, ordered by session id (refreshed once per
     /// housekeeping tick, ≤ 1 s old).
     pub sessions: Vec<SessionSnapshot>,
@@ -210,6 +224,8 @@ mod tests {
             },
             start_to_first_frame_ms: None,
             capture_mode: None,
+            rungs_withheld: 1,
+            rung_sheds: 2,
             sessions: vec![],
             runtime_tasks: Some(7),
         })
@@ -229,6 +245,8 @@ mod tests {
                 "captureMode",
                 "captureToRtpLatency",
                 "keyframeRequestsSent",
+                "rungSheds",
+                "rungsWithheld",
                 "runtimeTasks",
                 "sessions",
                 "startToFirstFrameMs",

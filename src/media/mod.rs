@@ -7,6 +7,7 @@
 //! - [`hub`]: encode once, per-viewer bounded queues with keyframe gating.
 //! - [`supervisor`]: restarts capture on error, EOS or stall; [`restart`]: when (pure).
 //! - [`devices`]: V4L2 and ALSA discovery through the `v4l` and `alsa` crates.
+//! - [`shed`]: withholds the low rung while the encoders cannot keep up (pure policy).
 //! - [`snapshot`]: JPEGs of the current picture from a branch that runs only on request.
 //! - [`h264`]: the few H.264 bitstream facts edgecam needs (NAL types, SPS profile).
 //! - [`stamp`]: the capture-time stamp painted into the test pattern (glass-to-glass).
@@ -19,6 +20,7 @@ pub mod mode;
 pub mod pipeline;
 pub mod playback;
 pub mod restart;
+pub mod shed;
 pub mod snapshot;
 pub mod stamp;
 pub mod supervisor;

@@ -172,6 +172,24 @@ impl RungChooser {
         self.current
     }
 
+    /// The highest level whose need an estimate of `bits_per_second` covers: a rung,
+    /// or the keyframes-only level (`ladder.len()`) when it covers none.
+    pub fn level_for(&self, bits_per_second: f64) -> usize {
+        let kbps = bits_per_second / 1000.0;
+        self.needs
+            .iter()
+            .position(|&need| need <= kbps)
+            .unwrap_or(self.needs.len().saturating_sub(1))
+    }
+
+    /// Puts the chooser on `level` at `now`, as after a switch down: the ladder changed
+    /// under the viewer (`media::shed`), and going up again needs the usual evidence
+    /// after the usual hold.
+    pub fn reset_to(&mut self, level: usize, now: Instant) {
+        let level = level.min(self.needs.len().saturating_sub(1));
+        self.switch(level, now, true);
+    }
+
     /// Takes the estimate at `now`, bits per second; returns the rung to switch to, if
     /// the estimate calls for a switch.
     pub fn on_estimate(&mut self, now: Instant, bits_per_second: f64) -> Option<usize> {
@@ -253,6 +271,27 @@ mod tests {
         assert_eq!(needed_kbps(500), 665.0);
         assert_eq!(video_share_bps(665_000.0), 500_000.0);
         assert_eq!(video_share_bps(60_000.0), MIN_VIDEO_BPS);
+    }
+
+    #[test]
+    fn a_changed_ladder_puts_the_viewer_on_the_level_its_estimate_covers_and_holds() {
+        let t0 = Instant::now();
+        let full = RungChooser::new(&[2000, 500]);
+        assert_eq!(
+            [3000.0, 2540.0, 2000.0, 665.0, 300.0].map(|k| full.level_for(k * 1000.0)),
+            [0, 0, 1, 1, 2]
+        );
+        // The low rung withheld: main, then the main rung's keyframes.
+        let mut main_only = RungChooser::new(&[2000]);
+        let level = main_only.level_for(800_000.0);
+        assert_eq!(level, 1);
+        main_only.reset_to(level, t0);
+        assert_eq!(main_only.current(), 1);
+        // Going up needs the hold, then UP_AFTER of a covering estimate.
+        assert!(feed(&mut main_only, t0, 0, UP_HOLD.as_millis() as u64, 5000.0).is_empty());
+        let up = feed(&mut main_only, t0, UP_HOLD.as_millis() as u64, 5000, 5000.0);
+        assert_eq!(up.first().map(|u| u.1), Some(0));
+        assert_eq!(RungChooser::new(&[]).level_for(1e6), 0);
     }
 
     #[test]

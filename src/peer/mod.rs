@@ -139,6 +139,9 @@ pub struct MediaFeeds {
     /// The H.264 rungs a viewer can be switched between, highest first; the first is
     /// `video` (the main rung). A single rung means no switching.
     pub ladder: Vec<adapt::LadderRung>,
+    /// How many of the ladder's lowest rungs are withheld now because the encoders
+    /// cannot keep up (`media::shed`): sessions leave them and new ones skip them.
+    pub withheld: watch::Receiver<usize>,
     /// What the encoder emits, `None` until its first keyframe.
     pub format: watch::Receiver<Option<VideoFormat>>,
     /// JPEGs of the current picture, for the `control` data channel's `snapshot`.

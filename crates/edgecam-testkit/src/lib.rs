@@ -10,9 +10,12 @@
 //!   network without leaving the machine.
 //! - [`feed`]: video feeds from a separate GStreamer process, for edgecam's
 //!   `pipeline` source (capture faults on a machine without a camera, the soak).
+//! - [`cpu`]: a CPU budget (a control group with a CFS quota) for a process under
+//!   test, to play a board whose encoders cannot keep up.
 //! - [`sound`]: a PulseAudio null sink to play talk-back on and record it, tone files,
 //!   and a tone's measured frequency (two-way audio tests).
 
+pub mod cpu;
 pub mod delay;
 pub mod feed;
 pub mod netns;

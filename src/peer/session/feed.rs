@@ -32,6 +32,9 @@ pub(super) struct Adapt {
     pub first: Subscription,
     /// Highest first; the feed starts on the first.
     pub ladder: Vec<LadderRung>,
+    /// How many of the ladder's lowest rungs are withheld (`media::shed`); `None` for a
+    /// ladder that is never shrunk (the VP8 rung).
+    pub withheld: Option<watch::Receiver<usize>>,
     /// GCC's target, bits per second.
     pub estimate: watch::Receiver<f64>,
     /// One `()` per PLI/FIR (coalesced by `peer::feedback`).
@@ -47,7 +50,12 @@ const PROBE_CHECK: Duration = Duration::from_millis(250);
 
 /// The subscription frames come from now, and the one a switch waits on.
 struct Rungs {
+    /// The whole ladder.
+    full: Vec<LadderRung>,
+    /// What of it is offered now: all but the withheld lowest rungs.
     ladder: Vec<LadderRung>,
+    /// The viewer negotiated RTX and TWCC.
+    can_probe: bool,
     current: (usize, Subscription),
     /// Target rung and its subscription, until its first frame (an IDR) arrives.
     pending: Option<(usize, Subscription)>,
@@ -91,6 +99,30 @@ impl Rungs {
         self.budget.set_rate(now, rate);
     }
 
+    /// Offers the viewer all but the `withheld` lowest rungs. A viewer on a rung that
+    /// is gone, or held below the lowest rung, goes to the level its last estimate
+    /// covers; one on a rung that stays stays.
+    fn set_withheld(&mut self, withheld: usize, now: Instant) {
+        let len = offered(self.full.len(), withheld);
+        if len == self.ladder.len() {
+            return;
+        }
+        self.ladder = self.full[..len].to_vec();
+        self.chooser = chooser(&self.ladder, self.can_probe);
+        let level = if !self.below && self.current.0 < len {
+            self.current.0
+        } else {
+            self.chooser.level_for(self.estimate_bps.unwrap_or(0.0))
+        };
+        log::info!(
+            "{} rung(s) offered now: to the {} rung",
+            len,
+            self.describe(level)
+        );
+        self.chooser.reset_to(level, now);
+        self.begin_switch(level, now);
+    }
+
     /// Starts a switch to level `to` (a rung, or `ladder.len()`: the lowest rung's
     /// keyframes only): subscribes to the rung and asks it for an IDR, at which the
     /// feed switches (or cancels a pending switch when `to` is the current rung).
@@ -106,6 +138,20 @@ impl Rungs {
         }
         self.update_budget(now);
     }
+}
+
+/// How many rungs of a ladder of `len` are offered with the `withheld` lowest ones
+/// withheld: never fewer than one (the main rung is never withheld).
+fn offered(len: usize, withheld: usize) -> usize {
+    len.saturating_sub(withheld).max(1).min(len)
+}
+
+/// A chooser over `ladder`, switching up by probes when `can_probe`.
+fn chooser(ladder: &[LadderRung], can_probe: bool) -> RungChooser {
+    let bitrates: Vec<u32> = ladder.iter().map(|r| r.bitrate_kbps).collect();
+    let mut chooser = RungChooser::new(&bitrates);
+    chooser.set_probing(can_probe);
+    chooser
 }
 
 /// The next request on `rx`; never once its senders are gone (then `rx` is `None`).
@@ -199,18 +245,22 @@ pub(super) async fn feed(
         Source::Plain(sub) => (Some(sub), None, None),
         Source::Adaptive(Adapt {
             first,
-            ladder,
+            ladder: full,
+            mut withheld,
             estimate,
             keyframe_requests,
             control_keyframes,
             probes,
         }) => {
-            let bitrates: Vec<u32> = ladder.iter().map(|r| r.bitrate_kbps).collect();
-            let mut chooser = RungChooser::new(&bitrates);
             // Bound by now: the viewer can be probed if it negotiated RTX and TWCC.
-            chooser.set_probing(probes.can_probe());
+            let can_probe = probes.can_probe();
+            let withheld_now = withheld.as_mut().map_or(0, |w| *w.borrow_and_update());
+            let ladder = full[..offered(full.len(), withheld_now)].to_vec();
+            let chooser = chooser(&ladder, can_probe);
             let rungs = Rungs {
+                full,
                 ladder,
+                can_probe,
                 current: (0, first),
                 pending: None,
                 chooser,
@@ -228,6 +278,7 @@ pub(super) async fn feed(
                     Some(control_keyframes),
                     Some(results),
                     probes,
+                    withheld,
                 )),
                 Some(rungs),
             )
@@ -299,6 +350,10 @@ pub(super) async fn feed(
                         );
                         a.4.request(ProbeRequest { id: probe_id, rate_bps });
                     }
+                    continue;
+                }
+                withheld = next_value(&mut a.5) => {
+                    r.set_withheld(withheld, Instant::now());
                     continue;
                 }
                 result = next_value(&mut a.3) => {

@@ -167,12 +167,12 @@ pub(crate) async fn run(
     // player that offers sendrecv by habit never takes the floor.
     let talk = info.talk && ctx.media.talk.is_some() && ctx.frontend == super::Frontend::Mqtt;
     let _ = ctx.stats.video_codec.set(info.video.name());
-    let ladder = match (info.video, &ctx.media.vp8) {
+    let (ladder, withheld) = match (info.video, &ctx.media.vp8) {
         (VideoCodec::Vp8, Some(rung)) => {
             log::info!(session_id = ctx.id.as_str(); "the viewer offers no usable H.264: sending the VP8 rung");
-            vec![rung.clone()]
+            (vec![rung.clone()], None)
         }
-        _ => ctx.media.ladder.clone(),
+        _ => (ctx.media.ladder.clone(), Some(ctx.media.withheld.clone())),
     };
     // The first rung's encoder (an extra rung's starts on demand) warms up while ICE
     // and DTLS run.
@@ -237,6 +237,7 @@ pub(crate) async fn run(
         feed::Source::Adaptive(feed::Adapt {
             first,
             ladder,
+            withheld,
             estimate,
             keyframe_requests,
             control_keyframes: control_keyframes_rx,
