@@ -545,7 +545,16 @@ fn starved_encoders_withhold_the_low_rung_and_offer_it_again() {
         eprintln!("adapt-starved: {m}");
     }
     for l in log.lines().filter(|l| {
-        l.contains("switched from the") || l.contains("rung(s) offered") || l.contains("H.264 rung")
+        [
+            "switched from the",
+            "rung(s) offered",
+            "H.264 rung",
+            "every frame",
+            "keyframes only on",
+            "measured",
+        ]
+        .iter()
+        .any(|n| l.contains(n))
     }) {
         eprintln!("adapt-starved: {l}");
     }
@@ -560,8 +569,14 @@ fn starved_encoders_withhold_the_low_rung_and_offer_it_again() {
     let back_at = at("offering the low H.264 rung again", moved_at)
         .expect("the rung was offered again after the hold");
     assert!(
-        at("rung to the low 640x360", back_at).is_some(),
-        "the viewer returned to the low rung: {log}"
+        at("every frame again on the low 640x360 rung", back_at).is_some(),
+        "the viewer returned to the low rung's every frame: {log}"
+    );
+    let last = &result["stats"];
+    assert_eq!(
+        (last["width"].as_u64(), last["height"].as_u64()),
+        (Some(640), Some(360)),
+        "and plays it at the end: {last}"
     );
 }
 

@@ -182,12 +182,13 @@ impl RungChooser {
             .unwrap_or(self.needs.len().saturating_sub(1))
     }
 
-    /// Puts the chooser on `level` at `now`, as after a switch down: the ladder changed
-    /// under the viewer (`media::shed`), and going up again needs the usual evidence
-    /// after the usual hold.
-    pub fn reset_to(&mut self, level: usize, now: Instant) {
-        let level = level.min(self.needs.len().saturating_sub(1));
-        self.switch(level, now, true);
+    /// Puts the chooser on `level`: the ladder changed under the viewer
+    /// (`media::shed`). Going up needs the usual evidence (a probe, or a steady
+    /// estimate) but no hold: the move was not the link's doing.
+    pub fn reset_to(&mut self, level: usize) {
+        self.current = level.min(self.needs.len().saturating_sub(1));
+        self.below_since = None;
+        self.above_since = None;
     }
 
     /// Takes the estimate at `now`, bits per second; returns the rung to switch to, if
@@ -285,12 +286,16 @@ mod tests {
         let mut main_only = RungChooser::new(&[2000]);
         let level = main_only.level_for(800_000.0);
         assert_eq!(level, 1);
-        main_only.reset_to(level, t0);
+        main_only.reset_to(level);
         assert_eq!(main_only.current(), 1);
-        // Going up needs the hold, then UP_AFTER of a covering estimate.
-        assert!(feed(&mut main_only, t0, 0, UP_HOLD.as_millis() as u64, 5000.0).is_empty());
-        let up = feed(&mut main_only, t0, UP_HOLD.as_millis() as u64, 5000, 5000.0);
-        assert_eq!(up.first().map(|u| u.1), Some(0));
+        // Going up needs no hold, only UP_AFTER of a covering estimate.
+        let up = feed(&mut main_only, t0, 0, 5000, 5000.0);
+        assert_eq!(up, vec![(UP_AFTER.as_millis() as u64, 0)]);
+        // With probing, a probe is due at once.
+        let mut probed = RungChooser::new(&[2000]);
+        probed.set_probing(true);
+        probed.reset_to(1);
+        assert_eq!(probed.probe_due(t0), Some(2540.0 * PROBE_MARGIN * 1000.0));
         assert_eq!(RungChooser::new(&[]).level_for(1e6), 0);
     }
 

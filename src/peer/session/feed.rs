@@ -71,6 +71,15 @@ struct Rungs {
 }
 
 impl Rungs {
+    /// Rung `i` of the whole ladder, for logs: `low 640x360`.
+    fn rung_name(&self, i: usize) -> String {
+        self.full.get(i).map_or_else(String::new, |r| {
+            format!("{} {}x{}", r.name, r.width, r.height)
+        })
+    }
+
+    /// Level `i` of the ladder offered now, for logs and stats: a rung, or
+    /// `low 640x360 (keyframes only)` below them.
     fn describe(&self, i: usize) -> String {
         match self.ladder.get(i) {
             Some(r) => format!("{} {}x{}", r.name, r.width, r.height),
@@ -100,8 +109,11 @@ impl Rungs {
     }
 
     /// Offers the viewer all but the `withheld` lowest rungs. A viewer on a rung that
-    /// is gone, or held below the lowest rung, goes to the level its last estimate
-    /// covers; one on a rung that stays stays.
+    /// stays stays. One on a rung that is gone, or held below the lowest rung, goes to
+    /// the keyframes of the lowest rung offered now, from where a probe can lift it at
+    /// once (its estimate says little about rates it has not sent: GCC's target climbs
+    /// on any underused link); a viewer that cannot be probed goes where its estimate
+    /// points, as it always does.
     fn set_withheld(&mut self, withheld: usize, now: Instant) {
         let len = offered(self.full.len(), withheld);
         if len == self.ladder.len() {
@@ -111,6 +123,8 @@ impl Rungs {
         self.chooser = chooser(&self.ladder, self.can_probe);
         let level = if !self.below && self.current.0 < len {
             self.current.0
+        } else if self.can_probe {
+            len
         } else {
             self.chooser.level_for(self.estimate_bps.unwrap_or(0.0))
         };
@@ -119,7 +133,7 @@ impl Rungs {
             len,
             self.describe(level)
         );
-        self.chooser.reset_to(level, now);
+        self.chooser.reset_to(level);
         self.begin_switch(level, now);
     }
 
@@ -312,7 +326,7 @@ pub(super) async fn feed(
                     // The target rung's first frame is its IDR: switch here, on the
                     // same SSRC, sequence numbers and timestamp clock.
                     if let Some(next) = r.pending.take() {
-                        let from = r.describe(r.current.0);
+                        let from = r.rung_name(r.current.0);
                         r.current = next;
                         let to = r.describe(r.level());
                         stats.rung_switches.fetch_add(1, Ordering::Relaxed);
@@ -397,7 +411,10 @@ pub(super) async fn feed(
                     } else {
                         "keyframes only on"
                     },
-                    r.describe(r.current.0),
+                    // The rung the viewer is on, or is headed for: held below the
+                    // ladder straight from a higher rung, the budget already thins the
+                    // old rung's frames while the lowest rung's first IDR is awaited.
+                    r.describe(r.pending.as_ref().map_or(r.current.0, |p| p.0)),
                     stats.estimate_kbps.load(Ordering::Relaxed)
                 );
                 *stats.rung.lock().unwrap_or_else(|p| p.into_inner()) =
