@@ -6,21 +6,15 @@
 #
 #   cross/build.sh aarch64-unknown-linux-gnu --release
 #   cross/build.sh armv7-unknown-linux-gnueabihf --release
-#   cross/build.sh --prepare <target>   # only the toolchain, Rust target and sysroot
 #
-# Artifacts go to $CARGO_TARGET_DIR (default target/cross-arm64 or target/cross-armhf:
-# apart from the host build so a cross build never waits on, or invalidates, the
-# host's, and apart from each other so both targets can build at once; cargo locks a
-# whole target directory). --prepare does the steps that must not run twice at once
-# (apt, rustup), so that two builds can then run side by side.
+# Artifacts go to $CARGO_TARGET_DIR (default target/cross, kept apart from the host
+# build so a cross build never waits on, or invalidates, the host's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-prepare_only=false
-if [[ "${1:-}" == --prepare ]]; then prepare_only=true; shift; fi
-target="${1:?usage: cross/build.sh [--prepare] <rust target> [cargo build args]}"; shift
+target="${1:?usage: cross/build.sh <rust target> [cargo build args]}"; shift
 case "$target" in
-  aarch64-unknown-linux-gnu) arch=arm64 tool_pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
-  armv7-unknown-linux-gnueabihf) arch=armhf tool_pkgs=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
+  aarch64-unknown-linux-gnu) tool_pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
+  armv7-unknown-linux-gnueabihf) tool_pkgs=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
   *) echo "cross/build.sh: unsupported target $target" >&2; exit 2 ;;
 esac
 tool_pkgs+=(pkg-config libclang-dev clang debian-archive-keyring)
@@ -31,10 +25,9 @@ apt_install_missing "${tool_pkgs[@]}"
 rustup target list --installed | grep -qx "$target" || rustup target add "$target" >&2
 
 sysroot="$(cross/sysroot.sh "$target")"
-if $prepare_only; then exit 0; fi
 # shellcheck source=cross/env.sh
 source cross/env.sh "$target" "$sysroot"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cross-$arch}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cross}"
 started=$SECONDS
 # Only the camera: the benchmark (edgecam-bench) runs on the build host, not on the Pi.
 cargo build --locked --target "$target" --bin edgecam "$@" >&2

@@ -2,7 +2,7 @@
 # Runs a cross-built edgecam under qemu-user with the bookworm sysroot as its root for
 # libraries (`-L`), so the target's own glibc, GStreamer and plugins are the ones used.
 #
-#   cross/qemu.sh aarch64-unknown-linux-gnu target/cross-arm64/…/edgecam selftest --test-source
+#   cross/qemu.sh aarch64-unknown-linux-gnu target/cross/…/edgecam selftest --test-source
 #
 # Needs qemu-user-static (cross/build.sh does not install it; scripts/setup.sh --test
 # does). GStreamer cannot fork its plugin scanner helper under qemu-user (the helper is a

@@ -13,19 +13,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo deny --log-level error check licenses bans sources
 # The arm64 and armhf release binaries, their .debs and the arm64 root tests/cross.rs
 # installs into: built up front so these CPU-heavy minutes do not overlap
-# timing-sensitive tests. The three run side by side: each build ends in a long
-# single-threaded link (fat LTO, one codegen unit) and the root is one dpkg under
-# qemu-user, so one at a time left a core idle for minutes. What must not run twice
-# at once (apt, rustup, installing cargo-deb) is done first.
-cross/build.sh --prepare aarch64-unknown-linux-gnu
-cross/build.sh --prepare armv7-unknown-linux-gnueabihf
-scripts/cargo-deb.sh --version >/dev/null
-cross/package.sh aarch64-unknown-linux-gnu >/dev/null & arm64=$!
-cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null & armhf=$!
-cross/arm64-root.sh >/dev/null & root=$!
-wait "$arm64"
-wait "$armhf"
-wait "$root"
+# timing-sensitive tests.
+cross/package.sh aarch64-unknown-linux-gnu >/dev/null
+cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null
+cross/arm64-root.sh >/dev/null
 # GStreamer's WHEP client (gst-plugins-rs whepsrc) for the WHEP test, built from crates.io.
 scripts/whep-client.sh >/dev/null
 # Every parser of remote input, fuzzed for 10 s each (scripts/fuzz.sh; the longer runs
