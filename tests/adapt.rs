@@ -580,6 +580,104 @@ fn starved_encoders_withhold_the_low_rung_and_offer_it_again() {
     );
 }
 
+/// Benchmark mode (not in the suite: it takes about a minute and reports rather than
+/// asserts): what withholding the low rung buys the main rung. Once its 0.8 Mbit/s
+/// viewer is on the low rung, the camera is held to `ADAPT_CORES` of a core (default
+/// 0.3: enough for the main rung alone on the build machine, not for both encoders)
+/// for 45 s; prints the main rung's frame rate each second from `/api/stats`, and its
+/// mean while both rungs ran and after the low rung was withheld.
+/// `ADAPT_CORES=0.3 cargo test --test adapt -- --ignored --nocapture starved_benchmark`.
+#[test]
+#[ignore = "benchmark: about a minute, reports the main rung's frame rate under a CPU quota"]
+fn starved_benchmark() {
+    use edgecam_testkit::cpu::CpuLimit;
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let cores: f64 = std::env::var("ADAPT_CORES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0.3);
+    let net = NetPair::new().expect("network namespaces (needs root)");
+    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
+    let cam = camera(&net);
+    net.shape(Some(800)).expect("tc tbf on the camera's end");
+    let limit = CpuLimit::new("edgecam-adapt-bench").expect("a cgroup with a CPU quota");
+    limit
+        .add(cam.pid().expect("the camera runs"))
+        .expect("the camera into the cgroup");
+    let stats = |ns: &str| -> Value {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                "http://127.0.0.1:8080/api/stats",
+            ])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+            .unwrap_or(Value::Null)
+    };
+    let url = format!("http://{}:8080/?camera=porch", net.camera_ip);
+    let (log_path, ns) = (cam.log.clone(), net.camera.clone());
+    let mut samples: Vec<(f64, bool)> = Vec::new();
+    let result = Browser::new(&net.viewer, &url, "adapt-starved-bench")
+        .timeout(Duration::from_secs(45))
+        .hold(Duration::from_secs(75))
+        .run(|_| {
+            wait_log(
+                &log_path,
+                0,
+                "to the low 640x360 rung",
+                Duration::from_secs(20),
+            )
+            .expect("the viewer reached the low rung");
+            limit.limit(Some(cores)).expect("cpu quota");
+            let mut last = stats(&ns)["videoFramesPublished"].as_u64();
+            let mut at = std::time::Instant::now();
+            for _ in 0..45 {
+                std::thread::sleep(Duration::from_secs(1));
+                let s = stats(&ns);
+                let now = std::time::Instant::now();
+                if let (Some(a), Some(b)) = (last, s["videoFramesPublished"].as_u64()) {
+                    let fps = b.saturating_sub(a) as f64 / now.duration_since(at).as_secs_f64();
+                    samples.push((fps, s["rungsWithheld"].as_u64() == Some(1)));
+                }
+                last = s["videoFramesPublished"].as_u64();
+                at = now;
+            }
+            limit.limit(None).expect("quota lifted");
+        });
+    let mean = |withheld: bool| {
+        let v: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.1 == withheld)
+            .map(|s| s.0)
+            .collect();
+        (v.iter().sum::<f64>() / v.len().max(1) as f64, v.len())
+    };
+    let series: Vec<String> = samples
+        .iter()
+        .map(|(fps, w)| format!("{fps:.1}{}", if *w { "w" } else { "" }))
+        .collect();
+    eprintln!(
+        "main rung fps each second at {cores} of a core (w: low rung withheld): {}",
+        series.join(" ")
+    );
+    let ((both, n_both), (alone, n_alone)) = (mean(false), mean(true));
+    eprintln!(
+        "main rung at {cores} of a core: {both:.1} fps over {n_both} s with both encoders, \
+         {alone:.1} fps over {n_alone} s with the low rung withheld"
+    );
+    for l in cam.log_text().lines().filter(|l| l.contains("H.264 rung")) {
+        eprintln!("camera: {l}");
+    }
+    eprintln!("ok: {}", result["ok"]);
+}
+
 /// Benchmark mode (not in the suite: it takes 60 s and reports rather than asserts):
 /// the link steps 5 → 0.6 Mbit/s at 10 s and back to 5 Mbit/s at 40 s; prints when the
 /// viewer was moved down and back up. `cargo test --test adapt -- --ignored --nocapture`.
