@@ -482,23 +482,30 @@ fn wait_log(path: &std::path::Path, skip: usize, needle: &str, limit: Duration) 
     None
 }
 
+/// The camera of the starved cases, in a control group of its own (no limit yet), its
+/// viewer's link shaped to 0.8 Mbit/s so that it takes the low rung.
+fn starved_camera(group: &str) -> (NetPair, Mosquitto, Edgecam, edgecam_testkit::cpu::CpuLimit) {
+    let net = NetPair::new().expect("network namespaces (needs root)");
+    let broker = Mosquitto::start_in(&net.camera, 1883, 9001);
+    let cam = camera(&net);
+    net.shape(Some(800)).expect("tc tbf on the camera's end");
+    let limit = edgecam_testkit::cpu::CpuLimit::new(group).expect("a cgroup with a CPU quota");
+    limit
+        .add(cam.pid().expect("the camera runs"))
+        .expect("the camera into the cgroup");
+    (net, broker, cam, limit)
+}
+
 /// A board whose encoders cannot keep up, played by limiting the camera's process to
 /// [`STARVED_CORES`] of a core while its viewer (0.8 Mbit/s) is on the low rung: the
 /// low rung is withheld and the viewer moved to the main rung's keyframes; with the
 /// CPU back, the rung is offered again after the hold and the viewer returns to it.
 #[test]
 fn starved_encoders_withhold_the_low_rung_and_offer_it_again() {
-    use edgecam_testkit::cpu::CpuLimit;
     use std::sync::{Arc, Mutex};
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let net = NetPair::new().expect("network namespaces (needs root)");
-    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
-    let cam = camera(&net);
-    net.shape(Some(800)).expect("tc tbf on the camera's end");
-    let limit = Arc::new(CpuLimit::new("edgecam-adapt").expect("a cgroup with a CPU quota"));
-    limit
-        .add(cam.pid().expect("the camera runs"))
-        .expect("the camera into the cgroup");
+    let (net, _broker, cam, limit) = starved_camera("edgecam-adapt");
+    let limit = Arc::new(limit);
     let url = format!("http://{}:8080/?camera=porch", net.camera_ip);
     let marks: Arc<Mutex<Vec<String>>> = Arc::default();
     let (log_path, lim, steps) = (cam.log.clone(), limit.clone(), marks.clone());
@@ -590,20 +597,12 @@ fn starved_encoders_withhold_the_low_rung_and_offer_it_again() {
 #[test]
 #[ignore = "benchmark: about a minute, reports the main rung's frame rate under a CPU quota"]
 fn starved_benchmark() {
-    use edgecam_testkit::cpu::CpuLimit;
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let cores: f64 = std::env::var("ADAPT_CORES")
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(0.3);
-    let net = NetPair::new().expect("network namespaces (needs root)");
-    let _broker = Mosquitto::start_in(&net.camera, 1883, 9001);
-    let cam = camera(&net);
-    net.shape(Some(800)).expect("tc tbf on the camera's end");
-    let limit = CpuLimit::new("edgecam-adapt-bench").expect("a cgroup with a CPU quota");
-    limit
-        .add(cam.pid().expect("the camera runs"))
-        .expect("the camera into the cgroup");
+    let (net, _broker, cam, limit) = starved_camera("edgecam-adapt-bench");
     let stats = |ns: &str| -> Value {
         std::process::Command::new("ip")
             .args([

@@ -16,7 +16,8 @@
 //! viewers have no other codec; their encoders lose frames (their viewers see a lower
 //! frame rate) rather than a viewer losing its picture. Sessions follow the withheld
 //! count (`peer::session::feed`): a viewer on the low rung moves to the main rung's
-//! keyframes, or to the main rung if its estimate carries it.
+//! keyframes, from where a probe can lift it to the main rung (one that cannot be
+//! probed goes where its estimate points).
 
 use super::hub::Hub;
 use std::sync::Arc;
@@ -61,7 +62,7 @@ pub struct Sample {
 pub enum Change {
     /// Withhold the low rung for `hold`: the rungs fell behind.
     Shed {
-        /// How long the low rung stays withheld, ms resolution.
+        /// How long the low rung stays withheld.
         hold: Duration,
         /// The main rung's rate over the last sample, frames per second.
         main_fps: f64,
@@ -237,8 +238,9 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    /// Feeds one sample per second from `t0 + from_s`: `main` and `low` frames per second,
-    /// the low rung open from `open_from_s`. Returns the changes with their second.
+    /// Feeds one sample per second for seconds `from_s..to_s` after `t0`: `main` and `low`
+    /// frames per second into the running `counts`, the low rung open or not. Returns the
+    /// changes with their second.
     fn run(
         s: &mut Shedder,
         t0: Instant,

@@ -275,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_ladder_puts_the_viewer_on_the_level_its_estimate_covers_and_holds() {
+    fn a_changed_ladder_puts_the_viewer_on_the_level_its_estimate_covers_without_a_hold() {
         let t0 = Instant::now();
         let full = RungChooser::new(&[2000, 500]);
         assert_eq!(

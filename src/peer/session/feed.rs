@@ -52,8 +52,8 @@ const PROBE_CHECK: Duration = Duration::from_millis(250);
 struct Rungs {
     /// The whole ladder.
     full: Vec<LadderRung>,
-    /// What of it is offered now: all but the withheld lowest rungs.
-    ladder: Vec<LadderRung>,
+    /// How many of its rungs are offered now (all but the withheld lowest ones).
+    offered: usize,
     /// The viewer negotiated RTX and TWCC.
     can_probe: bool,
     current: (usize, Subscription),
@@ -71,6 +71,11 @@ struct Rungs {
 }
 
 impl Rungs {
+    /// The rungs offered now: a prefix of the whole ladder.
+    fn ladder(&self) -> &[LadderRung] {
+        &self.full[..self.offered]
+    }
+
     /// Rung `i` of the whole ladder, for logs: `low 640x360`.
     fn rung_name(&self, i: usize) -> String {
         self.full.get(i).map_or_else(String::new, |r| {
@@ -81,18 +86,20 @@ impl Rungs {
     /// Level `i` of the ladder offered now, for logs and stats: a rung, or
     /// `low 640x360 (keyframes only)` below them.
     fn describe(&self, i: usize) -> String {
-        match self.ladder.get(i) {
-            Some(r) => format!("{} {}x{}", r.name, r.width, r.height),
-            None => self.ladder.last().map_or_else(String::new, |r| {
-                format!("{} {}x{} (keyframes only)", r.name, r.width, r.height)
-            }),
+        if i < self.offered {
+            self.rung_name(i)
+        } else {
+            format!(
+                "{} (keyframes only)",
+                self.rung_name(self.offered.saturating_sub(1))
+            )
         }
     }
 
     /// The level sent now: the current rung, or the keyframes-only level below them.
     fn level(&self) -> usize {
         if self.below {
-            self.ladder.len()
+            self.offered
         } else {
             self.current.0
         }
@@ -116,11 +123,11 @@ impl Rungs {
     /// points, as it always does.
     fn set_withheld(&mut self, withheld: usize, now: Instant) {
         let len = offered(self.full.len(), withheld);
-        if len == self.ladder.len() {
+        if len == self.offered {
             return;
         }
-        self.ladder = self.full[..len].to_vec();
-        self.chooser = chooser(&self.ladder, self.can_probe);
+        self.offered = len;
+        self.chooser = chooser(self.ladder(), self.can_probe);
         let level = if !self.below && self.current.0 < len {
             self.current.0
         } else if self.can_probe {
@@ -141,11 +148,11 @@ impl Rungs {
     /// keyframes only): subscribes to the rung and asks it for an IDR, at which the
     /// feed switches (or cancels a pending switch when `to` is the current rung).
     fn begin_switch(&mut self, to: usize, now: Instant) {
-        self.below = to >= self.ladder.len();
-        let rung = to.min(self.ladder.len().saturating_sub(1));
+        self.below = to >= self.offered;
+        let rung = to.min(self.offered.saturating_sub(1));
         if rung == self.current.0 {
             self.pending = None;
-        } else if let Some(r) = self.ladder.get(rung) {
+        } else if let Some(r) = self.ladder().get(rung) {
             let sub = r.hub.subscribe();
             sub.request_keyframe();
             self.pending = Some((rung, sub));
@@ -269,11 +276,11 @@ pub(super) async fn feed(
             // Bound by now: the viewer can be probed if it negotiated RTX and TWCC.
             let can_probe = probes.can_probe();
             let withheld_now = withheld.as_mut().map_or(0, |w| *w.borrow_and_update());
-            let ladder = full[..offered(full.len(), withheld_now)].to_vec();
-            let chooser = chooser(&ladder, can_probe);
+            let offered = offered(full.len(), withheld_now);
+            let chooser = chooser(&full[..offered], can_probe);
             let rungs = Rungs {
                 full,
-                ladder,
+                offered,
                 can_probe,
                 current: (0, first),
                 pending: None,
@@ -419,7 +426,7 @@ pub(super) async fn feed(
                 );
                 *stats.rung.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(r.describe(if r.budget.keyframes_only() {
-                        r.ladder.len()
+                        r.offered
                     } else {
                         r.current.0
                     }));
