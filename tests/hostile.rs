@@ -274,3 +274,121 @@ async fn offers_held_open_by_ten_clients_neither_keep_a_viewer_out_nor_stop_an_i
         assert!(reply.is_some(), "attacker {i} got a reply");
     }
 }
+
+/// MQTT 3.1.1 packets of a raw client (§3.1, §3.8, §3.14), written by hand because the
+/// test needs what no client library does: leave its socket unread, then DISCONNECT.
+mod raw {
+    /// CONNECT with a clean session, keep-alive 60 s, and client id `id`.
+    pub fn connect(id: &str) -> Vec<u8> {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
+        body.extend(u16::try_from(id.len()).unwrap().to_be_bytes());
+        body.extend(id.as_bytes());
+        packet(0x10, &body)
+    }
+
+    /// SUBSCRIBE (packet id 1) to `filter` at QoS 0.
+    pub fn subscribe(filter: &str) -> Vec<u8> {
+        let mut body = vec![0, 1];
+        body.extend(u16::try_from(filter.len()).unwrap().to_be_bytes());
+        body.extend(filter.as_bytes());
+        body.push(0);
+        packet(0x82, &body)
+    }
+
+    pub const DISCONNECT: [u8; 2] = [0xe0, 0];
+
+    fn packet(header: u8, body: &[u8]) -> Vec<u8> {
+        assert!(body.len() < 128, "one-byte remaining length");
+        let mut p = vec![header, u8::try_from(body.len()).unwrap()];
+        p.extend(body);
+        p
+    }
+}
+
+/// rumqttd 0.20's router thread panicked when a client sent DISCONNECT while the
+/// broker's queue to it was full (vendor/README.md): the link said `Ready` for a
+/// connection the router had already removed. Each round fills a raw subscriber's
+/// queue by not reading its socket, then disconnects it while the link drains; the
+/// broker must still route afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_with_a_full_queue_does_not_stop_the_embedded_broker() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const ROUNDS: usize = 20;
+    let (tcp, ws) = (free_port(), free_port());
+    let config = format!(
+        "[camera]\nid = \"queue\"\n[video]\nsource = \"test\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300\n\
+         [audio]\nsource = \"none\"\n[access]\nmode = \"open\"\n\
+         [broker]\nlisten = \"127.0.0.1:{tcp}\"\nws_listen = \"127.0.0.1:{ws}\"\n\
+         [http]\nenabled = false\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n"
+    );
+    let cam = Edgecam::start(&config);
+    assert!(
+        wait_port(tcp, Duration::from_secs(15)),
+        "embedded broker listens"
+    );
+    wait_status(tcp, "queue", Duration::from_secs(20), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    let (publisher, task) = attacker(tcp, "publisher", Duration::from_secs(120));
+    let body = vec![b'q'; 32 * 1024];
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{round} rounds took over 90 s"
+        );
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        // A small receive window: the broker's writes block after a few messages.
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let mut sub = socket
+            .connect(([127, 0, 0, 1], tcp).into())
+            .await
+            .expect("connect");
+        sub.write_all(&raw::connect(&format!("slow{round}")))
+            .await
+            .expect("CONNECT");
+        sub.write_all(&raw::subscribe("race/x"))
+            .await
+            .expect("SUBSCRIBE");
+        let mut ack = [0u8; 9]; // CONNACK (4 bytes) and SUBACK (5 bytes)
+        tokio::time::timeout(Duration::from_secs(5), sub.read_exact(&mut ack))
+            .await
+            .expect("CONNACK and SUBACK within 5 s: is the router alive?")
+            .expect("read acks");
+        assert_eq!((ack[0], ack[4]), (0x20, 0x90), "CONNACK, SUBACK: {ack:?}");
+        // Far more than the socket buffers and rumqttd's 200-notification queue hold.
+        for _ in 0..400 {
+            publisher
+                .publish("race/x", QoS::AtMostOnce, false, body.clone())
+                .await
+                .expect("queue publish");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sub.write_all(&raw::DISCONNECT).await.expect("DISCONNECT");
+        // Now drain, so the link's blocked write completes and it says `Ready`.
+        let mut sink = vec![0u8; 64 * 1024];
+        let drain_end = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(drain_end, sub.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    publisher.disconnect().await.ok();
+    let _ = task.await;
+    let log = cam.log_text();
+    assert!(
+        !log.contains("router is gone"),
+        "the embedded broker's router survived {ROUNDS} rounds: {log}"
+    );
+    // It still routes: a fresh subscriber gets the camera's retained status.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        wait_status(tcp, "queue", Duration::from_secs(5), |s| {
+            s["state"] == "online"
+        }),
+    )
+    .await
+    .expect("the status within 10 s");
+}

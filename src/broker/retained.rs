@@ -97,8 +97,9 @@ fn run(mut tx: LinkTx, mut rx: LinkRx, mut meter: LinkRx, keep: &RwLock<String>,
             Ok(_) => {}
             // Before the deadline: the router is gone. Either the broker thread ended, or
             // rumqttd's router thread panicked while its listeners live on (seen under a
-            // connection flood: an `Event::Ready` for a link already gone hits an
-            // `unwrap` in its scheduler, upstream bytebeamio/rumqtt#991). Both leave a
+            // connection flood: an `Event::Ready` for a link already gone hit an
+            // `unwrap` in its scheduler, upstream bytebeamio/rumqtt#991, patched in
+            // vendor/rumqttd; something else may yet do the same). Both leave a
             // broker that routes nothing and cannot be restarted in-process: mark it
             // ended, so the health check stops petting the watchdog and systemd
             // restarts edgecam.
