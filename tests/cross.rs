@@ -308,6 +308,7 @@ fn deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(target: 
         "./usr/lib/systemd/system/edgecam.service",
         "./etc/edgecam/edgecam.toml",
         "./usr/share/edgecam/web/index.html",
+        "./usr/share/edgecam/web/boot.js",
         "./usr/share/edgecam/web/viewer.js",
         "./usr/share/edgecam/web/vendor/mqtt.min.js",
         "./usr/share/doc/edgecam/install-on-raspberry-pi.md",

@@ -14,6 +14,8 @@
 (function () {
   const params = new URLSearchParams(location.search);
   const $ = (id) => document.getElementById(id);
+  // boot.js: the page's config and the broker WebSocket it opened early.
+  const boot = window.edgecamBoot || { config: null, takeSocket: () => null, early: {}, brokerUrl: () => null };
   const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
   const WILL_DELAY_S = 10;
@@ -132,21 +134,26 @@
   }
 
   async function loadDefaults() {
-    let cfg = {};
-    try {
-      const headers = invitation ? { Authorization: 'Bearer ' + token() } : {};
-      const r = await fetch('config.json', { cache: 'no-store', headers });
-      if (r.ok) cfg = await r.json();
-      pageMark('configLoaded');
-    } catch (e) { /* page not served by edgecam */ }
+    // In open mode edgecam puts /config.json into the page itself (boot.js read it).
+    let cfg = boot.config;
+    if (cfg) pageMark('configLoaded');
+    // An invitation that names its broker needs nothing more: its fragment says it all.
+    else if (!(invitation && invitation.broker)) {
+      cfg = {};
+      try {
+        const headers = invitation ? { Authorization: 'Bearer ' + token() } : {};
+        const r = await fetch('config.json', { cache: 'no-store', headers });
+        if (r.ok) cfg = await r.json();
+        pageMark('configLoaded');
+      } catch (e) { /* page not served by edgecam */ }
+    }
+    cfg = cfg || {};
     const inv = invitation || {};
     state.prefix = inv.prefix || params.get('prefix') || cfg.prefix || 'edgecam';
-    let broker = inv.broker || params.get('broker') || cfg.brokerUrl;
-    if (!broker) {
-      const port = cfg.brokerWsPort || 9001;
-      const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-      broker = `${scheme}://${location.hostname || '127.0.0.1'}:${port}/mqtt`;
-    }
+    // A broker that speaks MQTT 3.1.1 only (edgecam's embedded one) says so, which
+    // spares the MQTT 5 attempt it would close.
+    if (!params.get('mqtt') && cfg.mqttVersion === 4) state.mqttVersion = 4;
+    const broker = inv.broker || boot.brokerUrl(cfg);
     return { broker, camera: inv.camera || params.get('camera') || cfg.camera || null };
   }
 
@@ -163,8 +170,13 @@
       clientId: state.session, clean: !v5, reconnectPeriod: 1000, connectTimeout: 10000,
       keepalive: 15, protocolVersion: state.mqttVersion,
       createWebsocket: (url, protocols) => {
-        pageMark('wsCreated');
-        state.socket = new WebSocket(url, protocols);
+        // The socket boot.js opened while the scripts loaded, if it is this broker's.
+        const early = boot.takeSocket(url);
+        if (early) {
+          pageMarkAt('wsCreated', boot.early.createdAt);
+          if (boot.early.openAt != null) pageMarkAt('wsOpen', boot.early.openAt);
+        } else pageMark('wsCreated');
+        state.socket = early || new WebSocket(url, protocols);
         state.socket.addEventListener('open', () => pageMark('wsOpen'));
         return state.socket;
       },
@@ -313,8 +325,10 @@
       v.play().catch(() => {});
       if (e.track.kind === 'video' && v.requestVideoFrameCallback) {
         // Offer published → first frame presented, in ms (same clock as performance.now()).
-        v.requestVideoFrameCallback((now) => {
+        v.requestVideoFrameCallback((now, meta) => {
           if (!state.firstFrameMs) state.firstFrameMs = now - state.offerSentAt;
+          // When the frame's last RTP packet arrived (WebRTC sources only).
+          if (meta && meta.receiveTime) markAt('firstFrameReceived', meta.receiveTime);
           // Page navigation → first frame: the whole wait, broker connection included.
           if (!state.pageToFirstFrameMs) state.pageToFirstFrameMs = now;
           mark('firstFramePresented');
@@ -342,15 +356,17 @@
 
   // Page milestones in ms since navigation started (first one wins): where the wait
   // before the offer goes (config.json, broker WebSocket, CONNACK, SUBACK, status).
-  function pageMark(name) {
-    if (state.page[name] == null) state.page[name] = Math.round(performance.now());
+  function pageMark(name) { pageMarkAt(name, performance.now()); }
+  function pageMarkAt(name, t) {
+    if (state.page[name] == null) state.page[name] = Math.round(t);
   }
 
   // Connection set-up milestones in ms since the offer was published (first one wins),
   // so time to first frame can be split into signaling, ICE, DTLS and media.
-  function mark(name) {
+  function mark(name) { markAt(name, performance.now()); }
+  function markAt(name, t) {
     if (state.offerSentAt == null || state.timeline[name] != null) return;
-    state.timeline[name] = Math.round(performance.now() - state.offerSentAt);
+    state.timeline[name] = Math.round(t - state.offerSentAt);
   }
 
   async function createOffer(iceRestart) {
@@ -390,6 +406,9 @@
         try {
           await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
           state.remoteSet = true;
+          // DTLS (RFC 6347) over the bundled transport: its handshake's end.
+          const dtls = pc.getReceivers()[0] && pc.getReceivers()[0].transport;
+          if (dtls) dtls.addEventListener('statechange', () => mark('dtls-' + dtls.state));
           for (const c of state.pendingCandidates) await pc.addIceCandidate(c).catch(() => {});
           state.pendingCandidates = [];
         } catch (e) { note('bad answer: ' + e.message); }
@@ -653,6 +672,13 @@
   setInterval(() => { pollStats().catch(() => {}); }, 1000);
 
   pageMark('script');
+  // Navigation and Resource Timing (W3C): the HTML's first and last byte, and when
+  // each script in front of this one had loaded.
+  const nav = performance.getEntriesByType && performance.getEntriesByType('navigation')[0];
+  if (nav) { pageMarkAt('htmlFirstByte', nav.responseStart); pageMarkAt('htmlLoaded', nav.responseEnd); }
+  for (const r of (performance.getEntriesByType ? performance.getEntriesByType('resource') : [])) {
+    if (r.initiatorType === 'script') pageMarkAt('loaded:' + r.name.split('/').pop(), r.responseEnd);
+  }
   warmPeer();
   loadDefaults().then(({ broker, camera }) => {
     state.brokerUrl = broker;

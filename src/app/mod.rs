@@ -451,6 +451,7 @@ async fn start_parts(
                 .then_some(config.broker.ws_listen.port()),
             prefix: config.signaling.prefix.clone(),
             camera: camera.to_string(),
+            mqtt_version: config.signaling.broker.is_none().then_some(4),
         };
         let snapshot: web::SnapshotFn = {
             let snapshots = snapshots.clone();

@@ -23,8 +23,9 @@ const HTTP_PORT: u16 = 8080;
 pub type Sample = Result<(f64, Value), String>;
 
 /// Runs `--browser-runs` fresh browsers against an edgecam whose config is
-/// `camera_config` (the `[signaling]` and `[http]` sections are added here), with the
-/// driver from `--e2e-dir`.
+/// `camera_config` (the `[signaling]` or `[broker]`, and `[http]` sections are added
+/// here), with the driver from `--e2e-dir`. The page reaches the camera through a
+/// Mosquitto beside it, or with `embedded` through edgecam's own broker.
 ///
 /// # Errors
 /// When the namespaces, broker or edgecam cannot be set up (needs root).
@@ -32,6 +33,7 @@ pub fn first_frames(
     bench: &Bench,
     name: &str,
     camera_config: &str,
+    embedded: bool,
     fragment: Option<&str>,
 ) -> anyhow::Result<Vec<Sample>> {
     let (e2e, dir) = (bench.args.e2e_dir.as_path(), bench.dir.as_path());
@@ -55,12 +57,22 @@ pub fn first_frames(
         &net.camera_ip,
     ])
     .map_err(|e| anyhow::anyhow!("default route in the viewer namespace: {e}"))?;
-    let _broker = mosquitto(dir, Some(&net.camera), "0.0.0.0", MQTT_PORT, WS_PORT)?;
-    let config = format!(
-        "{camera_config}[signaling]\nbroker = \"mqtt://127.0.0.1:{MQTT_PORT}\"\n\
-         [http]\nlisten = \"0.0.0.0:{HTTP_PORT}\"\nbroker_ws_url = \"ws://{}:{WS_PORT}\"\n",
-        net.camera_ip
-    );
+    let (_broker, config) = if embedded {
+        // The page finds the WebSocket listener by its port in `/config.json`.
+        let config = format!(
+            "{camera_config}[broker]\nlisten = \"127.0.0.1:{MQTT_PORT}\"\n\
+             ws_listen = \"0.0.0.0:{WS_PORT}\"\n[http]\nlisten = \"0.0.0.0:{HTTP_PORT}\"\n"
+        );
+        (None, config)
+    } else {
+        let broker = mosquitto(dir, Some(&net.camera), "0.0.0.0", MQTT_PORT, WS_PORT)?;
+        let config = format!(
+            "{camera_config}[signaling]\nbroker = \"mqtt://127.0.0.1:{MQTT_PORT}\"\n\
+             [http]\nlisten = \"0.0.0.0:{HTTP_PORT}\"\nbroker_ws_url = \"ws://{}:{WS_PORT}\"\n",
+            net.camera_ip
+        );
+        (Some(broker), config)
+    };
     let mut cam = Edgecam::spawn(
         &bench.edgecam,
         dir,

@@ -21,9 +21,8 @@ mod soak;
 
 use clap::{Parser, Subcommand};
 use procs::{Edgecam, LoadProc, Proc, clk_tck, cpu_ticks, free_port, mosquitto, rss_kib};
-use report::{Fanout, FirstFrame, Report, Spread, Startup};
+use report::{Chromium, Fanout, FirstFrame, Report, Spread, Startup};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -69,9 +68,14 @@ struct RunArgs {
     /// Load viewer joins per keyframe interval (one after another).
     #[arg(long, default_value_t = 20)]
     ttff_runs: usize,
-    /// Fresh Chromium runs per keyframe interval (0 = skip; needs root for namespaces).
+    /// Fresh Chromium runs per keyframe interval and page broker (0 = skip; needs root
+    /// for namespaces).
     #[arg(long, default_value_t = 10)]
     browser_runs: usize,
+    /// The brokers the Chromium page reaches the camera through: `mosquitto` (an
+    /// external Mosquitto, its WebSocket listener) and `embedded` (edgecam's own).
+    #[arg(long, value_delimiter = ',', default_value = "mosquitto,embedded", value_parser = ["mosquitto", "embedded"])]
+    page_brokers: Vec<String>,
     /// Fresh edgecam processes for the start-up figures.
     #[arg(long, default_value_t = 5)]
     startup_runs: usize,
@@ -254,32 +258,16 @@ impl Bench {
                 config = config.replace("[access]\nmode = \"open\"\n", &section);
                 fragment = Some(link);
             }
-            match browser::first_frames(self, &name, &config, fragment.as_deref()) {
-                Ok(results) => {
-                    let mut samples = Vec::new();
-                    let mut milestones: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-                    for r in results {
-                        match r {
-                            Ok((v, timeline)) => {
-                                samples.push(v);
-                                ff.chromium_page_load_samples_ms
-                                    .extend(timeline["pageLoadToFirstFrame"].as_f64());
-                                ff.chromium_timelines.push(timeline.clone());
-                                for (k, t) in timeline.as_object().into_iter().flatten() {
-                                    milestones.entry(k.clone()).or_default().extend(t.as_f64());
-                                }
-                            }
-                            Err(e) => ff.chromium_failures.push(e),
-                        }
-                    }
-                    ff.chromium_ms = Spread::of(&samples);
-                    ff.chromium_samples_ms = samples;
-                    ff.chromium_timeline_p50 = milestones
-                        .into_iter()
-                        .map(|(k, v)| (k, Spread::of(&v).p50))
-                        .collect();
-                }
-                Err(e) => ff.chromium_failures.push(format!("not run: {e:#}")),
+            for broker in &self.args.page_brokers {
+                let runs = browser::first_frames(
+                    self,
+                    &format!("{name}-{broker}"),
+                    &config,
+                    broker == "embedded",
+                    fragment.as_deref(),
+                )
+                .unwrap_or_else(|e| vec![Err(format!("not run: {e:#}"))]);
+                ff.chromium.push(Chromium::of(broker, runs));
             }
         }
         Ok(ff)
