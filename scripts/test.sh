@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
+# The device-lab VM image (tests/lab.rs; cached, so only a fresh machine builds it):
+# about 4 minutes of mostly downloading and unpacking, so it goes on beside the
+# CPU-bound steps below instead of in front of the lab test. The test waits on the
+# cache's lock if it is still being built, and reports a failed build itself.
+mkdir -p target
+tests/lab/build-image.sh >target/lab-image.log 2>&1 &
+lab_image=$!
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets -- -D warnings
@@ -28,6 +35,7 @@ suite_procs() {
   ps -eo pid=,comm= | awk '$2 ~ /^(turnserver|mosquitto|edgecam|edgecam-bench|chromium|faketime|qemu-system-x86|gst-launch-1.0)$/ {print $1}' | sort
 }
 before="$(suite_procs)"
+wait "$lab_image" || echo "test.sh: the lab image build failed (target/lab-image.log); tests/lab.rs tries again" >&2
 # Integration tests start real processes and WebRTC stacks; two at a time suits 2 cores.
 cargo test --workspace --all-targets -- --test-threads=2
 # Left over: started during the suite and still running 10 s after it ended.

@@ -57,18 +57,24 @@ pub fn first_frames(
         &net.camera_ip,
     ])
     .map_err(|e| anyhow::anyhow!("default route in the viewer namespace: {e}"))?;
+    let web_root = bench
+        .args
+        .web_root
+        .as_ref()
+        .map(|d| format!("web_root = {:?}\n", d.display().to_string()))
+        .unwrap_or_default();
     let (_broker, config) = if embedded {
         // The page finds the WebSocket listener by its port in `/config.json`.
         let config = format!(
             "{camera_config}[broker]\nlisten = \"127.0.0.1:{MQTT_PORT}\"\n\
-             ws_listen = \"0.0.0.0:{WS_PORT}\"\n[http]\nlisten = \"0.0.0.0:{HTTP_PORT}\"\n"
+             ws_listen = \"0.0.0.0:{WS_PORT}\"\n[http]\nlisten = \"0.0.0.0:{HTTP_PORT}\"\n{web_root}"
         );
         (None, config)
     } else {
         let broker = mosquitto(dir, Some(&net.camera), "0.0.0.0", MQTT_PORT, WS_PORT)?;
         let config = format!(
             "{camera_config}[signaling]\nbroker = \"mqtt://127.0.0.1:{MQTT_PORT}\"\n\
-             [http]\nlisten = \"0.0.0.0:{HTTP_PORT}\"\nbroker_ws_url = \"ws://{}:{WS_PORT}\"\n",
+             [http]\nlisten = \"0.0.0.0:{HTTP_PORT}\"\nbroker_ws_url = \"ws://{}:{WS_PORT}\"\n{web_root}",
             net.camera_ip
         );
         (Some(broker), config)

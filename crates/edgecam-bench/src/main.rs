@@ -76,6 +76,10 @@ struct RunArgs {
     /// external Mosquitto, its WebSocket listener) and `embedded` (edgecam's own).
     #[arg(long, value_delimiter = ',', default_value = "mosquitto,embedded", value_parser = ["mosquitto", "embedded"])]
     page_brokers: Vec<String>,
+    /// Serve the Chromium runs' page from this directory (edgecam's `[http] web_root`)
+    /// instead of the copy built into edgecam: to compare two versions of the page.
+    #[arg(long)]
+    web_root: Option<PathBuf>,
     /// Fresh edgecam processes for the start-up figures.
     #[arg(long, default_value_t = 5)]
     startup_runs: usize,
