@@ -539,6 +539,7 @@ fn install_rung(
                     duration,
                     keyframe,
                     captured_at,
+                    payloads: Default::default(),
                 });
                 Ok(gst::FlowSuccess::Ok)
             })
@@ -700,6 +701,7 @@ fn install(sink: &gst_app::AppSink, hub: Hub, shared: Arc<Shared>, video: Option
                     duration,
                     keyframe,
                     captured_at,
+                    payloads: Default::default(),
                 });
                 // After the publish: whoever wakes on it (the supervisor marking capture
                 // running, then the health check) finds the frame counted in the hub.

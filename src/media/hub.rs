@@ -438,6 +438,7 @@ mod tests {
             duration: Duration::from_millis(33),
             keyframe,
             captured_at: Instant::now(),
+            payloads: Default::default(),
         }
     }
 

@@ -26,6 +26,7 @@ pub mod stamp;
 pub mod supervisor;
 
 use bytes::Bytes;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Where a capture run's output goes: one hub per rung and stream, and the snapshot
@@ -68,6 +69,24 @@ pub struct Frame {
     /// When the frame was captured, on this process's monotonic clock (from the buffer PTS
     /// against the pipeline clock), for the capture→RTP-send latency figure.
     pub captured_at: Instant,
+    /// The frame cut into RTP payloads, filled by the first viewer session that sends it
+    /// and shared by every other (see [`Frame::payloads_with`]). Empty when published.
+    pub payloads: Arc<OnceLock<Arc<[Bytes]>>>,
+}
+
+impl Frame {
+    /// The frame's RTP payloads: computed by `packetize` for the first caller, the same
+    /// shared slices for every later one. So a frame is packetized once however many
+    /// viewers send it, and the packets each viewer keeps for retransmission (about a
+    /// second of them, `peer::retransmit::HISTORY`) hold one copy of the media between
+    /// them, not one each. Only for payloaders that carry no state from one frame to the
+    /// next and take the same size limit for every viewer (H.264 and Opus here; VP8's
+    /// picture ID counts the frames each viewer was sent).
+    pub fn payloads_with(&self, packetize: impl FnOnce(&Bytes) -> Vec<Bytes>) -> Arc<[Bytes]> {
+        self.payloads
+            .get_or_init(|| packetize(&self.data).into())
+            .clone()
+    }
 }
 
 /// What the running encoder really emits, learnt from its first keyframe.
@@ -81,4 +100,40 @@ pub struct VideoFormat {
     pub height: u32,
     /// Frames per second (nominal).
     pub fps: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_packetized_once_and_its_payloads_shared_by_every_clone() {
+        let frame = Frame {
+            data: Bytes::from_static(b"access unit"),
+            pts: Duration::ZERO,
+            duration: Duration::from_millis(33),
+            keyframe: true,
+            captured_at: Instant::now(),
+            payloads: Default::default(),
+        };
+        let (a, b) = (frame.clone(), frame.clone());
+        let mut calls = 0;
+        let first = a.payloads_with(|d| {
+            calls += 1;
+            vec![d.slice(..6), d.slice(6..)]
+        });
+        let second = b.payloads_with(|_| {
+            calls += 1;
+            Vec::new()
+        });
+        assert_eq!(
+            calls, 1,
+            "the second viewer reuses the first one's payloads"
+        );
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(
+            &*second,
+            &[Bytes::from_static(b"access"), Bytes::from_static(b" unit")]
+        );
+    }
 }

@@ -11,6 +11,7 @@ use crate::peer::budget::{FrameBudget, Verdict};
 use crate::peer::bwprobe::{ProbeLink, ProbeRequest};
 use crate::peer::pace::Pacer;
 use crate::peer::stats::{LatencyHistogram, SessionStats};
+use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -255,6 +256,12 @@ pub(super) async fn feed(
     };
     let payload_type = codec.payload_type;
     let clock_rate = codec.rtp_codec.clock_rate;
+    // Every viewer of a hub packetizes its frames alike, except VP8, whose payloader
+    // numbers the pictures it was given (RFC 7741 §4.2 PictureID).
+    let shared_payloads = !codec
+        .rtp_codec
+        .mime_type
+        .eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8);
     let mut payloader = match codec.rtp_codec.payloader() {
         Ok(p) => p,
         Err(e) => {
@@ -450,16 +457,24 @@ pub(super) async fn feed(
             _ => stamped,
         };
         last_timestamp = Some(timestamp);
-        let payloads = match payloader.payload(RTP_MTU - 12, &frame.data) {
+        let mut packetize = |data: &Bytes| match payloader.payload(RTP_MTU - 12, data) {
             Ok(p) => p,
             Err(e) => {
                 log::warn!("cannot packetize {kind:?} frame: {e}");
-                continue;
+                Vec::new()
             }
         };
-        let last = payloads.len().saturating_sub(1);
+        let payloads: Arc<[Bytes]> = if shared_payloads {
+            frame.payloads_with(packetize)
+        } else {
+            packetize(&frame.data).into()
+        };
+        if payloads.is_empty() {
+            continue;
+        }
+        let last = payloads.len() - 1;
         let mut bytes = 0u64;
-        for (i, payload) in payloads.into_iter().enumerate() {
+        for (i, payload) in payloads.iter().cloned().enumerate() {
             bytes += payload.len() as u64;
             let packet = rtc::rtp::Packet {
                 header: rtc::rtp::Header {
