@@ -509,6 +509,11 @@ pub(super) async fn feed(
             && let Some((offered_at, histogram)) = &first_frame
         {
             histogram.record(offered_at.elapsed());
+            log::debug!(
+                "set-up: first {kind:?} frame sent {} ms after the offer, captured {} ms before",
+                offered_at.elapsed().as_millis(),
+                frame.captured_at.elapsed().as_millis()
+            );
         }
         if last_drop_log.elapsed() >= Duration::from_secs(5) {
             let dropped = match (&plain, &rungs) {

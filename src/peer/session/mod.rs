@@ -132,6 +132,8 @@ pub(crate) async fn run(
     mut cmds: mpsc::Receiver<SessionCmd>,
     slot: PcSlot,
 ) -> Result<(), SessionError> {
+    // The camera's share of the offer → answer time, in the debug log (docs/performance.md).
+    let offered_at = std::time::Instant::now();
     let mut format_rx = ctx.media.format.clone();
     let format = tokio::select! {
         f = tokio::time::timeout(FORMAT_WAIT, format_rx.wait_for(Option::is_some)) => {
@@ -207,10 +209,18 @@ pub(crate) async fn run(
         audio,
     } = built;
     slot.set(pc.clone());
+    let built_in = offered_at.elapsed();
     let mut gathered = Gathered::default();
     // Events that came while a complete answer was awaited, for the main loop.
     let mut replay = std::collections::VecDeque::new();
-    match answer(&pc, first_offer, receive).await {
+    let answered = answer(&pc, first_offer, receive).await;
+    log::debug!(
+        session_id = ctx.id.as_str();
+        "set-up: peer connection built {} ms, answer ready {} ms after the offer",
+        built_in.as_millis(),
+        offered_at.elapsed().as_millis()
+    );
+    match answered {
         Ok(sdp) if ctx.frontend.trickles() => ctx.report(PeerEvent::Answer(sdp)).await,
         Ok(sdp) => {
             let sdp = complete_answer(&pc, &mut internal, &mut gathered, &mut replay)
