@@ -410,17 +410,6 @@ impl Subscription {
         self.request_keyframe();
     }
 
-    /// Whether the next frame this viewer receives starts a picture of its own: it still
-    /// waits for the keyframe it asked for, or its queue begins with a keyframe captured
-    /// at most `max_age` ago.
-    pub fn starts_at_keyframe(&self, max_age: Duration) -> bool {
-        let q = self.slot.lock();
-        match q.frames.front() {
-            None => q.needs_keyframe,
-            Some(f) => f.keyframe && f.captured_at.elapsed() <= max_age,
-        }
-    }
-
     /// Frames this viewer lost to a full queue since the last call.
     pub fn take_dropped(&self) -> u64 {
         std::mem::take(&mut self.slot.lock().dropped)
@@ -465,34 +454,6 @@ mod tests {
             c.fetch_add(1, Ordering::SeqCst);
         })));
         (hub, count)
-    }
-
-    #[test]
-    fn a_viewer_starts_at_a_keyframe_while_it_waits_for_one_or_holds_a_fresh_one() {
-        let (hub, _) = counting_hub(8);
-        let sub = hub.subscribe();
-        assert!(sub.starts_at_keyframe(Duration::from_secs(1)), "waiting");
-        hub.publish(frame(1, false));
-        assert!(
-            sub.starts_at_keyframe(Duration::from_secs(1)),
-            "still waiting"
-        );
-        hub.publish(frame(2, true));
-        hub.publish(frame(3, false));
-        assert!(
-            sub.starts_at_keyframe(Duration::from_secs(1)),
-            "IDR at the head"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(
-            !sub.starts_at_keyframe(Duration::from_millis(1)),
-            "an IDR older than the limit does not count"
-        );
-        assert_eq!(sub.try_recv().map(|f| n(&f)), Some(2));
-        assert!(
-            !sub.starts_at_keyframe(Duration::from_secs(1)),
-            "a P frame at the head"
-        );
     }
 
     #[test]

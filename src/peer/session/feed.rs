@@ -223,21 +223,6 @@ pub(super) enum Source {
     Adaptive(Adapt),
 }
 
-/// How far a session's connection has come, as its feeds wait on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Link {
-    /// ICE has not connected yet.
-    Connecting,
-    /// ICE connected; DTLS (RFC 6347) is under way, nothing can be sent yet.
-    IceConnected,
-    /// DTLS done: media flows.
-    Connected,
-}
-
-/// Oldest a keyframe asked for while DTLS ran may be and still start the viewer: past
-/// it (a slow handshake), a fresh one is asked for instead of sending stale frames.
-const EARLY_KEYFRAME_MAX_AGE: Duration = Duration::from_millis(250);
-
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn feed(
     kind: MediaKind,
@@ -245,7 +230,7 @@ pub(super) async fn feed(
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
     source: Source,
-    mut live: watch::Receiver<Link>,
+    mut live: watch::Receiver<bool>,
     stats: Arc<SessionStats>,
     timing: Timing,
     cancel: CancellationToken,
@@ -254,18 +239,8 @@ pub(super) async fn feed(
         latency,
         first_frame,
     } = timing;
-    if let Source::Adaptive(a) = &source {
-        // The viewer's first keyframe is asked for as soon as ICE connects: the encoder
-        // makes it while DTLS runs, so it leaves the moment the handshake ends instead
-        // of a frame interval and an encode later.
-        tokio::select! {
-            r = live.wait_for(|l| *l >= Link::IceConnected) => if r.is_err() { return; },
-            () = cancel.cancelled() => return,
-        }
-        a.first.resync();
-    }
     tokio::select! {
-        r = live.wait_for(|l| *l == Link::Connected) => if r.is_err() { return; },
+        r = live.wait_for(|l| *l) => if r.is_err() { return; },
         () = cancel.cancelled() => return,
     }
     let params = match sender.get_parameters().await {
@@ -341,12 +316,8 @@ pub(super) async fn feed(
     probe_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut probe_id = 0u32;
     if let Some(r) = &rungs {
-        // Start this viewer at a fresh IDR with SPS/PPS, now that it can receive: the one
-        // asked for when ICE connected, unless the handshake took so long that it is
-        // stale.
-        if !r.current.1.starts_at_keyframe(EARLY_KEYFRAME_MAX_AGE) {
-            r.current.1.resync();
-        }
+        // Start this viewer at a fresh IDR with SPS/PPS, now that it can receive.
+        r.current.1.resync();
         *stats.rung.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.describe(0));
     }
     if let Some(sub) = &plain {

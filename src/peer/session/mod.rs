@@ -236,7 +236,7 @@ pub(crate) async fn run(
     }
 
     let media_cancel = ctx.cancel.child_token();
-    let (live_tx, live_rx) = watch::channel(feed::Link::Connecting);
+    let (live_tx, live_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let (control_keyframes, control_keyframes_rx) = mpsc::channel(1);
     tasks.spawn(feed::feed(
@@ -415,13 +415,6 @@ pub(crate) async fn run(
                     log::debug!(session_id = ctx.id.as_str(); "ICE connection state {state}");
                     ice_state = state;
                     if matches!(state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
-                        live_tx.send_if_modified(|l| {
-                            let first = *l == feed::Link::Connecting;
-                            if first {
-                                *l = feed::Link::IceConnected;
-                            }
-                            first
-                        });
                         ctx.report(PeerEvent::Connected).await;
                         // After an ICE restart the path may have changed.
                         if let Some((pair, remote)) = selected_pair(&pc).await {
@@ -440,7 +433,7 @@ pub(crate) async fn run(
                     log::info!(session_id = ctx.id.as_str(); "peer connection {state}");
                     match state {
                         RTCPeerConnectionState::Connected => {
-                            live_tx.send_replace(feed::Link::Connected);
+                            live_tx.send_replace(true);
                         }
                         RTCPeerConnectionState::Failed => {
                             ctx.report(PeerEvent::Failed("ICE/DTLS failed".into())).await;
