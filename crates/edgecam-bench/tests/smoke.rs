@@ -47,12 +47,22 @@ fn benchmark_runs_every_phase_and_writes_its_report() {
         ff["loadViewerIdrFirst"], 3,
         "every join starts at an IDR with SPS/PPS even with a 10 s GOP: {ff}"
     );
-    assert_eq!(ff["chromiumMs"]["n"], 2, "{ff}");
-    assert_eq!(ff["chromiumFailures"], serde_json::json!([]), "{ff}");
-    assert!(
-        ff["chromiumTimelineP50"]["pc-connected"].is_number(),
-        "page milestones recorded: {ff}"
-    );
+    let chromium = ff["chromium"].as_array().unwrap();
+    let brokers: Vec<&str> = chromium
+        .iter()
+        .map(|c| c["broker"].as_str().unwrap())
+        .collect();
+    assert_eq!(brokers, ["mosquitto", "embedded"], "{ff}");
+    for c in chromium {
+        assert_eq!(c["offerMs"]["n"], 2, "{c}");
+        assert_eq!(c["pageLoadMs"]["n"], 2, "{c}");
+        assert_eq!(c["failures"], serde_json::json!([]), "{c}");
+        let t = &c["timelineP50"];
+        assert!(
+            t["pc-connected"].is_number() && t["page:connack"].is_number(),
+            "set-up and page milestones recorded: {c}"
+        );
+    }
 
     let steps = report["fanout"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
