@@ -180,8 +180,16 @@ try {
     if (firefox) await page.evaluateOnNewDocument(strip); else await page.addInitScript(strip);
   }
   // edgecam may still be starting inside its namespace: retry the page load briefly.
-  for (let attempt = 0; ; attempt++) {
-    try { await page.goto(url, { waitUntil: 'load', timeout: 5000 }); break; } catch (e) {
+  // A load whose script never ran is retried too, up to 3 times: a fresh namespace's
+  // network may still be settling (IPv6 addresses coming up), and Chromium then fails
+  // requests in flight with net::ERR_NETWORK_CHANGED, as a real viewer would reload.
+  for (let attempt = 0, reloads = 0; ; attempt++) {
+    try {
+      await page.goto(url, { waitUntil: 'load', timeout: 5000 });
+      if (reloads >= 3 || await page.evaluate(() => !!window.edgecam)) break;
+      reloads += 1;
+      consoleLines.push(`view.mjs: the page's script did not start; loading it again (${reloads})`);
+    } catch (e) {
       if (attempt >= 40 || Date.now() > started + timeoutMs) throw e;
       await new Promise((r) => setTimeout(r, 250));
     }
