@@ -4,7 +4,13 @@
 # (QEMU) and Raspberry Pi cross-build (arm64 and armhf under qemu-user, .debs) tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --test
+# Each step's wall time goes to stderr, so a CI log shows where its minutes went.
+timed() {
+  local t0=$SECONDS
+  "$@"
+  echo "test.sh: $((SECONDS - t0)) s: $*" >&2
+}
+timed scripts/setup.sh --test
 # The device-lab VM image (tests/lab.rs; cached, so only a fresh machine builds it):
 # about 4 minutes of mostly downloading and unpacking, so it goes on beside the
 # CPU-bound steps below instead of in front of the lab test. The test waits on the
@@ -12,32 +18,32 @@ scripts/setup.sh --test
 mkdir -p target
 tests/lab/build-image.sh >target/lab-image.log 2>&1 &
 lab_image=$!
-cargo fmt --all --check
-cargo fmt --manifest-path fuzz/Cargo.toml --check
-cargo clippy --workspace --all-targets -- -D warnings
+timed cargo fmt --all --check
+timed cargo fmt --manifest-path fuzz/Cargo.toml --check
+timed cargo clippy --workspace --all-targets -- -D warnings
 # Supply chain (deny.toml): licences, banned crates, sources. Advisories need the
 # RustSec database from GitHub, which these machines cannot reach (deny.toml says more).
-cargo deny --log-level error check licenses bans sources
+timed cargo deny --log-level error check licenses bans sources
 # The arm64 and armhf release binaries, their .debs and the arm64 root tests/cross.rs
 # installs into: built up front so these CPU-heavy minutes do not overlap
 # timing-sensitive tests.
-cross/package.sh aarch64-unknown-linux-gnu >/dev/null
-cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null
-cross/arm64-root.sh >/dev/null
+timed cross/package.sh aarch64-unknown-linux-gnu >/dev/null
+timed cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null
+timed cross/arm64-root.sh >/dev/null
 # GStreamer's WHEP client (gst-plugins-rs whepsrc) for the WHEP test, built from crates.io.
-scripts/whep-client.sh >/dev/null
+timed scripts/whep-client.sh >/dev/null
 # Every parser of remote input, fuzzed for 10 s each (scripts/fuzz.sh; the longer runs
 # and their figures are in docs/reliability.md). Its instrumented build is CPU-heavy too.
-scripts/fuzz.sh --seconds 10
+timed scripts/fuzz.sh --seconds 10
 # The programs the suite starts (brokers, coturn, edgecam, browsers, the lab VM): none
 # may outlive it.
 suite_procs() {
   ps -eo pid=,comm= | awk '$2 ~ /^(turnserver|mosquitto|edgecam|edgecam-bench|chromium|faketime|qemu-system-x86|gst-launch-1.0)$/ {print $1}' | sort
 }
 before="$(suite_procs)"
-wait "$lab_image" || echo "test.sh: the lab image build failed (target/lab-image.log); tests/lab.rs tries again" >&2
+timed wait "$lab_image" || echo "test.sh: the lab image build failed (target/lab-image.log); tests/lab.rs tries again" >&2
 # Integration tests start real processes and WebRTC stacks; two at a time suits 2 cores.
-cargo test --workspace --all-targets -- --test-threads=2
+timed cargo test --workspace --all-targets -- --test-threads=2
 # Left over: started during the suite and still running 10 s after it ended.
 for _ in $(seq 50); do
   left="$(comm -13 <(echo "$before") <(suite_procs))"

@@ -336,17 +336,38 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
 
     // Talk-back through snd-aloop: the viewer's 880 Hz tone, played by the service on
     // the loopback's playback substream 1, is what the capture side of it recorded.
-    // Under TCG the service's x264 takes more than a core, so the playback has gaps
-    // (2.3 of 4 s heard in one run): the pitch must be right, and most of a second must
-    // have come through.
+    // Under TCG the service's x264 takes more than a core, and the playback pipeline
+    // stalls. Its bounded queues then drop what piled up, so that talk-back latency
+    // stays bounded: the jitter buffer passed on 108 of 201 packets in one run, 2260
+    // ms were heard, and 0.68 to 2.3 s of the 4 s in others. How much survives is the
+    // VM's speed, not a property of edgecam, so it is not asserted. What is: the pitch,
+    // at least 300 ms of tone, and that what the jitter buffer passed on reached the
+    // speaker (snd-aloop and the recorder lose nothing).
     let talk: Value =
         serde_json::from_str(&read(&out, "viewer-talk.talk.json")).expect("talk report");
     assert_eq!(talk["reply"]["ok"], true, "{talk}; {}", context());
     let talk_samples = edgecam_testkit::sound::read_s16le(&out.join("talk.raw")).expect("talk.raw");
     let tone = edgecam_testkit::sound::measure_tone(&talk_samples, edgecam_testkit::sound::RATE);
+    // The service's account of the turn: packets played, and what its jitter buffer
+    // passed on, gave up on and dropped as late.
+    let turn = journal
+        .first("talk-back: floor released;", marks["talk"])
+        .map_or("(no line)", Journal::message);
+    let figure = |after: &str| -> u64 {
+        turn.split(after)
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (played, pushed) = (figure("; "), figure("jitter buffer: "));
     assert!(
-        tone.sounding_ms >= 1000 && (tone.hz - 880.0).abs() < 880.0 * 0.03,
-        "{tone:?} heard of 4 s at 880 Hz; talk {talk}; {}",
+        (tone.hz - 880.0).abs() < 880.0 * 0.03
+            && tone.sounding_ms >= 300
+            && played >= 100
+            && u64::from(tone.sounding_ms) * 10 >= pushed * 20 * 8,
+        "{tone:?} heard of 4 s at 880 Hz; {played} packets played, {pushed} passed on by \
+         the jitter buffer; talk {talk}; turn: {turn}; {}",
         context()
     );
 
@@ -585,7 +606,7 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
     println!("  {}", path("mjpeg", &mjpeg));
     println!("  {}", path("h264", &h264));
     println!(
-        "  talk-back: {} Opus packets sent, {} ms heard on snd-aloop at {:.1} Hz (880 Hz sent)",
+        "  talk-back: {} Opus packets sent, {} ms heard on snd-aloop at {:.1} Hz (880 Hz sent); {turn}",
         talk["sent"], tone.sounding_ms, tone.hz
     );
     println!(

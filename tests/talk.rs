@@ -89,6 +89,18 @@ fn chromium_talks_through_the_camera_one_talker_at_a_time() {
         log.contains("talk-back: refused, another viewer is talking"),
         "{log}"
     );
+    // Each turn's line says what the jitter buffer made of it: most of the first
+    // talker's ~3 s (150 packets of 20 ms) went on to the decoder.
+    let pushed: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("talk-back: floor released"))
+        .filter_map(|l| l.split("jitter buffer: ").nth(1))
+        .filter_map(|s| s.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        pushed.len() == 2 && pushed[0] >= 100,
+        "turns' jitter buffer figures {pushed:?}: {log}"
+    );
 }
 
 /// Starts a camera `id` with a speaker on `pulse` and the audio `source` given, has the

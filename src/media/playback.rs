@@ -46,10 +46,32 @@ fn description(device: &str, pt: u8) -> String {
         "appsrc name=talk is-live=true format=time do-timestamp=true leaky-type=downstream \
          max-bytes={QUEUE_BYTES} \
          caps=\"application/x-rtp,media=(string)audio,clock-rate=(int)48000,encoding-name=(string)OPUS,payload=(int){pt}\" \
-         ! rtpjitterbuffer latency={JITTER_MS} drop-on-latency=true \
+         ! rtpjitterbuffer name=jitter latency={JITTER_MS} drop-on-latency=true \
          ! rtpopusdepay ! opusdec plc=true ! audioconvert ! audioresample \
          ! alsasink sync=false device=\"{device}\""
     )
+}
+
+/// What the jitter buffer did with one talker's packets (`rtpjitterbuffer`'s `stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    /// Packets passed on to the decoder.
+    pub pushed: u64,
+    /// Packets given up on: not there when their time to play came, or dropped
+    /// because more than the buffer's depth was queued (a burst after a stall).
+    pub lost: u64,
+    /// Packets that arrived after they had been given up on, and were dropped.
+    pub late: u64,
+}
+
+impl std::fmt::Display for JitterStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "jitter buffer: {} pushed, {} lost, {} late",
+            self.pushed, self.lost, self.late
+        )
+    }
 }
 
 /// One talker's playback: push RTP packets; dropping it stops the pipeline and
@@ -57,6 +79,7 @@ fn description(device: &str, pt: u8) -> String {
 pub struct Playback {
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
+    jitter: gst::Element,
 }
 
 impl std::fmt::Debug for Playback {
@@ -80,6 +103,9 @@ impl Playback {
             .by_name("talk")
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
             .ok_or_else(|| PlaybackError::Parse("no appsrc".into()))?;
+        let jitter = pipeline
+            .by_name("jitter")
+            .ok_or_else(|| PlaybackError::Parse("no rtpjitterbuffer".into()))?;
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             let reason = bus_error(&pipeline).unwrap_or_else(|| e.to_string());
             let _ = pipeline.set_state(gst::State::Null);
@@ -88,7 +114,22 @@ impl Playback {
                 reason,
             });
         }
-        Ok(Self { pipeline, src })
+        Ok(Self {
+            pipeline,
+            src,
+            jitter,
+        })
+    }
+
+    /// The jitter buffer's counters so far, for the line logged when a turn ends.
+    pub fn jitter_stats(&self) -> JitterStats {
+        let stats = self.jitter.property::<gst::Structure>("stats");
+        let get = |name: &str| stats.get::<u64>(name).unwrap_or(0);
+        JitterStats {
+            pushed: get("num-pushed"),
+            lost: get("num-lost"),
+            late: get("num-late"),
+        }
     }
 
     /// Queues one RTP packet (header and payload, as received).

@@ -153,14 +153,18 @@ impl Turn {
         }
     }
 
-    /// Describes the turn and resets it.
-    fn end(&mut self) -> String {
+    /// Describes the turn, with what `playback`'s jitter buffer made of it, and resets
+    /// it.
+    fn end(&mut self, playback: Option<&Playback>) -> String {
         let t = std::mem::take(self);
         format!(
-            "{} packets played, {} dropped, over {} ms",
+            "{} packets played, {} dropped, over {} ms{}",
             t.played,
             t.dropped,
-            t.started.map_or(0, |s| s.elapsed().as_millis())
+            t.started.map_or(0, |s| s.elapsed().as_millis()),
+            playback
+                .map(|p| format!("; {}", p.jitter_stats()))
+                .unwrap_or_default()
         )
     }
 }
@@ -187,7 +191,7 @@ async fn run(
             () = cancel.cancelled() => break,
             _ = tick.tick() => {
                 if let Some(gone) = floor.expire(Instant::now()) {
-                    log::info!(session_id = gone.as_str(); "talk-back: floor released (no audio for {} ms); {}", floor::IDLE.as_millis(), turn.end());
+                    log::info!(session_id = gone.as_str(); "talk-back: floor released (no audio for {} ms); {}", floor::IDLE.as_millis(), turn.end(playback.as_ref()));
                     playback = None;
                 }
                 continue;
@@ -207,7 +211,7 @@ async fn run(
             }
             Msg::Release { session } => {
                 if floor.release(&session) {
-                    log::info!(session_id = session.as_str(); "talk-back: floor released; {}", turn.end());
+                    log::info!(session_id = session.as_str(); "talk-back: floor released; {}", turn.end(playback.as_ref()));
                     playback = None;
                 }
             }
