@@ -64,16 +64,29 @@ async fn retained_topics(port: u16) -> Vec<String> {
     topics
 }
 
+/// An open-mode camera `id` with the test video source (`video`: its size, rate and
+/// bitrate lines), audio `audio`, and the embedded broker on loopback port `tcp` (its
+/// WebSocket listener on a free port); no HTTP listener.
+fn embedded_broker_camera(id: &str, video: &str, audio: &str, tcp: u16) -> String {
+    let ws = free_port();
+    format!(
+        "[camera]\nid = \"{id}\"\n[video]\nsource = \"test\"\n{video}\n\
+         [audio]\nsource = \"{audio}\"\n[access]\nmode = \"open\"\n\
+         [broker]\nlisten = \"127.0.0.1:{tcp}\"\nws_listen = \"127.0.0.1:{ws}\"\n\
+         [http]\nenabled = false\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_broker_memory_stays_bounded_under_a_topic_and_payload_flood() {
     const TOPICS: usize = 1000;
     const BIG: usize = 500;
-    let (tcp, ws) = (free_port(), free_port());
-    let config = format!(
-        "[camera]\nid = \"flood\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 360\nfps = 30\nbitrate_kbps = 800\n\
-         [audio]\nsource = \"test\"\n[access]\nmode = \"open\"\n\
-         [broker]\nlisten = \"127.0.0.1:{tcp}\"\nws_listen = \"127.0.0.1:{ws}\"\n\
-         [http]\nenabled = false\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n"
+    let tcp = free_port();
+    let config = embedded_broker_camera(
+        "flood",
+        "width = 640\nheight = 360\nfps = 30\nbitrate_kbps = 800",
+        "test",
+        tcp,
     );
     let cam = Edgecam::start(&config);
     let pid = cam.pid().expect("edgecam runs");
@@ -314,12 +327,12 @@ mod raw {
 async fn a_client_leaving_with_a_full_queue_does_not_stop_the_embedded_broker() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     const ROUNDS: usize = 20;
-    let (tcp, ws) = (free_port(), free_port());
-    let config = format!(
-        "[camera]\nid = \"queue\"\n[video]\nsource = \"test\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300\n\
-         [audio]\nsource = \"none\"\n[access]\nmode = \"open\"\n\
-         [broker]\nlisten = \"127.0.0.1:{tcp}\"\nws_listen = \"127.0.0.1:{ws}\"\n\
-         [http]\nenabled = false\n[webrtc]\nudp_bind = [\"127.0.0.1\"]\n"
+    let tcp = free_port();
+    let config = embedded_broker_camera(
+        "queue",
+        "width = 320\nheight = 240\nfps = 15\nbitrate_kbps = 300",
+        "none",
+        tcp,
     );
     let cam = Edgecam::start(&config);
     assert!(

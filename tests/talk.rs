@@ -97,6 +97,7 @@ fn chromium_talks_through_the_camera_one_talker_at_a_time() {
         .filter_map(|l| l.split("jitter buffer: ").nth(1))
         .filter_map(|s| s.split(' ').next()?.parse().ok())
         .collect();
+    println!("talk: packets the jitter buffer passed on, per turn: {pushed:?}");
     assert!(
         pushed.len() == 2 && pushed[0] >= 100,
         "turns' jitter buffer figures {pushed:?}: {log}"

@@ -402,7 +402,7 @@ pub(crate) async fn run(
                     if ctx.frontend.trickles() {
                         ctx.report(PeerEvent::LocalCandidate(None)).await;
                     }
-                    log::info!(session_id = ctx.id.as_str(); "ICE gathering complete: {gathered}");
+                    log::info!(session_id = ctx.id.as_str(); "ICE gathering complete: {gathered}, {} ms after the offer", offered_at.elapsed().as_millis());
                     if ctx.settings.ice.camera_has_turn() && gathered.relay == 0 {
                         log::warn!(session_id = ctx.id.as_str(); "no relay candidate from the TURN server(s): allocation refused or unreachable (wrong/expired credentials or secret, or TURN port blocked); see the webrtc log line above");
                         if transport_policy(&ctx) == RTCIceTransportPolicy::Relay {
@@ -412,7 +412,7 @@ pub(crate) async fn run(
                     }
                 }
                 Some(Internal::Ice(state)) => {
-                    log::debug!(session_id = ctx.id.as_str(); "ICE connection state {state}");
+                    log::debug!(session_id = ctx.id.as_str(); "ICE connection state {state}, {} ms after the offer", offered_at.elapsed().as_millis());
                     ice_state = state;
                     if matches!(state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
                         ctx.report(PeerEvent::Connected).await;
@@ -430,7 +430,7 @@ pub(crate) async fn run(
                     }
                 }
                 Some(Internal::State(state)) => {
-                    log::info!(session_id = ctx.id.as_str(); "peer connection {state}");
+                    log::info!(session_id = ctx.id.as_str(); "peer connection {state}, {} ms after the offer", offered_at.elapsed().as_millis());
                     match state {
                         RTCPeerConnectionState::Connected => {
                             live_tx.send_replace(true);
