@@ -20,17 +20,7 @@ tests/lab/build-image.sh >target/lab-image.log 2>&1 &
 lab_image=$!
 timed cargo fmt --all --check
 timed cargo fmt --manifest-path fuzz/Cargo.toml --check
-# Clippy and the test build in one compilation: clippy-driver wraps rustc for the
-# workspace's own crates (as `cargo clippy` does for a check) and still compiles them, so
-# the dependencies are built once instead of once checked for clippy and once compiled
-# for the tests (about 6 of CI's minutes). The same as `cargo clippy --workspace
-# --all-targets -- -D warnings`; the test run below keeps the same wrapper, so it
-# reuses this build.
-linted() {
-  RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)" \
-    CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" "$@"
-}
-timed linted cargo test --workspace --all-targets --no-run
+timed cargo clippy --workspace --all-targets -- -D warnings
 # Supply chain (deny.toml): licences, banned crates, sources. Advisories need the
 # RustSec database from GitHub, which these machines cannot reach (deny.toml says more).
 timed cargo deny --log-level error check licenses bans sources
@@ -53,7 +43,7 @@ suite_procs() {
 before="$(suite_procs)"
 timed wait "$lab_image" || echo "test.sh: the lab image build failed (target/lab-image.log); tests/lab.rs tries again" >&2
 # Integration tests start real processes and WebRTC stacks; two at a time suits 2 cores.
-timed linted cargo test --workspace --all-targets -- --test-threads=2
+timed cargo test --workspace --all-targets -- --test-threads=2
 # Left over: started during the suite and still running 10 s after it ended.
 for _ in $(seq 50); do
   left="$(comm -13 <(echo "$before") <(suite_procs))"
