@@ -8,6 +8,8 @@
 #   scripts/fuzz.sh --seconds 300   # longer
 #   scripts/fuzz.sh --runs 1000000  # a fixed number of executions per target
 #   scripts/fuzz.sh --runs 1000000 offer h264   # some targets only
+#   scripts/fuzz.sh --dev --seconds 15          # unoptimized: builds in about half the
+#                                               # time, runs ~15x fewer inputs (CI's smoke)
 #
 # New inputs go to target/fuzz-corpus/<target> (the seeds in fuzz/corpus stay as they
 # are); a crash is written to fuzz/artifacts/<target>/ and fails the script. Each
@@ -16,10 +18,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO_FUZZ_VERSION=0.13.2
 limit=(-max_total_time=20)
+mode=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --seconds) limit=(-max_total_time="$2"); shift 2 ;;
     --runs) limit=(-runs="$2"); shift 2 ;;
+    --dev) mode=(--dev); shift ;;
     *) break ;;
   esac
 done
@@ -31,7 +35,7 @@ if [[ ${#targets[@]} -eq 0 ]]; then
   mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
 fi
 # Debug assertions on (-a): overflow checks and debug_assert! become crashes too.
-fuzz=(cargo fuzz run --fuzz-dir fuzz --sanitizer none --debug-assertions)
+fuzz=(cargo fuzz run --fuzz-dir fuzz --sanitizer none --debug-assertions "${mode[@]}")
 summary=()
 for t in "${targets[@]}"; do
   work="target/fuzz-corpus/$t"
