@@ -4,11 +4,14 @@
 # (QEMU) and Raspberry Pi cross-build (arm64 and armhf under qemu-user, .debs) tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Each step's wall time goes to stderr, so a CI log shows where its minutes went.
+# Each step's wall time goes to stderr, so a CI log shows where its minutes went; a
+# failing step's too, and its status is passed on.
 timed() {
-  local t0=$SECONDS
-  "$@"
-  echo "test.sh: $((SECONDS - t0)) s: $*" >&2
+  local t0=$SECONDS rc=0 failed=""
+  "$@" || rc=$?
+  ((rc == 0)) || failed=" (exit $rc)"
+  echo "test.sh: $((SECONDS - t0)) s: $*$failed" >&2
+  return "$rc"
 }
 timed scripts/setup.sh --test
 # The device-lab VM image (tests/lab.rs; cached, so only a fresh machine builds it):
