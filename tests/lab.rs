@@ -342,7 +342,10 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
     // ms were heard, and 0.68 to 2.3 s of the 4 s in others. How much survives is the
     // VM's speed, not a property of edgecam, so it is not asserted. What is: the pitch,
     // at least 300 ms of tone, and that what the jitter buffer passed on reached the
-    // speaker (snd-aloop and the recorder lose nothing).
+    // speaker (snd-aloop and the recorder lose nothing). The pitch within 5 %: what the
+    // jitter buffer gives up on, the decoder conceals with audio of its own, which
+    // pulled the median to 850 Hz in a CI run with 17 of 64 packets concealed; nothing
+    // else in the VM sounds, so 5 % still tells the tone from anything else.
     let talk: Value =
         serde_json::from_str(&read(&out, "viewer-talk.talk.json")).expect("talk report");
     assert_eq!(talk["reply"]["ok"], true, "{talk}; {}", context());
@@ -362,7 +365,7 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
     };
     let (played, pushed) = (figure("; "), figure("jitter buffer: "));
     assert!(
-        (tone.hz - 880.0).abs() < 880.0 * 0.03
+        (tone.hz - 880.0).abs() < 880.0 * 0.05
             && tone.sounding_ms >= 300
             && played >= 100
             && u64::from(tone.sounding_ms) * 10 >= pushed * 20 * 8,
