@@ -39,7 +39,7 @@ timed scripts/whep-client.sh >/dev/null
 # and their figures are in docs/reliability.md). Unoptimized (--dev): the instrumented
 # release build of edgecam and all its dependencies took ~8 of CI's minutes, the dev
 # build takes ~4; a smoke run catches a new crash in its first thousands of inputs,
-# which the dev build still runs (12 000 to 100 000 per target in 10 s).
+# which the dev build still runs (25 000 to 377 000 per target in 15 s, in CI).
 timed scripts/fuzz.sh --dev --seconds 15
 # The programs the suite starts (brokers, coturn, edgecam, browsers, the lab VM): none
 # may outlive it.

@@ -356,14 +356,8 @@ fn device_lab_service_with_vivid_v4l2loopback_and_snd_aloop() {
     let turn = journal
         .first("talk-back: floor released;", marks["talk"])
         .map_or("(no line)", Journal::message);
-    let figure = |after: &str| -> u64 {
-        turn.split(after)
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let (played, pushed) = (figure("; "), figure("jitter buffer: "));
+    let figure = |label| common::turn_count(turn, label).unwrap_or(0);
+    let (played, pushed) = (figure("released; "), figure("jitter buffer: "));
     assert!(
         (tone.hz - 880.0).abs() < 880.0 * 0.05
             && tone.sounding_ms >= 300

@@ -38,6 +38,15 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in 20000..32700 after 1000 tries");
 }
 
+/// A count from a talk-back turn's log line, the number right after `label`: in
+/// `talk-back: floor released; 201 packets played, 0 dropped, over 4391 ms; jitter
+/// buffer: 108 pushed, 0 lost, 0 late`, `"released; "` gives the packets played and
+/// `"jitter buffer: "` the packets the jitter buffer passed on. `None` when `label` is
+/// missing or no number follows it.
+pub fn turn_count(line: &str, label: &str) -> Option<u64> {
+    line.split(label).nth(1)?.split(' ').next()?.parse().ok()
+}
+
 /// Waits until `port` on 127.0.0.1 accepts connections, at most `limit`.
 pub fn wait_port(port: u16, limit: Duration) -> bool {
     let end = Instant::now() + limit;
