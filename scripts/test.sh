@@ -4,15 +4,21 @@
 # (QEMU) and Raspberry Pi cross-build (arm64 and armhf under qemu-user, .debs) tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Each step's wall time goes to stderr, so a CI log shows where its minutes went; a
-# failing step's too, and its status is passed on.
+# Each step's wall time and the disk space left after it go to stderr, so a CI log shows
+# where its minutes and gigabytes went; a failing step's too, and its status is passed on.
 timed() {
   local t0=$SECONDS rc=0 failed=""
   "$@" || rc=$?
   ((rc == 0)) || failed=" (exit $rc)"
-  echo "test.sh: $((SECONDS - t0)) s: $*$failed" >&2
+  echo "test.sh: $((SECONDS - t0)) s: $*$failed; $(df -h --output=avail . | tail -1 | tr -d ' ') free" >&2
   return "$rc"
 }
+# A CI machine's disk is whatever is left of it (once under 300 MB; stop 29's run ran out
+# of it while linking the test binaries): a CI run keeps only what a later step uses.
+# Incremental compilation pays off only for a rebuild (1.1 GB of target/debug).
+if [[ -n "${CI:-}" ]]; then
+  export CARGO_INCREMENTAL=0
+fi
 timed scripts/setup.sh --test
 # The device-lab VM image (tests/lab.rs; cached, so only a fresh machine builds it):
 # about 4 minutes of mostly downloading and unpacking, so it goes on beside the
@@ -41,6 +47,10 @@ timed scripts/whep-client.sh >/dev/null
 # build takes ~4; a smoke run catches a new crash in its first thousands of inputs,
 # which the dev build still runs (25 000 to 377 000 per target in 15 s, in CI).
 timed scripts/fuzz.sh --dev --seconds 15
+# The instrumented builds (4.4 GB) serve no later step; a developer's stay warm.
+if [[ -n "${CI:-}" ]]; then
+  rm -rf fuzz/target
+fi
 # The programs the suite starts (brokers, coturn, edgecam, browsers, the lab VM): none
 # may outlive it.
 suite_procs() {
