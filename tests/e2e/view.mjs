@@ -52,7 +52,14 @@ async function launchFirefox() {
 
 // Playwright's default switches carry their own --disable-features list, and Chromium
 // keeps only the last one; so all defaults are dropped and one merged list is passed.
-const browser = firefox ? await launchFirefox() : await chromium.launch({
+// --keep-profile 1 (Chromium): the profile in --user-data-dir is the browser's own, as a
+// person's is (HTTP cache and compiled-code cache kept on disk), not the throw-away
+// context Playwright opens otherwise; a repeat visit then reuses what the last one kept.
+const persistent = !firefox && args['keep-profile'] === '1';
+const launchChromium = (options) => (persistent
+  ? chromium.launchPersistentContext(args['user-data-dir'], { ...options, viewport: { width: 1280, height: 800 } })
+  : chromium.launch(options));
+const browser = firefox ? await launchFirefox() : await launchChromium({
   executablePath: '/usr/bin/chromium',
   ignoreDefaultArgs: true,
   args: [
@@ -159,7 +166,7 @@ async function talkTurns(first, talkMs) {
   return t;
 }
 try {
-  const page = firefox ? await browser.newPage() : await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const page = firefox || persistent ? await browser.newPage() : await browser.newPage({ viewport: { width: 1280, height: 800 } });
   if (firefox) await page.setViewport({ width: 1280, height: 800 });
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(m.text()));

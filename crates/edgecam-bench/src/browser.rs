@@ -27,6 +27,11 @@ pub type Sample = Result<(f64, Value), String>;
 /// here), with the driver from `--e2e-dir`. The page reaches the camera through a
 /// Mosquitto beside it, or with `embedded` through edgecam's own broker.
 ///
+/// With `--visits N` each run is a returning viewer: N visits one after another in one
+/// browser profile, the browser closed and opened again between them. The result has
+/// one list of samples per visit (the first visit's browser starts with an empty
+/// profile).
+///
 /// # Errors
 /// When the namespaces, broker or edgecam cannot be set up (needs root).
 pub fn first_frames(
@@ -35,7 +40,7 @@ pub fn first_frames(
     camera_config: &str,
     embedded: bool,
     fragment: Option<&str>,
-) -> anyhow::Result<Vec<Sample>> {
+) -> anyhow::Result<Vec<Vec<Sample>>> {
     let (e2e, dir) = (bench.args.e2e_dir.as_path(), bench.dir.as_path());
     anyhow::ensure!(
         e2e.join("node_modules/playwright-core").exists(),
@@ -93,23 +98,31 @@ pub fn first_frames(
         net.camera_ip,
         fragment.map(|f| format!("#{f}")).unwrap_or_default()
     );
-    Ok((0..bench.args.browser_runs)
-        .map(|i| one_run(&net.viewer, e2e, dir, &url, &format!("{name}-{i}")))
-        .collect())
+    let visits = bench.args.visits.max(1);
+    let mut by_visit = vec![Vec::new(); visits];
+    for i in 0..bench.args.browser_runs {
+        // A fresh profile each run: nothing cached from the last one.
+        let profile = dir.join(format!("chromium-{name}-{i}"));
+        for samples in &mut by_visit {
+            samples.push(one_visit(&net.viewer, e2e, &profile, &url, visits > 1));
+        }
+        let _ = std::fs::remove_dir_all(&profile);
+    }
+    Ok(by_visit)
 }
 
-fn one_run(ns: &str, e2e: &Path, dir: &Path, url: &str, name: &str) -> Sample {
-    // A fresh profile each run: nothing cached from the last one.
-    let profile = dir.join(format!("chromium-{name}"));
+/// One page load in Chromium with `profile`; kept as the browser's own profile (HTTP
+/// and code caches on disk) when `keep_profile`.
+fn one_visit(ns: &str, e2e: &Path, profile: &Path, url: &str, keep_profile: bool) -> Sample {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "node"])
         .arg(e2e.join("view.mjs"))
         .args(["--url", url, "--timeout-ms", "30000", "--user-data-dir"])
-        .arg(&profile)
+        .arg(profile)
+        .args(["--keep-profile", if keep_profile { "1" } else { "0" }])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("node: {e}"))?;
-    let _ = std::fs::remove_dir_all(&profile);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let result: Value = stdout
         .lines()

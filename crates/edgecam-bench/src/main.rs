@@ -72,6 +72,13 @@ struct RunArgs {
     /// for namespaces).
     #[arg(long, default_value_t = 10)]
     browser_runs: usize,
+    /// Visits per Chromium run: 1 is a first visit (an empty profile); with 2 or more
+    /// each run is a returning viewer whose browser keeps its profile (HTTP and
+    /// compiled-code caches) from one visit to the next, and the report has a row per
+    /// visit (a browser compiles a script into its code cache on the second visit and
+    /// uses that from the third on).
+    #[arg(long, default_value_t = 1)]
+    visits: usize,
     /// The brokers the Chromium page reaches the camera through: `mosquitto` (an
     /// external Mosquitto, its WebSocket listener) and `embedded` (edgecam's own).
     #[arg(long, value_delimiter = ',', default_value = "mosquitto,embedded", value_parser = ["mosquitto", "embedded"])]
@@ -263,15 +270,23 @@ impl Bench {
                 fragment = Some(link);
             }
             for broker in &self.args.page_brokers {
-                let runs = browser::first_frames(
+                let visits = browser::first_frames(
                     self,
                     &format!("{name}-{broker}"),
                     &config,
                     broker == "embedded",
                     fragment.as_deref(),
                 )
-                .unwrap_or_else(|e| vec![Err(format!("not run: {e:#}"))]);
-                ff.chromium.push(Chromium::of(broker, runs));
+                .unwrap_or_else(|e| vec![vec![Err(format!("not run: {e:#}"))]]);
+                let several = visits.len() > 1;
+                for (k, runs) in visits.into_iter().enumerate() {
+                    let label = if several {
+                        format!("{broker}, visit {}", k + 1)
+                    } else {
+                        broker.clone()
+                    };
+                    ff.chromium.push(Chromium::of(&label, runs));
+                }
             }
         }
         Ok(ff)

@@ -85,7 +85,7 @@ pub struct FirstFrame {
 #[serde(rename_all = "camelCase")]
 pub struct Chromium {
     /// `mosquitto` (external, Mosquitto's WebSocket listener) or `embedded` (edgecam's
-    /// own rumqttd).
+    /// own rumqttd); with `--visits`, followed by `, visit N` (a returning viewer's Nth).
     pub broker: String,
     /// Offer published → first video frame presented.
     pub offer_ms: Spread,

@@ -9,6 +9,8 @@
 //! origin, MQTT over ws:/wss: anywhere, MQTT.js's timer worker from a blob: URL, no
 //! framing) and `X-Content-Type-Options`.
 
+mod page;
+
 use crate::access::gate::AccessPolicy;
 use crate::access::refusals::Refusals;
 use crate::whep::{Created, WhepError, WhepRequest};
@@ -46,33 +48,6 @@ pub struct PageConfig {
     pub mqtt_version: Option<u8>,
 }
 
-/// The meta tag of `web/index.html` that `web/boot.js` reads the page's config from.
-const CONFIG_META: &str = r#"<meta name="edgecam-config" content="">"#;
-
-/// `html` with `page` (what `/config.json` says) in its `edgecam-config` meta tag, so
-/// the page opens its broker connection without a round trip first (`web/boot.js`).
-/// The JSON is escaped for a double-quoted attribute (HTML, "Attributes": `&`, `"`,
-/// `<`, `>`, `'`). A page without the tag is returned as it is.
-pub fn page_with_config(html: &str, page: &PageConfig) -> String {
-    let json = serde_json::to_string(page).unwrap_or_default();
-    let mut escaped = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '"' => escaped.push_str("&quot;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    html.replacen(
-        CONFIG_META,
-        &format!(r#"<meta name="edgecam-config" content="{escaped}">"#),
-        1,
-    )
-}
-
 /// Produces the `/api/stats` document.
 pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
@@ -108,44 +83,6 @@ struct AppState {
     refusals: Arc<Refusals>,
     /// Invite mode: the policy bearer tokens are checked against.
     access: Option<Arc<AccessPolicy>>,
-}
-
-const FILES: &[(&str, &str, &[u8])] = &[
-    (
-        "/boot.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../web/boot.js"),
-    ),
-    (
-        "/viewer.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../web/viewer.js"),
-    ),
-    (
-        "/style.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../web/style.css"),
-    ),
-    (
-        "/vendor/mqtt.min.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../web/vendor/mqtt.min.js"),
-    ),
-    (
-        "/vendor/noble-hashes.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../web/vendor/noble-hashes.js"),
-    ),
-];
-
-/// The viewer page (`/`, `/index.html`).
-const INDEX_HTML: &str = include_str!("../web/index.html");
-
-fn embedded(path: &'static str, mime: &'static str, body: Bytes) -> Router<AppState> {
-    Router::new().route(
-        path,
-        get(move || async move { ([(header::CONTENT_TYPE, mime)], body).into_response() }),
-    )
 }
 
 /// The Content-Security-Policy of every response.
@@ -211,18 +148,13 @@ pub fn router(
             app = app.fallback_service(tower_http::services::ServeDir::new(root));
         }
         None => {
-            for (path, mime, body) in FILES {
-                app = app.merge(embedded(path, mime, Bytes::from_static(body)));
-            }
             // In invite mode the config is the token holders' only: the page then reads
             // the invitation, or fetches /config.json with its token.
             let index = match state.access {
-                None => Bytes::from(page_with_config(INDEX_HTML, &state.page)),
-                Some(_) => Bytes::from_static(INDEX_HTML.as_bytes()),
+                None => page::index_with_config(&state.page),
+                Some(_) => page::index_without_config(),
             };
-            for path in ["/", "/index.html"] {
-                app = app.merge(embedded(path, "text/html; charset=utf-8", index.clone()));
-            }
+            app = app.merge(page::routes(index));
             app = app.fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() });
         }
     }
@@ -485,54 +417,4 @@ pub async fn serve(
             log::error!("HTTP server stopped: {e}");
         }
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn page(broker_url: Option<&str>) -> PageConfig {
-        PageConfig {
-            broker_url: broker_url.map(str::to_owned),
-            broker_ws_port: Some(9001),
-            prefix: "edgecam".into(),
-            camera: "cam1".into(),
-            mqtt_version: Some(4),
-        }
-    }
-
-    #[test]
-    fn the_page_carries_its_config_in_the_meta_tag() {
-        let html = page_with_config(INDEX_HTML, &page(None));
-        assert!(!html.contains(CONFIG_META), "the empty tag is filled");
-        assert!(
-            html.contains(
-                r#"<meta name="edgecam-config" content="{&quot;brokerUrl&quot;:null,&quot;brokerWsPort&quot;:9001,&quot;prefix&quot;:&quot;edgecam&quot;,&quot;camera&quot;:&quot;cam1&quot;,&quot;mqttVersion&quot;:4}">"#
-            ),
-            "{html}"
-        );
-    }
-
-    #[test]
-    fn a_broker_url_cannot_leave_the_attribute() {
-        let html = page_with_config(
-            INDEX_HTML,
-            &page(Some(r#"wss://h/x?a=1&b="><script>alert(1)</script>'"#)),
-        );
-        let start = html.find(r#"name="edgecam-config" content=""#).unwrap();
-        let tag = &html[start..html[start..].find('>').unwrap() + start];
-        assert!(
-            !tag.contains('<') && !tag.contains('\'') && tag.matches('"').count() == 4,
-            "{tag}"
-        );
-        assert!(
-            tag.contains("a=1&amp;b=\\&quot;&gt;&lt;script&gt;"),
-            "{tag}"
-        );
-    }
-
-    #[test]
-    fn a_page_without_the_tag_is_served_as_it_is() {
-        assert_eq!(page_with_config("<p>hi</p>", &page(None)), "<p>hi</p>");
-    }
 }
