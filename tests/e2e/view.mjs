@@ -56,8 +56,9 @@ async function launchFirefox() {
 // person's is (HTTP cache and compiled-code cache kept on disk), not the throw-away
 // context Playwright opens otherwise; a repeat visit then reuses what the last one kept.
 const persistent = !firefox && args['keep-profile'] === '1';
+const viewport = { width: 1280, height: 800 };
 const launchChromium = (options) => (persistent
-  ? chromium.launchPersistentContext(args['user-data-dir'], { ...options, viewport: { width: 1280, height: 800 } })
+  ? chromium.launchPersistentContext(args['user-data-dir'], { ...options, viewport })
   : chromium.launch(options));
 const browser = firefox ? await launchFirefox() : await launchChromium({
   executablePath: '/usr/bin/chromium',
@@ -166,8 +167,8 @@ async function talkTurns(first, talkMs) {
   return t;
 }
 try {
-  const page = firefox || persistent ? await browser.newPage() : await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  if (firefox) await page.setViewport({ width: 1280, height: 800 });
+  const page = firefox || persistent ? await browser.newPage() : await browser.newPage({ viewport });
+  if (firefox) await page.setViewport(viewport);
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(m.text()));
   // --no-twcc 1: a browser that does not negotiate transport-wide congestion control
