@@ -310,7 +310,8 @@ fn deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(target: 
         "./usr/share/edgecam/web/index.html",
         "./usr/share/edgecam/web/boot.js",
         "./usr/share/edgecam/web/viewer.js",
-        "./usr/share/edgecam/web/vendor/mqtt.min.js",
+        "./usr/share/edgecam/web/broker.js",
+        "./usr/share/edgecam/web/vendor/u8-mqtt.js",
         "./usr/share/doc/edgecam/install-on-raspberry-pi.md",
         "./usr/share/doc/edgecam/systemd.md",
     ] {

@@ -1,7 +1,7 @@
 // edgecam viewer, first script: opens the broker's WebSocket while the rest of the page
-// (MQTT.js, 340 KB, and viewer.js) loads, so that the handshake, 150–250 ms with some
+// (the MQTT client and viewer.js) loads, so that the handshake, 150–250 ms with some
 // brokers, is no longer on the way to the offer (docs/performance.md, "Page load").
-// viewer.js hands the open socket to MQTT.js. Without a broker URL known here (a page
+// viewer.js hands the socket to the MQTT link (broker.js). Without a broker URL known here (a page
 // served from elsewhere, or an invitation without one) nothing is opened, and viewer.js
 // connects as it always did.
 'use strict';
@@ -37,7 +37,7 @@
   if (known && typeof WebSocket !== 'undefined') {
     early.url = brokerUrl(config);
     try {
-      // The subprotocol MQTT.js asks for (MQTT 3.1.1 and 5: `mqtt`).
+      // The subprotocol MQTT over WebSocket asks for (MQTT 3.1.1 and 5: `mqtt`).
       early.socket = new WebSocket(early.url, ['mqtt']);
       early.socket.binaryType = 'arraybuffer';
       early.createdAt = performance.now();
@@ -51,7 +51,7 @@
     config,
     brokerUrl,
     // The early socket for `url`, once: still connecting or open, else null (closed,
-    // refused, or another URL), and MQTT.js opens its own.
+    // refused, or another URL), and broker.js opens its own.
     takeSocket(url) {
       const s = early.socket;
       early.socket = null;

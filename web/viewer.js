@@ -107,30 +107,9 @@
     toViewer: (cam, s) => `${state.prefix}/${cam}/session/${s}/to-viewer`,
   };
 
-  // A QoS 0 MQTT 3.1.1 PUBLISH packet (§3.3), so `bye` can be written to the
-  // WebSocket synchronously while the page unloads.
-  // QoS 0 PUBLISH (MQTT 3.1.1 §3.3; MQTT 5 §3.3 adds an empty property list).
-  function publishPacket(t, payload) {
-    const enc = new TextEncoder();
-    const tb = enc.encode(t), pb = enc.encode(payload);
-    const props = state.mqttVersion === 5 ? 1 : 0;
-    let len = 2 + tb.length + props + pb.length;
-    const lenBytes = [];
-    do { let b = len % 128; len = Math.floor(len / 128); if (len > 0) b |= 128; lenBytes.push(b); } while (len > 0);
-    const out = new Uint8Array(1 + lenBytes.length + 2 + tb.length + props + pb.length);
-    let i = 0;
-    out[i++] = 0x30;
-    for (const b of lenBytes) out[i++] = b;
-    out[i++] = tb.length >> 8; out[i++] = tb.length & 255;
-    out.set(tb, i); i += tb.length;
-    if (props) out[i++] = 0;
-    out.set(pb, i);
-    return out;
-  }
-
   function send(msg) {
     if (!state.client || !state.camera || !state.session) return;
-    state.client.publish(topic.toCamera(state.camera, state.session), wire(msg, state.session), { qos: 1 });
+    state.client.publish(topic.toCamera(state.camera, state.session), wire(msg, state.session));
   }
 
   async function loadDefaults() {
@@ -166,67 +145,65 @@
     // crashed page still frees its session, WILL_DELAY_S later. MQTT 3.1.1 brokers
     // (e.g. edgecam's embedded one over WebSocket) get the plain Will.
     const v5 = state.mqttVersion === 5;
-    const opts = {
-      clientId: state.session, clean: !v5, reconnectPeriod: 1000, connectTimeout: 10000,
-      keepalive: 15, protocolVersion: state.mqttVersion,
-      createWebsocket: (url, protocols) => {
-        // The socket boot.js opened while the scripts loaded, if it is this broker's.
-        const early = boot.takeSocket(url);
-        if (early) {
-          pageMarkAt('wsCreated', boot.early.createdAt);
-          if (boot.early.openAt != null) pageMarkAt('wsOpen', boot.early.openAt);
-        } else pageMark('wsCreated');
-        state.socket = early || new WebSocket(url, protocols);
-        state.socket.addEventListener('open', () => pageMark('wsOpen'));
-        return state.socket;
-      },
-    };
-    if (v5) opts.properties = { sessionExpiryInterval: WILL_DELAY_S * 2 };
-    if (params.get('username')) { opts.username = params.get('username'); opts.password = params.get('password') || ''; }
+    const connect = { client_id: state.session, keep_alive: 15, flags: { clean_start: !v5 } };
+    if (v5) connect.props = { session_expiry_interval: WILL_DELAY_S * 2 };
+    if (params.get('username')) { connect.username = params.get('username'); connect.password = params.get('password') || ''; }
     // Invite mode: the embedded broker admits the viewer name with its token.
-    if (invitation) { opts.username = invitation.name; opts.password = token(); }
+    if (invitation) { connect.username = invitation.name; connect.password = token(); }
     if (state.camera) {
       // Signed in invite mode with a ts 4 min ahead, so that when it fires it is newer
       // than this session's offer; past the camera's 5 min window (when its clock is
       // synchronised) it is refused and the session ends by its ICE timeout instead.
-      opts.will = { topic: topic.toCamera(state.camera, state.session), payload: wire({ type: 'bye' }, state.session, 240000), qos: 1, retain: false };
-      if (v5) opts.will.properties = { willDelayInterval: WILL_DELAY_S };
+      connect.will = { topic: topic.toCamera(state.camera, state.session), payload: wire({ type: 'bye' }, state.session, 240000), qos: 1, retain: false };
+      if (v5) connect.will.props = { will_delay_interval: WILL_DELAY_S };
     }
-    const client = mqtt.connect(broker, opts);
-    state.client = client;
-    let connected = false;
+    // The socket boot.js opened while the scripts loaded, if it is this broker's.
+    const early = boot.takeSocket(broker);
+    if (early) {
+      pageMarkAt('wsCreated', boot.early.createdAt);
+      if (boot.early.openAt != null) pageMarkAt('wsOpen', boot.early.openAt);
+    }
     pill($('broker-state'), 'broker: connecting', 'wait');
-    client.on('close', () => {
-      if (!connected && v5 && client === state.client && !params.get('mqtt')) {
-        // The broker closed an MQTT 5 CONNECT without CONNACK: speak 3.1.1 instead.
-        state.mqttVersion = 4;
-        client.end(true);
-        connectBroker(broker);
-      }
+    let link = null;
+    link = edgecamBroker.open({
+      url: broker, socket: early, version: state.mqttVersion, connect,
+      onSocket: (ws) => {
+        if (ws !== early) pageMark('wsCreated');
+        state.socket = ws;
+        ws.addEventListener('open', () => pageMark('wsOpen'));
+      },
+      onConnack: () => {
+        pageMark('connack');
+        pill($('broker-state'), 'broker: connected', 'ok');
+        link.subscribe(`${state.prefix}/+/status`).catch(() => {});
+        if (state.camera) {
+          link.subscribe(topic.toViewer(state.camera, state.session)).then((granted) => {
+            if (!granted) { note('subscribe failed: the broker refused it'); return; }
+            pageMark('suback');
+            // Subscribed before anything is published (contract).
+            if (!state.pc && !state.stopped && params.get('autoplay') !== '0') start();
+          }, (e) => note('subscribe failed: ' + e.message));
+        }
+      },
+      onClose: (connackSeen) => {
+        if (!connackSeen && v5 && link === state.client && !params.get('mqtt')) {
+          // The broker closed an MQTT 5 CONNECT without CONNACK: speak 3.1.1 instead.
+          state.mqttVersion = 4;
+          link.end();
+          connectBroker(broker);
+          return;
+        }
+        pill($('broker-state'), 'broker: reconnecting', 'wait');
+      },
+      onMessage,
+      onError: (m) => note('broker error: ' + m),
     });
-    client.on('connect', () => {
-      pageMark('connack');
-      connected = true;
-      pill($('broker-state'), 'broker: connected', 'ok');
-      client.subscribe(`${state.prefix}/+/status`, { qos: 1 });
-      if (state.camera) {
-        client.subscribe(topic.toViewer(state.camera, state.session), { qos: 1 }, (err) => {
-          if (err) { note('subscribe failed: ' + err.message); return; }
-          pageMark('suback');
-          // Subscribed before anything is published (contract).
-          if (!state.pc && !state.stopped && params.get('autoplay') !== '0') start();
-        });
-      }
-    });
-    client.on('reconnect', () => pill($('broker-state'), 'broker: reconnecting', 'wait'));
-    client.on('offline', () => pill($('broker-state'), 'broker: offline', 'bad'));
-    client.on('error', (e) => note('broker error: ' + e.message));
-    client.on('message', onMessage);
+    state.client = link;
   }
 
-  function onMessage(t, payload) {
+  function onMessage(t, text) {
     let msg;
-    try { msg = JSON.parse(payload.toString()); } catch (e) { return; }
+    try { msg = JSON.parse(text); } catch (e) { return; }
     const parts = t.split('/');
     if (parts.length === 3 && parts[2] === 'status') { onStatus(parts[1], msg); return; }
     if (state.camera && t === topic.toViewer(state.camera, state.session)) {
@@ -267,7 +244,7 @@
     history.replaceState(null, '', url);
     // Reconnect so the Last Will names this camera's session topic.
     const broker = state.brokerUrl;
-    if (state.client) state.client.end(true);
+    if (state.client) state.client.end();
     connectBroker(broker);
   }
 
@@ -458,9 +435,7 @@
     // only be noticed after the keep-alive: with MQTT 5 (Will delayed, session kept)
     // reconnect at once; the offer below is queued and sent once connected.
     if (state.mqttVersion === 5 && state.client && state.client.connected) {
-      // Destroying the stream makes mqtt.js reconnect now rather than after a close
-      // handshake the dead path cannot carry.
-      try { state.client.stream.destroy(); } catch (e) { if (state.socket) state.socket.close(); }
+      state.client.reconnectNow();
     }
     createOffer(true);
   }
@@ -563,7 +538,7 @@
       if (!state.stopped && !state.pc && state.client && state.client.connected) {
         state.session = newSessionId();
         // New session id: reconnect so the client id and the Last Will match it.
-        state.client.end(true);
+        state.client.end();
         connectBroker(state.brokerUrl);
       }
     }, ms);
@@ -659,16 +634,17 @@
   }
 
   window.addEventListener('pagehide', () => {
-    // Flush bye synchronously: mqtt.js would send on a later tick that never comes.
-    if (state.socket && state.socket.readyState === 1 && state.camera && state.session && state.pc) {
-      try { state.socket.send(publishPacket(topic.toCamera(state.camera, state.session), wire({ type: 'bye' }, state.session))); } catch (e) { /* unloading */ }
+    // Write bye synchronously: the client's own send would come on a later tick that
+    // never comes.
+    if (state.client && state.socket && state.socket.readyState === 1 && state.camera && state.session && state.pc) {
+      try { state.socket.send(state.client.encodePublish(topic.toCamera(state.camera, state.session), wire({ type: 'bye' }, state.session))); } catch (e) { /* unloading */ }
     }
   });
   $('unmute').onclick = () => { const v = $('video'); v.muted = !v.muted; $('unmute').textContent = v.muted ? 'Unmute' : 'Mute'; };
   $('stop').onclick = () => stop(false);
   $('talk').onclick = () => { toggleTalk().catch((e) => setTalk('error', 'talk: ' + e.message)); };
   $('snapshot').onclick = () => { snapshot().catch((e) => note('snapshot: ' + e.message)); };
-  $('reconnect').onclick = () => { if (state.camera) { stop(true); state.stopped = false; state.client.end(true); state.session = null; connectBroker(state.brokerUrl); } };
+  $('reconnect').onclick = () => { if (state.camera) { stop(true); state.stopped = false; state.client.end(); state.session = null; connectBroker(state.brokerUrl); } };
   setInterval(() => { pollStats().catch(() => {}); }, 1000);
 
   pageMark('script');

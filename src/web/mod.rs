@@ -6,8 +6,7 @@
 //! (access-v1, "Token"); the page's static files stay public (they hold nothing, and
 //! the key arrives in the link's fragment, which no request carries). Every response
 //! carries a Content-Security-Policy (scripts, styles and fetches from the page's own
-//! origin, MQTT over ws:/wss: anywhere, MQTT.js's timer worker from a blob: URL, no
-//! framing) and `X-Content-Type-Options`.
+//! origin, MQTT over ws:/wss: anywhere, no workers from elsewhere, no framing) and `X-Content-Type-Options`.
 
 mod page;
 
@@ -87,7 +86,7 @@ struct AppState {
 
 /// The Content-Security-Policy of every response.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     media-src 'self' blob:; connect-src 'self' ws: wss:; worker-src 'self' blob:; \
+     media-src 'self' blob:; connect-src 'self' ws: wss:; worker-src 'self'; \
      object-src 'none'; base-uri 'none'; \
      frame-ancestors 'none'";
 

@@ -7,8 +7,8 @@
 //! before each use), so a browser's next visit gets `304 Not Modified` (RFC 9110 §15.4.5)
 //! for each file it holds, keeps the code it compiled from them (V8's code cache), and
 //! still sees a new edgecam's page at once. Bodies go gzip-compressed to browsers that
-//! accept it (`tower_http::compression`; MQTT.js, 340 KB, is ~100 KB on the wire), which
-//! counts on a viewer's slow link.
+//! accept it (`tower_http::compression`; the page's 60 KB of scripts are ~20 KB on the
+//! wire), which counts on a viewer's slow link.
 
 use super::PageConfig;
 use axum::Router;
@@ -62,9 +62,14 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/style.css"),
     ),
     (
-        "/vendor/mqtt.min.js",
+        "/broker.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../../web/vendor/mqtt.min.js"),
+        include_bytes!("../../web/broker.js"),
+    ),
+    (
+        "/vendor/u8-mqtt.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/vendor/u8-mqtt.js"),
     ),
     (
         "/vendor/noble-hashes.js",
@@ -199,13 +204,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_held_file_is_not_sent_again_and_a_changed_one_is() {
-        let first = fetch("/vendor/mqtt.min.js", &[]).await;
+        let first = fetch("/vendor/u8-mqtt.js", &[]).await;
         assert_eq!(first.status(), StatusCode::OK);
         assert_eq!(first.headers()[header::CACHE_CONTROL], "no-cache");
         let etag = first.headers()[header::ETAG].to_str().unwrap().to_owned();
         assert!(etag.starts_with("W/\"") && etag.len() == 20, "{etag}");
 
-        let again = fetch("/vendor/mqtt.min.js", &[("if-none-match", &etag)]).await;
+        let again = fetch("/vendor/u8-mqtt.js", &[("if-none-match", &etag)]).await;
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(again.headers()[header::ETAG], etag.as_str());
         let body = axum::body::to_bytes(again.into_body(), 1024).await.unwrap();
@@ -216,7 +221,7 @@ mod tests {
         let strong = etag.trim_start_matches("W/");
         let listed = format!("\"0000000000000000\", {strong}");
         for held in [strong, listed.as_str()] {
-            let r = fetch("/vendor/mqtt.min.js", &[("if-none-match", held)]).await;
+            let r = fetch("/vendor/u8-mqtt.js", &[("if-none-match", held)]).await;
             assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{held}");
         }
         let other = fetch("/viewer.js", &[("if-none-match", &etag)]).await;
@@ -228,12 +233,12 @@ mod tests {
 
     #[tokio::test]
     async fn files_go_compressed_to_browsers_that_accept_gzip() {
-        let plain = fetch("/vendor/mqtt.min.js", &[]).await;
+        let plain = fetch("/vendor/u8-mqtt.js", &[]).await;
         assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
         let plain = axum::body::to_bytes(plain.into_body(), 1 << 20)
             .await
             .unwrap();
-        let gz = fetch("/vendor/mqtt.min.js", &[("accept-encoding", "gzip")]).await;
+        let gz = fetch("/vendor/u8-mqtt.js", &[("accept-encoding", "gzip")]).await;
         assert_eq!(gz.headers()[header::CONTENT_ENCODING], "gzip");
         assert_eq!(
             gz.headers()[header::CONTENT_TYPE],
