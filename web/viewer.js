@@ -271,9 +271,50 @@
     state.warm = new RTCPeerConnection({
       iceServers: state.iceServers, iceTransportPolicy: state.iceTransportPolicy, iceCandidatePoolSize: 1,
     });
+    if (state.camera && params.get('autoplay') !== '0') prepareOffer();
+  }
+
+  // What the offer asks for: 'talk' (audio sendrecv and the control channel), 'audio'
+  // (audio recvonly) or 'video' (no audio m-line).
+  function offerShape(cam, talk) { return talk ? 'talk' : (!cam || cam.audio) ? 'audio' : 'video'; }
+
+  // The offer made ahead, on the warm peer connection, while the broker connection and
+  // subscription are still on their way: createOffer and setLocalDescription take a
+  // fresh page ~70 ms. It guesses the common shape ('audio': a camera with a microphone
+  // and no talk-back, or one whose status has not arrived); newPeer uses it only if the
+  // camera's status says the same and no ICE servers came since, else closes it. Its
+  // candidates wait until the offer is published (contract: the offer comes first).
+  function prepareOffer() {
+    const pc = state.warm;
+    state.warm = null;
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    const audio = pc.addTransceiver('audio', { direction: 'recvonly' });
+    const prep = { pc, audio, shape: 'audio', iceServers: state.iceServers, policy: state.iceTransportPolicy, candidates: [] };
+    pc.onicecandidate = (e) => prep.candidates.push(e);
+    prep.ready = pc.createOffer().then((o) => pc.setLocalDescription(o)).then(() => true, () => false);
+    state.prepared = prep;
+  }
+
+  // The prepared offer's peer connection if it fits `shape`, else null (and it is closed).
+  function takePrepared(shape) {
+    const prep = state.prepared;
+    state.prepared = null;
+    if (!prep) return null;
+    if (prep.shape === shape && prep.iceServers === state.iceServers && prep.policy === state.iceTransportPolicy
+        && prep.pc.signalingState !== 'closed') return prep;
+    prep.pc.close();
+    return null;
   }
 
   function newPeer() {
+    const cam = state.cameras.get(state.camera);
+    // A camera with a speaker (extension talk-v1): the audio m-line is sendrecv from the
+    // start, with no track, so talking later is a replaceTrack, not a renegotiation.
+    const offered = !!(cam && Array.isArray(cam.extensions) && cam.extensions.includes('talk-v1'));
+    // getUserMedia exists only in a secure context (HTTPS, or localhost).
+    const talk = offered && window.isSecureContext && !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+    const prep = takePrepared(offerShape(cam, talk));
+    if (prep) return adopt(prep.pc, prep.audio, offered, prep);
     let pc = state.warm;
     state.warm = null;
     if (pc && pc.signalingState === 'stable' && !pc.localDescription) {
@@ -283,16 +324,17 @@
       pc = new RTCPeerConnection({ iceServers: state.iceServers, iceTransportPolicy: state.iceTransportPolicy });
     }
     pc.addTransceiver('video', { direction: 'recvonly' });
-    const cam = state.cameras.get(state.camera);
-    // A camera with a speaker (extension talk-v1): the audio m-line is sendrecv from the
-    // start, with no track, so talking later is a replaceTrack, not a renegotiation.
-    const offered = !!(cam && Array.isArray(cam.extensions) && cam.extensions.includes('talk-v1'));
-    // getUserMedia exists only in a secure context (HTTPS, or localhost).
-    const talk = offered && window.isSecureContext && !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
-    state.audioTx = null;
-    if (talk || !cam || cam.audio) state.audioTx = pc.addTransceiver('audio', { direction: talk ? 'sendrecv' : 'recvonly' });
+    const audio = offerShape(cam, talk) !== 'video' ? pc.addTransceiver('audio', { direction: talk ? 'sendrecv' : 'recvonly' }) : null;
     state.control = talk ? openControl(pc) : null;
-    setTalk(talk ? 'idle' : offered ? 'insecure' : 'off');
+    return adopt(pc, audio, offered, null);
+  }
+
+  // Makes `pc` the session's peer connection: its handlers and the page's state.
+  // `prep`, when the offer was made ahead, holds its candidates until it is published.
+  function adopt(pc, audio, offered, prep) {
+    state.audioTx = audio;
+    if (prep) state.control = null;
+    setTalk(state.control ? 'idle' : offered ? 'insecure' : 'off');
     const stream = new MediaStream();
     $('video').srcObject = stream;
     pc.ontrack = (e) => {
@@ -313,10 +355,18 @@
         });
       }
     };
-    pc.onicecandidate = (e) => {
+    const onCandidate = (e) => {
       mark(e.candidate ? 'firstLocalCandidate' : 'localGatheringDone');
       send({ type: 'candidate', candidate: e.candidate ? e.candidate.toJSON() : null });
     };
+    if (prep) {
+      state.prepOffer = prep;
+      pc.onicecandidate = (e) => prep.candidates.push(e);
+      prep.flush = () => { pc.onicecandidate = onCandidate; for (const e of prep.candidates.splice(0)) onCandidate(e); };
+    } else {
+      state.prepOffer = null;
+      pc.onicecandidate = onCandidate;
+    }
     pc.onicecandidateerror = (e) => {
       // E.g. 401 from a TURN server: wrong or expired credentials (RFC 8489 §14.8).
       const text = `ICE server ${e.url || '?'}: ${e.errorCode} ${e.errorText || ''}`.trim();
@@ -356,9 +406,15 @@
       state.iceRestarts += 1;
     }
     if (!iceRestart) { state.signedAnswer = false; state.refused = null; }
-    const offer = await pc.createOffer({ iceRestart });
-    await pc.setLocalDescription(offer);
+    const prep = !iceRestart ? state.prepOffer : null;
+    state.prepOffer = null;
+    if (!prep || !(await prep.ready)) {
+      const offer = await pc.createOffer({ iceRestart });
+      await pc.setLocalDescription(offer);
+    }
     send({ type: 'offer', sdp: pc.localDescription.sdp });
+    if (prep) prep.flush();
+    if (!iceRestart) state.offerMadeAhead = !!prep;
     if (!iceRestart) pageMark('offerSent');
     if (!iceRestart) { state.offerSentAt = performance.now(); state.firstFrameMs = null; state.timeline = {}; }
   }
@@ -631,6 +687,7 @@
       }).catch(() => {});
     }
     s.cameraSide = state.cameraSide || null;
+    s.offerMadeAhead = !!state.offerMadeAhead;
   }
 
   window.addEventListener('pagehide', () => {
@@ -655,11 +712,14 @@
   for (const r of (performance.getEntriesByType ? performance.getEntriesByType('resource') : [])) {
     if (r.initiatorType === 'script') pageMarkAt('loaded:' + r.name.split('/').pop(), r.responseEnd);
   }
-  warmPeer();
   loadDefaults().then(({ broker, camera }) => {
     state.brokerUrl = broker;
     if (camera && ID_RE.test(camera)) state.camera = camera;
     connectBroker(broker);
+    // After the CONNECT has left: the page's first RTCPeerConnection holds its main
+    // thread for ~35 ms, which now overlaps the broker's answer; the offer made ahead
+    // overlaps the subscription.
+    warmPeer();
     // After the connect has started: the first toLocaleString() loads locale data, which
     // took ~35 ms of Chromium's main thread in front of the broker connection.
     if (invitation) note(`invited as ${invitation.name} until ${new Date(invitation.exp * 1000).toLocaleString()}`);
