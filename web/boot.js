@@ -47,37 +47,7 @@
     }
   }
 
-  // The offer made ahead: when the page will play a camera named in its URL, invitation
-  // or config, its peer connection is built and its offer created and set here, while
-  // the other scripts still load and evaluate: building a page's first
-  // RTCPeerConnection holds the main thread ~35 ms, createOffer and setLocalDescription
-  // take ~70 ms more. The offer guesses the common shape (video and audio, both
-  // receive-only; viewer.js `offerShape`), which viewer.js uses only if the camera's
-  // status agrees. Its candidates wait in `candidates` until the offer is published.
-  let offer = null;
-  const camera = (invited && fragment.get('camera')) || params.get('camera') || (config && config.camera);
-  if (camera && params.get('autoplay') !== '0' && typeof RTCPeerConnection !== 'undefined') {
-    try {
-      const policy = params.get('relay') === '1' ? 'relay' : 'all';
-      const pc = new RTCPeerConnection({ iceServers: [], iceTransportPolicy: policy, iceCandidatePoolSize: 1 });
-      pc.addTransceiver('video', { direction: 'recvonly' });
-      const audio = pc.addTransceiver('audio', { direction: 'recvonly' });
-      offer = { pc, audio, shape: 'audio', iceServers: [], policy, candidates: [] };
-      pc.onicecandidate = (e) => offer.candidates.push(e);
-      offer.ready = pc.createOffer().then((o) => pc.setLocalDescription(o)).then(() => true, () => false);
-    } catch (e) {
-      offer = null;
-    }
-  }
-
   window.edgecamBoot = {
-    // The offer made ahead ({ pc, audio, shape, iceServers, policy, candidates, ready }),
-    // once, or null.
-    takeOffer() {
-      const o = offer;
-      offer = null;
-      return o;
-    },
     config,
     brokerUrl,
     // The early socket for `url`, once: still connecting or open, else null (closed,

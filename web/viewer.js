@@ -15,7 +15,7 @@
   const params = new URLSearchParams(location.search);
   const $ = (id) => document.getElementById(id);
   // boot.js: the page's config and the broker WebSocket it opened early.
-  const boot = window.edgecamBoot || { config: null, takeSocket: () => null, takeOffer: () => null, early: {}, brokerUrl: () => null };
+  const boot = window.edgecamBoot || { config: null, takeSocket: () => null, early: {}, brokerUrl: () => null };
   const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
   const WILL_DELAY_S = 10;
@@ -267,8 +267,7 @@
   // that time instead of after the offer: about 150 ms off time to first frame in a fresh
   // Chromium (docs/performance.md).
   function warmPeer() {
-    if (!state.prepared && boot.takeOffer) state.prepared = boot.takeOffer();
-    if (state.prepared || state.warm || typeof RTCPeerConnection === 'undefined') return;
+    if (state.warm || typeof RTCPeerConnection === 'undefined') return;
     state.warm = new RTCPeerConnection({
       iceServers: state.iceServers, iceTransportPolicy: state.iceTransportPolicy, iceCandidatePoolSize: 1,
     });
@@ -279,10 +278,9 @@
   // (audio recvonly) or 'video' (no audio m-line).
   function offerShape(cam, talk) { return talk ? 'talk' : (!cam || cam.audio) ? 'audio' : 'video'; }
 
-  // The offer made ahead for a later session (boot.js makes the page's first), on the
-  // warm peer connection, while the broker connection and subscription are still on
-  // their way: createOffer and setLocalDescription take a fresh page ~70 ms. It
-  // guesses the common shape ('audio': a camera with a microphone
+  // The offer made ahead, on the warm peer connection, while the broker connection and
+  // subscription are still on their way: createOffer and setLocalDescription take a
+  // fresh page ~70 ms. It guesses the common shape ('audio': a camera with a microphone
   // and no talk-back, or one whose status has not arrived); newPeer uses it only if the
   // camera's status says the same and no ICE servers came since, else closes it. Its
   // candidates wait until the offer is published (contract: the offer comes first).
@@ -302,7 +300,7 @@
     const prep = state.prepared;
     state.prepared = null;
     if (!prep) return null;
-    if (prep.shape === shape && JSON.stringify(prep.iceServers) === JSON.stringify(state.iceServers) && prep.policy === state.iceTransportPolicy
+    if (prep.shape === shape && prep.iceServers === state.iceServers && prep.policy === state.iceTransportPolicy
         && prep.pc.signalingState !== 'closed') return prep;
     prep.pc.close();
     return null;
@@ -718,9 +716,9 @@
     state.brokerUrl = broker;
     if (camera && ID_RE.test(camera)) state.camera = camera;
     connectBroker(broker);
-    // After the CONNECT has left: takes the offer boot.js made ahead, or else builds
-    // the warm peer connection (~35 ms of the main thread for a page's first) while the
-    // broker answers.
+    // After the CONNECT has left: the page's first RTCPeerConnection holds its main
+    // thread for ~35 ms, which now overlaps the broker's answer; the offer made ahead
+    // overlaps the subscription.
     warmPeer();
     // After the connect has started: the first toLocaleString() loads locale data, which
     // took ~35 ms of Chromium's main thread in front of the broker connection.
