@@ -124,15 +124,17 @@
         client.conn.reset(new Error('reconnecting'));
         if (retry) schedule(0);
       },
-      // Closes the link for good. What was published just before still leaves: the
-      // socket is closed on a later task, after u8-mqtt's writes.
+      // Closes the link for good, with no DISCONNECT (the broker publishes the Will, as
+      // for a lost page). What was published just before still leaves: the socket is
+      // closed on a later task, after u8-mqtt's writes. The reset stops u8-mqtt's
+      // keep-alive timer, which would otherwise outlive the link.
       end() {
         ended = true;
         clearTimeout(retry);
         clearInterval(watchdog);
         const ws = socket;
         link.connected = false;
-        setTimeout(() => detach(ws), 0);
+        setTimeout(() => { client.conn.reset(false); detach(ws); }, 0);
       },
       // The bytes of a QoS 0 PUBLISH, for writing to the socket synchronously (a page
       // that is unloading runs no later task).
