@@ -161,7 +161,7 @@ fn play(link: Link, name: &str) -> Case {
         Link::Clean => {}
         // Below 0.6 Mbit/s the page itself did not load within the driver's 5 s
         // while it carried MQTT.js (340 KB); such a link starts once the picture
-        // plays (below). Not re-measured with the 72 KB page.
+        // plays (below). Not re-measured with the 75 KB page.
         Link::Rate(kbit) if kbit < SLOW_PAGE_KBIT => {}
         Link::Rate(kbit) => net.shape(Some(kbit)).expect("tc tbf on the camera's end"),
         // Loss starts once the picture plays (below): with 5 % of the handshake's
