@@ -1,9 +1,9 @@
 // edgecam viewer, first script: opens the broker's WebSocket while the rest of the page
 // (the MQTT client and viewer.js) loads, so that the handshake, 150–250 ms with some
 // brokers, is no longer on the way to the offer (docs/performance.md, "Page load").
-// viewer.js hands the socket to the MQTT link (broker.js). Without a broker URL known here (a page
-// served from elsewhere, or an invitation without one) nothing is opened, and viewer.js
-// connects as it always did.
+// viewer.js hands the socket to the MQTT link (broker.js). Without a broker URL known
+// here (a page served from elsewhere, or an invitation without one) nothing is opened,
+// and viewer.js connects as it always did.
 'use strict';
 
 (function () {

@@ -18,7 +18,7 @@
   // callbacks onSocket(ws) for each WebSocket, onConnack() after each accepted CONNECT,
   // onClose(connackSeen) after each lost connection, onMessage(topic, text) and
   // onError(message). Returns { publish, subscribe, reconnectNow, end, encodePublish,
-  // connected, version }.
+  // connected }.
   function open(o) {
     const make = o.version === 5 ? u8mqtt.mqtt_v5 : u8mqtt.mqtt_v4;
     let socket = null;
@@ -41,6 +41,7 @@
         acked = false;
         link.connected = false;
         o.onClose(was);
+        // onClose may have ended the link (the page's fall-back to MQTT 3.1.1).
         if (!ended) schedule(nextDelay);
         nextDelay = RECONNECT_MS;
       },
@@ -92,13 +93,11 @@
     // A connection that carried nothing for 1.5 keep-alives is dead (a network change
     // leaves the old TCP connection silent, and the browser would notice late).
     const watchdog = setInterval(() => {
-      if (ended) { clearInterval(watchdog); return; }
       if (link.connected && performance.now() - lastRx > keepAliveS * 1500) link.reconnectNow();
     }, keepAliveS * 500);
 
     const link = {
       connected: false,
-      version: o.version,
       // QoS 1 PUBLISH; queued while disconnected and sent after the next CONNACK.
       publish(topic, payload) { return client.pub({ topic, payload, qos: 1 }); },
       // SUBSCRIBE at QoS 1; resolves with true once the SUBACK grants it.
@@ -109,8 +108,7 @@
         client.subs_settled();
         const [suback] = await pending;
         const a = suback && suback.answers && suback.answers[0];
-        const code = a == null ? 0x80 : (typeof a === 'number' ? a : Number(a));
-        return code < 0x80;
+        return a != null && Number(a) < 0x80;
       },
       // Drops the connection now and connects again on a new WebSocket, without the
       // close handshake a dead path could not carry.
@@ -139,7 +137,6 @@
       // The bytes of a QoS 0 PUBLISH, for writing to the socket synchronously (a page
       // that is unloading runs no later task).
       encodePublish(topic, payload) { return client.mqtt_ctx.encode_pkt('publish', { topic, payload, qos: 0 }); },
-      socket: () => socket,
     };
 
     attempt(o.socket || new WebSocket(o.url, ['mqtt']));

@@ -314,7 +314,7 @@
     // getUserMedia exists only in a secure context (HTTPS, or localhost).
     const talk = offered && window.isSecureContext && !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
     const prep = takePrepared(offerShape(cam, talk));
-    if (prep) return adopt(prep.pc, prep.audio, offered, prep);
+    if (prep) return adopt(prep.pc, prep.audio, null, offered, prep);
     let pc = state.warm;
     state.warm = null;
     if (pc && pc.signalingState === 'stable' && !pc.localDescription) {
@@ -325,16 +325,15 @@
     }
     pc.addTransceiver('video', { direction: 'recvonly' });
     const audio = offerShape(cam, talk) !== 'video' ? pc.addTransceiver('audio', { direction: talk ? 'sendrecv' : 'recvonly' }) : null;
-    state.control = talk ? openControl(pc) : null;
-    return adopt(pc, audio, offered, null);
+    return adopt(pc, audio, talk ? openControl(pc) : null, offered, null);
   }
 
   // Makes `pc` the session's peer connection: its handlers and the page's state.
   // `prep`, when the offer was made ahead, holds its candidates until it is published.
-  function adopt(pc, audio, offered, prep) {
+  function adopt(pc, audio, control, offered, prep) {
     state.audioTx = audio;
-    if (prep) state.control = null;
-    setTalk(state.control ? 'idle' : offered ? 'insecure' : 'off');
+    state.control = control;
+    setTalk(control ? 'idle' : offered ? 'insecure' : 'off');
     const stream = new MediaStream();
     $('video').srcObject = stream;
     pc.ontrack = (e) => {

@@ -6,7 +6,8 @@
 //! (access-v1, "Token"); the page's static files stay public (they hold nothing, and
 //! the key arrives in the link's fragment, which no request carries). Every response
 //! carries a Content-Security-Policy (scripts, styles and fetches from the page's own
-//! origin, MQTT over ws:/wss: anywhere, no workers from elsewhere, no framing) and `X-Content-Type-Options`.
+//! origin, MQTT over ws:/wss: anywhere, no workers from elsewhere, no framing) and
+//! `X-Content-Type-Options`.
 
 mod page;
 

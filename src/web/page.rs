@@ -7,7 +7,7 @@
 //! before each use), so a browser's next visit gets `304 Not Modified` (RFC 9110 §15.4.5)
 //! for each file it holds, keeps the code it compiled from them (V8's code cache), and
 //! still sees a new edgecam's page at once. Bodies go gzip-compressed to browsers that
-//! accept it (`tower_http::compression`; the page's 60 KB of scripts are ~20 KB on the
+//! accept it (`tower_http::compression`; the page's 75 KB of scripts are ~26 KB on the
 //! wire), which counts on a viewer's slow link.
 
 use super::PageConfig;
