@@ -212,16 +212,18 @@ pub fn write_beeps_wav(path: &Path, hz: u32, seconds: u32) -> anyhow::Result<()>
 pub struct Tone {
     /// Time with sound (10 ms windows above the threshold), ms.
     pub sounding_ms: u32,
-    /// Frequency, Hz: the median over 50 ms blocks that sound throughout of their
-    /// zero crossings (so beep edges and silences do not count); 0 without such a block.
+    /// Frequency, Hz, from the typical spacing of zero crossings inside sounding
+    /// windows (so beep edges, silences and holes do not count); 0 without a tone.
     pub hz: f64,
 }
 
-/// Estimates the pitch of a tone in `samples` (mono, `rate` Hz): a 10 ms window sounds
-/// when its RMS is above 1 % of full scale; the pitch is the median of the zero-crossing
-/// rate of 50 ms blocks made of five sounding windows (±1 crossing is ±10 Hz there).
-/// Short blocks, because audio that arrives in bursts (a loaded device-lab VM) sounds
-/// in fragments of a few hundred ms.
+/// Estimates the pitch of a tone in `samples` (mono, `rate` Hz). A 10 ms window sounds
+/// when its RMS is above 1 % of full scale. The pitch comes from the gaps between
+/// consecutive zero crossings inside sounding windows: their median `m` picks the
+/// tone's half-period, and the mean of the gaps within ±25 % of `m` refines it.
+/// Gaps, not crossing counts, because audio that arrives in bursts (a loaded
+/// device-lab VM) has holes of silence or concealment inside sounding windows; a hole
+/// makes one long gap, left out, where it would lower a count of crossings.
 pub fn measure_tone(samples: &[i16], rate: u32) -> Tone {
     let window = (rate / 100) as usize;
     let active: Vec<bool> = samples
@@ -232,21 +234,33 @@ pub fn measure_tone(samples: &[i16], rate: u32) -> Tone {
         })
         .collect();
     let windows = u32::try_from(active.iter().filter(|&&a| a).count()).unwrap_or(u32::MAX);
-    let block = window * 5;
-    let mut rates: Vec<f64> = active
-        .chunks_exact(5)
-        .enumerate()
-        .filter(|(_, a)| a.iter().all(|&x| x))
-        .map(|(b, _)| {
-            let s = &samples[b * block..(b + 1) * block];
-            let crossings = s.windows(2).filter(|p| (p[0] < 0) != (p[1] < 0)).count();
-            crossings as f64 / 2.0 / (block as f64 / f64::from(rate))
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
+    let mut gaps = Vec::new();
+    let mut last: Option<usize> = None;
+    for (i, pair) in samples.windows(2).enumerate() {
+        if !active.get(i / window).copied().unwrap_or(false) {
+            last = None;
+            continue;
+        }
+        if (pair[0] < 0) != (pair[1] < 0) {
+            if let Some(previous) = last {
+                gaps.push(i - previous);
+            }
+            last = Some(i);
+        }
+    }
+    gaps.sort_unstable();
+    let hz = gaps.get(gaps.len() / 2).map_or(0.0, |&median| {
+        let near: Vec<f64> = gaps
+            .iter()
+            .filter(|&&g| g * 4 >= median * 3 && g * 4 <= median * 5)
+            .map(|&g| g as f64)
+            .collect();
+        let mean = near.iter().sum::<f64>() / near.len() as f64;
+        f64::from(rate) / (2.0 * mean)
+    });
     Tone {
         sounding_ms: windows * 10,
-        hz: rates.get(rates.len() / 2).copied().unwrap_or(0.0),
+        hz,
     }
 }
 
@@ -272,5 +286,22 @@ mod tests {
         assert!((tone.hz - 660.0).abs() <= 10.0, "{tone:?}");
         assert!((990..=1000).contains(&tone.sounding_ms), "{tone:?}");
         assert_eq!(measure_tone(&vec![0i16; 48_000], RATE).sounding_ms, 0);
+    }
+
+    /// A device-lab run played an 880 Hz tone with holes inside sounding windows;
+    /// counting crossings per 50 ms block made it 720 Hz. 9 ms holes every 50 ms leave
+    /// every 10 ms window sounding and would give that count 880 × 41 / 50 ≈ 722 Hz.
+    #[test]
+    fn holes_inside_a_tone_do_not_lower_its_pitch() {
+        let mut s = Vec::new();
+        for _ in 0..40 {
+            s.extend(sine(880.0, 41, 8000.0));
+            s.extend(vec![0i16; 9 * 48]);
+        }
+        let tone = measure_tone(&s, RATE);
+        assert!((tone.hz - 880.0).abs() <= 10.0, "{tone:?}");
+        let mut wobble = sine(440.0, 500, 8000.0);
+        wobble.extend(sine(880.0, 100, 8000.0));
+        assert!((measure_tone(&wobble, RATE).hz - 440.0).abs() <= 10.0);
     }
 }
