@@ -145,6 +145,7 @@ fn invite(config: &Config, name: &str, ttl: &str, page_url: Option<&str>, no_qr:
 
 fn main() -> ExitCode {
     edgecam::memory::limit_arenas();
+    edgecam::memory::refuse_huge_pages();
     let cli = Cli::parse();
     let config = match load(&cli) {
         Ok(c) => c,
