@@ -42,9 +42,9 @@ pub fn limit_arenas() -> bool {
 ///
 /// x264 built for x86 Linux (`HAVE_THP`) places each buffer of 1.75 MiB or more on
 /// 2 MiB boundaries and advises huge pages for it, so each 1280x720 picture buffer is
-/// resident in whole 2 MiB pages, padding included: 6.7 MiB of the camera's 55.4 MiB
-/// RSS at one viewer (docs/performance.md, "Huge pages"), for no measurable CPU
-/// saving at 720p30. Returns whether the kernel took the request.
+/// resident in whole 2 MiB pages, padding included: about 7 MiB of the camera's ~57 MiB
+/// RSS at one viewer (docs/performance.md, "Huge pages"), for no CPU saving measurable
+/// at 720p30. Returns whether the kernel took the request.
 pub fn refuse_huge_pages() -> bool {
     // SAFETY: prctl with PR_SET_THP_DISABLE takes integers only and changes one flag of
     // this process's memory map.
@@ -63,7 +63,10 @@ mod tests {
 
     #[test]
     fn the_kernel_takes_the_refusal_of_huge_pages() {
-        assert!(super::refuse_huge_pages(), "prctl(PR_SET_THP_DISABLE) refused");
+        assert!(
+            super::refuse_huge_pages(),
+            "prctl(PR_SET_THP_DISABLE) refused"
+        );
         // SAFETY: PR_GET_THP_DISABLE takes integers only and reads one flag.
         let flag = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
         assert_eq!(flag, 1);
