@@ -6,7 +6,8 @@
 // - reconnecting 1 s after a lost connection, or at once when asked to;
 // - noticing a dead connection: nothing received for 1.5 keep-alive intervals (MQTT 5
 //   §3.1.2.10 gives the broker the same rule towards us);
-// - starting on a WebSocket that boot.js opened before the scripts loaded.
+// - starting on a WebSocket that boot.js opened before the scripts loaded;
+// - the subscriptions sent right behind the CONNECT, not after its CONNACK.
 'use strict';
 
 (function () {
@@ -14,11 +15,12 @@
 
   // Opens the link. `o`: url, socket (an already created WebSocket for `url`, or null),
   // version (4 = MQTT 3.1.1, 5), connect (the CONNECT packet's fields in u8-mqtt's
-  // shape: client_id, keep_alive in s, flags, props, will, username, password), and the
-  // callbacks onSocket(ws) for each WebSocket, onConnack() after each accepted CONNECT,
-  // onClose(connackSeen) after each lost connection, onMessage(topic, text) and
-  // onError(message). Returns { publish, subscribe, reconnectNow, end, encodePublish,
-  // connected }.
+  // shape: client_id, keep_alive in s, flags, props, will, username, password),
+  // subscriptions ([topic, onSuback(granted) or null] pairs, subscribed at QoS 1 on every
+  // connection), and the callbacks onSocket(ws) for each WebSocket, onConnack() after
+  // each accepted CONNECT, onClose(connackSeen) after each lost connection,
+  // onMessage(topic, text) and onError(message). Returns { publish, reconnectNow, end,
+  // encodePublish, connected }.
   function open(o) {
     const make = o.version === 5 ? u8mqtt.mqtt_v5 : u8mqtt.mqtt_v4;
     let socket = null;
@@ -88,6 +90,22 @@
         // A refused CONNECT (its CONNACK's reason); a lost socket shows in onClose.
         if (socket === ws && e && e.mqtt_pkt) o.onError(e.message);
       });
+      // A client may send further packets right behind its CONNECT without waiting for
+      // the CONNACK, and the broker handles them in order (MQTT 3.1.1 and MQTT 5
+      // §3.1.4): the SUBACKs and the retained status then follow the CONNACK instead of
+      // coming a round trip after it. A refused CONNECT closes the connection and the
+      // SUBSCRIBEs with it. u8-mqtt's subscribe() waits for the CONNACK; `_send0` is
+      // its send before the CONNACK (what its connect() uses), queued until the socket
+      // is open and kept in order with the CONNECT; the vendored version is pinned.
+      for (const [topic, onSuback] of o.subscriptions || []) {
+        const pkt = { topics: [[topic, { qos: 1 }]] };
+        client._send0('subscribe', pkt, pkt).then((answer) => {
+          const suback = answer && answer[0];
+          if (socket !== ws || !suback || !onSuback) return;
+          const code = suback.answers && suback.answers[0];
+          onSuback(code != null && Number(code) < 0x80);
+        }, () => { /* the connection failed; onClose reports it */ });
+      }
     }
 
     // A connection that carried nothing for 1.5 keep-alives is dead (a network change
@@ -100,16 +118,6 @@
       connected: false,
       // QoS 1 PUBLISH; queued while disconnected and sent after the next CONNACK.
       publish(topic, payload) { return client.pub({ topic, payload, qos: 1 }); },
-      // SUBSCRIBE at QoS 1; resolves with true once the SUBACK grants it.
-      async subscribe(topic) {
-        const pending = client.subscribe({ topics: [[topic, { qos: 1 }]] });
-        // u8-mqtt keeps each SUBSCRIBE for `subs_settled()`; let it go, or the list
-        // grows by two on every reconnect.
-        client.subs_settled();
-        const [suback] = await pending;
-        const a = suback && suback.answers && suback.answers[0];
-        return a != null && Number(a) < 0x80;
-      },
       // Drops the connection now and connects again on a new WebSocket, without the
       // close handshake a dead path could not carry.
       reconnectNow() {

@@ -165,8 +165,18 @@
     }
     pill($('broker-state'), 'broker: connecting', 'wait');
     let link = null;
+    // The camera list, and this session's answers and candidates once subscribed
+    // (the contract: subscribed before anything is published).
+    const subscriptions = [[`${state.prefix}/+/status`, null]];
+    if (state.camera) {
+      subscriptions.push([topic.toViewer(state.camera, state.session), (granted) => {
+        if (!granted) { note('subscribe failed: the broker refused it'); return; }
+        pageMark('suback');
+        if (!state.pc && !state.stopped && params.get('autoplay') !== '0') start();
+      }]);
+    }
     link = edgecamBroker.open({
-      url: broker, socket: early, version: state.mqttVersion, connect,
+      url: broker, socket: early, version: state.mqttVersion, connect, subscriptions,
       onSocket: (ws) => {
         if (ws !== early) pageMark('wsCreated');
         state.socket = ws;
@@ -175,15 +185,6 @@
       onConnack: () => {
         pageMark('connack');
         pill($('broker-state'), 'broker: connected', 'ok');
-        link.subscribe(`${state.prefix}/+/status`).catch(() => {});
-        if (state.camera) {
-          link.subscribe(topic.toViewer(state.camera, state.session)).then((granted) => {
-            if (!granted) { note('subscribe failed: the broker refused it'); return; }
-            pageMark('suback');
-            // Subscribed before anything is published (contract).
-            if (!state.pc && !state.stopped && params.get('autoplay') !== '0') start();
-          }, (e) => note('subscribe failed: ' + e.message));
-        }
       },
       onClose: (connackSeen) => {
         if (!connackSeen && v5 && link === state.client && !params.get('mqtt')) {
