@@ -1,11 +1,12 @@
 // The browser's own floor for "page load → first frame" on this machine: serves
 // floor.html on an ephemeral loopback port and opens it in N freshly started headless
-// Chromiums (Debian's, the flags view.mjs uses), then prints one JSON line with the
-// median and p95 of each milestone, ms since navigation. Nothing of edgecam runs here;
+// Chromiums (Debian's, with the flags of chromium.mjs, as view.mjs), then prints one
+// JSON line with the median and p95 of each milestone, ms since navigation. Nothing of edgecam runs here;
 // start a camera beside it to load the machine as the bench does.
 //
 // usage: node floor.mjs [--runs N]
 import { chromium } from 'playwright-core';
+import { CHROMIUM, VIEWPORT, chromiumArgs } from './chromium.mjs';
 import { createServer } from 'node:http';
 import { readFileSync, rmSync } from 'node:fs';
 
@@ -25,19 +26,12 @@ const samples = [];
 for (let i = 0; i < runs; i++) {
   const profile = `/tmp/edgecam-floor-${process.pid}-${i}`;
   const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
+    executablePath: CHROMIUM,
     ignoreDefaultArgs: true,
-    args: [
-      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--disable-default-apps', '--mute-audio', '--autoplay-policy=no-user-gesture-required',
-      '--allow-loopback-in-peer-connection', '--remote-debugging-pipe', `--user-data-dir=${profile}`,
-      '--disable-features=WebRtcHideLocalIpsWithMdns,Translate,MediaRouter,OptimizationHints',
-      'about:blank',
-    ],
+    args: chromiumArgs(profile),
   });
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const page = await browser.newPage({ viewport: VIEWPORT });
     await page.goto(url);
     await page.waitForFunction(() => window.done, null, { timeout: 15000 });
     samples.push(await page.evaluate(() => window.done));

@@ -18,6 +18,7 @@
 //   also presses Snapshot and reports the JPEG it downloads (bytes, first bytes).
 import { chromium } from 'playwright-core';
 import puppeteer from 'puppeteer-core';
+import { CHROMIUM, VIEWPORT, chromiumArgs } from './chromium.mjs';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
@@ -56,19 +57,13 @@ async function launchFirefox() {
 // person's is (HTTP cache and compiled-code cache kept on disk), not the throw-away
 // context Playwright opens otherwise; a repeat visit then reuses what the last one kept.
 const persistent = !firefox && args['keep-profile'] === '1';
-const viewport = { width: 1280, height: 800 };
 const launchChromium = (options) => (persistent
-  ? chromium.launchPersistentContext(args['user-data-dir'], { ...options, viewport })
+  ? chromium.launchPersistentContext(args['user-data-dir'], { ...options, viewport: VIEWPORT })
   : chromium.launch(options));
 const browser = firefox ? await launchFirefox() : await launchChromium({
-  executablePath: '/usr/bin/chromium',
+  executablePath: CHROMIUM,
   ignoreDefaultArgs: true,
-  args: [
-    '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--disable-default-apps', '--mute-audio', '--autoplay-policy=no-user-gesture-required',
-    '--allow-loopback-in-peer-connection', '--remote-debugging-pipe',
-    `--user-data-dir=${args['user-data-dir'] || '/tmp/edgecam-chromium-' + process.pid}`,
+  args: chromiumArgs(args['user-data-dir'] || '/tmp/edgecam-chromium-' + process.pid, [
     // Tests that run their own TURN-over-TLS server with a certificate they made.
     ...(args['accept-any-cert'] === '1' ? ['--ignore-certificate-errors'] : []),
     // Two-way audio: a fake microphone playing a file, no permission prompt, and the
@@ -78,9 +73,7 @@ const browser = firefox ? await launchFirefox() : await launchChromium({
       `--use-file-for-fake-audio-capture=${args['talk-wav']}`,
       `--unsafely-treat-insecure-origin-as-secure=${new URL(url).origin}`,
     ] : []),
-    '--disable-features=WebRtcHideLocalIpsWithMdns,Translate,MediaRouter,OptimizationHints',
-    'about:blank',
-  ],
+  ]),
 });
 let result = { ok: false, url };
 
@@ -167,8 +160,8 @@ async function talkTurns(first, talkMs) {
   return t;
 }
 try {
-  const page = firefox || persistent ? await browser.newPage() : await browser.newPage({ viewport });
-  if (firefox) await page.setViewport(viewport);
+  const page = firefox || persistent ? await browser.newPage() : await browser.newPage({ viewport: VIEWPORT });
+  if (firefox) await page.setViewport(VIEWPORT);
   const consoleLines = [];
   page.on('console', (m) => consoleLines.push(m.text()));
   // --no-twcc 1: a browser that does not negotiate transport-wide congestion control
