@@ -29,16 +29,30 @@ tests/lab/build-image.sh >target/lab-image.log 2>&1 &
 lab_image=$!
 timed cargo fmt --all --check
 timed cargo fmt --manifest-path fuzz/Cargo.toml --check
+# The arm64 and armhf release binaries, their .debs and the arm64 root tests/cross.rs
+# installs into, built beside the host-side steps below (their own target directory),
+# and waited for before any test runs, so these CPU-heavy minutes never overlap
+# timing-sensitive tests. Side by side because neither side keeps two cores busy on its
+# own: the fat-LTO link is one thread for minutes per binary, each fuzz run is one
+# thread, and cargo's tail ends on one crate at a time (docs/architecture.md, "CI time").
+cross_steps() {
+  timed cross/package.sh aarch64-unknown-linux-gnu >/dev/null &&
+    timed cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null &&
+    timed cross/arm64-root.sh >/dev/null
+}
+cross_steps &
+cross_job=$!
+# A step that fails ends the suite; the cross builds are not left running behind it.
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+trap 'kill -0 "$cross_job" 2>/dev/null && kill_tree "$cross_job"' EXIT
 timed cargo clippy --workspace --all-targets -- -D warnings
 # Supply chain (deny.toml): licences, banned crates, sources. Advisories need the
 # RustSec database from GitHub, which these machines cannot reach (deny.toml says more).
 timed cargo deny --log-level error check licenses bans sources
-# The arm64 and armhf release binaries, their .debs and the arm64 root tests/cross.rs
-# installs into: built up front so these CPU-heavy minutes do not overlap
-# timing-sensitive tests.
-timed cross/package.sh aarch64-unknown-linux-gnu >/dev/null
-timed cross/package.sh armv7-unknown-linux-gnueabihf >/dev/null
-timed cross/arm64-root.sh >/dev/null
 # GStreamer's WHEP client (gst-plugins-rs whepsrc) for the WHEP test, built from crates.io.
 timed scripts/whep-client.sh >/dev/null
 # Every parser of remote input, fuzzed for 15 s each (scripts/fuzz.sh; the longer runs
@@ -51,6 +65,9 @@ timed scripts/fuzz.sh --dev --seconds 15
 if [[ -n "${CI:-}" ]]; then
   rm -rf fuzz/target
 fi
+# The test binaries, built while the cross builds may still be going.
+timed cargo test --workspace --all-targets --no-run
+timed wait "$cross_job"
 # The programs the suite starts (brokers, coturn, edgecam, browsers, the lab VM): none
 # may outlive it.
 suite_procs() {
