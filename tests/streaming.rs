@@ -197,6 +197,28 @@ async fn ice_sockets_stay_in_the_port_range_and_ice_tcp_is_offered() {
             .wait_until(Duration::from_secs(20), |r| r.decoded_video >= 10)
             .await;
         assert!(ok, "plays over a port from the range: {r:?}");
+        // The answer carries the host candidates (docs/signaling.md), and they are
+        // trickled as well, for viewers that only read the trickle. (webrtc-rs writes a
+        // component-2 copy of each line into the SDP too; with rtcp-mux it goes unused.)
+        let answer = r.answer.as_deref().expect("answer");
+        let in_answer: Vec<&str> = answer
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a="))
+            .filter(|l| l.starts_with("candidate:") && l.split_whitespace().nth(1) == Some("1"))
+            .collect();
+        assert!(
+            in_answer
+                .iter()
+                .any(|c| c.contains(" typ host") && candidate_port(c).0 == "udp"),
+            "a UDP host candidate in the answer: {answer}"
+        );
+        for c in &in_answer {
+            assert!(
+                r.remote_candidates.iter().any(|t| t == c),
+                "{c} from the answer is trickled too: {:?}",
+                r.remote_candidates
+            );
+        }
         // Active ICE-TCP candidates carry the discard port 9 (RFC 6544 §4.5): no socket.
         let ports: Vec<(String, u16)> = r
             .remote_candidates
@@ -242,5 +264,12 @@ async fn nat_1to1_address_is_advertised() {
             .any(|c| c.contains(" 127.0.0.2 ") && c.contains("typ srflx")),
         "public address advertised as srflx: {:?}",
         r.remote_candidates
+    );
+    let answer = r.answer.as_deref().expect("answer");
+    assert!(
+        answer.lines().any(|l| l.starts_with("a=candidate:")
+            && l.contains(" 127.0.0.2 ")
+            && l.contains("typ srflx")),
+        "the answer's candidates pass through NAT 1:1 like the trickled ones: {answer}"
     );
 }

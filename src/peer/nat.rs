@@ -59,9 +59,63 @@ pub fn nat_1to1_candidates(line: &str, public: &str, as_srflx: bool) -> Vec<Stri
     vec![line.to_owned(), srflx]
 }
 
+/// [`nat_1to1_candidates`] applied to every `a=candidate:` line of an SDP (RFC 8839
+/// §5.1), so that the candidates an answer carries are the ones the camera trickles.
+/// Other lines, and the line endings (CRLF, RFC 8866 §5), are kept as they are.
+pub fn nat_1to1_sdp(sdp: &str, public: &str, as_srflx: bool) -> String {
+    let mut out = String::with_capacity(sdp.len() + 128);
+    for line in sdp.split_inclusive('\n') {
+        let Some(candidate) = line.strip_prefix("a=") else {
+            out.push_str(line);
+            continue;
+        };
+        if !candidate.starts_with("candidate:") {
+            out.push_str(line);
+            continue;
+        }
+        let body = candidate.trim_end_matches(['\r', '\n']);
+        let eol = &candidate[body.len()..];
+        for rewritten in nat_1to1_candidates(body, public, as_srflx) {
+            out.push_str("a=");
+            out.push_str(&rewritten);
+            out.push_str(eol);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::nat_1to1_candidates;
+    use super::{nat_1to1_candidates, nat_1to1_sdp};
+
+    #[test]
+    fn nat_1to1_rewrites_the_candidate_lines_of_an_sdp_and_nothing_else() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
+                   a=candidate:1234 1 udp 2130706431 192.168.1.20 50000 typ host\r\n\
+                   a=candidate:7 1 udp 16777215 10.199.0.1 49152 typ relay raddr 192.168.1.20 rport 50000\r\n\
+                   a=end-of-candidates\r\n";
+        assert_eq!(
+            nat_1to1_sdp(sdp, "198.51.100.7", false),
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
+             a=candidate:1234 1 udp 2130706431 198.51.100.7 50000 typ host\r\n\
+             a=candidate:7 1 udp 16777215 10.199.0.1 49152 typ relay raddr 192.168.1.20 rport 50000\r\n\
+             a=end-of-candidates\r\n"
+        );
+        let twins = nat_1to1_sdp(sdp, "198.51.100.7", true);
+        assert!(twins.contains(
+            "a=candidate:1234 1 udp 2130706431 192.168.1.20 50000 typ host\r\n\
+             a=candidate:1234n 1 udp 1694498815 198.51.100.7 50000 typ srflx raddr 192.168.1.20 rport 50000\r\n"
+        ));
+        // A last line without its line ending keeps none.
+        assert_eq!(
+            nat_1to1_sdp(
+                "a=candidate:1 1 udp 1 192.168.1.20 5 typ host",
+                "198.51.100.7",
+                false
+            ),
+            "a=candidate:1 1 udp 1 198.51.100.7 5 typ host"
+        );
+    }
 
     #[test]
     fn nat_1to1_rewrites_host_candidates_only() {

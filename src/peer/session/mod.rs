@@ -6,9 +6,11 @@
 //! - `feed`: hub subscription → RTP on the tracks; PLI/FIR → keyframe requests.
 //! - [`rtp`]: RTP timestamps from the frame PTS (RFC 3550 §5.1: sampling instant, never
 //!   a wall-clock ticker) and sequence numbers, pure.
+//! - `answer`: which of the camera's candidates the SDP answer carries.
 //! - `diag`: gathered candidates and the selected pair, for the log.
 //! - this file: the session's event loop.
 
+mod answer;
 mod build;
 mod control;
 mod diag;
@@ -221,9 +223,14 @@ pub(crate) async fn run(
         offered_at.elapsed().as_millis()
     );
     match answered {
-        Ok(sdp) if ctx.frontend.trickles() => ctx.report(PeerEvent::Answer(sdp)).await,
+        Ok(sdp) if ctx.frontend.trickles() => {
+            let sdp = answer::with_host_candidates(&ctx, &pc, &mut internal, &mut replay)
+                .await
+                .unwrap_or(sdp);
+            ctx.report(PeerEvent::Answer(sdp)).await;
+        }
         Ok(sdp) => {
-            let sdp = complete_answer(&pc, &mut internal, &mut gathered, &mut replay)
+            let sdp = answer::complete(&ctx, &pc, &mut internal, &mut gathered, &mut replay)
                 .await
                 .unwrap_or(sdp);
             ctx.report(PeerEvent::Answer(sdp)).await;
@@ -334,6 +341,11 @@ pub(crate) async fn run(
                     gathered = Gathered::default();
                     match answer(&pc, sdp, receive).await {
                         Ok(sdp) => {
+                            // An ICE restart gathers anew; its host candidates go in the
+                            // answer as on the first offer.
+                            let sdp = answer::with_host_candidates(&ctx, &pc, &mut internal, &mut replay)
+                                .await
+                                .unwrap_or(sdp);
                             ctx.report(PeerEvent::Answer(sdp)).await;
                             if matches!(ice_state, RTCIceConnectionState::Connected | RTCIceConnectionState::Completed) {
                                 // No ICE restart: the session is still connected.
@@ -460,42 +472,6 @@ pub(crate) async fn run(
     }
     log::info!(session_id = ctx.id.as_str(); "session {} closed", ctx.id);
     outcome
-}
-
-/// How long a non-trickle front-end's answer waits for ICE gathering to complete (TURN
-/// allocations usually take tens of ms; a TURN server that does not answer is not
-/// waited for beyond this).
-const GATHERING_WAIT: Duration = Duration::from_secs(5);
-
-/// For a front-end that cannot trickle (WHEP): waits until ICE gathering completes (at
-/// most [`GATHERING_WAIT`]) and returns the local description, whose SDP then carries
-/// every candidate (RFC 8829 §5.2: `localDescription` includes gathered candidates).
-/// Other events that arrive meanwhile are kept in `replay` for the main loop.
-async fn complete_answer(
-    pc: &Arc<dyn PeerConnection>,
-    internal: &mut mpsc::UnboundedReceiver<Internal>,
-    gathered: &mut Gathered,
-    replay: &mut std::collections::VecDeque<Internal>,
-) -> Option<String> {
-    let wait = async {
-        while let Some(ev) = internal.recv().await {
-            match ev {
-                Internal::Candidate(init) => gathered.count(&init.candidate),
-                Internal::GatheringComplete => {
-                    replay.push_back(Internal::GatheringComplete);
-                    return;
-                }
-                other => replay.push_back(other),
-            }
-        }
-    };
-    if tokio::time::timeout(GATHERING_WAIT, wait).await.is_err() {
-        log::warn!(
-            "ICE gathering incomplete after {} ms: answering with the candidates so far",
-            GATHERING_WAIT.as_millis()
-        );
-    }
-    pc.local_description().await.map(|d| d.sdp)
 }
 
 /// The next event: first those kept while a complete answer was awaited.
