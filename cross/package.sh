@@ -10,6 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${1:?usage: cross/package.sh <rust target>}"
+# One packaging at a time per target directory: scripts/test.sh builds the packages in
+# the background while tests/cross.rs may ask for them, and two cargo-deb runs writing
+# the same .deb would race. cargo's own lock covers only the build.
+lock_dir="${CARGO_TARGET_DIR:-$PWD/target/cross}"
+mkdir -p "$lock_dir"
+exec 9>"$lock_dir/.package.lock"
+flock 9
 bin="$(cross/build.sh "$target" --release)"
 # cargo-deb must look where build.sh built: take the target directory from its output
 # rather than repeating build.sh's default here.

@@ -3,8 +3,10 @@
 //! qemu-user against that sysroot's glibc 2.36 and GStreamer 1.22; their .debs checked,
 //! and the arm64 one installed with `dpkg -i` into an arm64 Debian root.
 //!
-//! `scripts/test.sh` builds the artifacts before the suite (so the multi-minute builds do
-//! not compete with timing-sensitive tests); run alone, this test builds them itself.
+//! `scripts/test.sh` builds the artifacts in the background at idle CPU priority while
+//! the rest of the suite runs, and runs these tests after it (`raspberry_pi::`); run
+//! alone, this test builds them itself (`cross/package.sh` waits for a packaging that
+//! is already under way).
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -135,16 +137,6 @@ fn glibc_needed(target: &Target, binary: &Path) -> (u32, u32) {
         .expect("binary needs versioned glibc symbols")
 }
 
-#[test]
-fn arm64_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
-    binary_links_bookworm_and_passes_the_selftest_under_qemu(&ARM64);
-}
-
-#[test]
-fn armhf_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
-    binary_links_bookworm_and_passes_the_selftest_under_qemu(&ARMHF);
-}
-
 fn binary_links_bookworm_and_passes_the_selftest_under_qemu(target: &Target) {
     let a = artifacts(target);
     let header = text(&run(Command::new(target.readelf).arg("-hd").arg(&a.binary)));
@@ -270,16 +262,6 @@ fn deb_field<'a>(info: &'a str, field: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {field} in\n{info}"))
 }
 
-#[test]
-fn arm64_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() {
-    deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(&ARM64);
-}
-
-#[test]
-fn armhf_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() {
-    deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(&ARMHF);
-}
-
 fn deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(target: &Target) {
     let a = artifacts(target);
     let info = text(&run(Command::new("dpkg-deb").arg("--info").arg(&a.deb)));
@@ -373,8 +355,7 @@ fn deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(target: 
     }
 }
 
-#[test]
-fn arm64_deb_installs_into_an_arm64_root_and_runs_there() {
+fn deb_installs_into_an_arm64_root_and_runs_there() {
     let a = artifacts(&ARM64);
     let cached = text(&run(&mut Command::new(repo().join("cross/arm64-root.sh"))));
     let root = tempfile::tempdir().unwrap();
@@ -442,4 +423,35 @@ fn arm64_deb_installs_into_an_arm64_root_and_runs_there() {
     let remove = chroot(&["dpkg", "--purge", "edgecam"]);
     assert!(remove.status.success(), "{remove:?}");
     assert!(!root.path().join("usr/bin/edgecam").exists());
+}
+
+/// The tests, under one module path so that `scripts/test.sh` can leave them to the end
+/// of the suite (`--skip raspberry_pi::`), when its background cross builds are done.
+mod raspberry_pi {
+    use super::{ARM64, ARMHF};
+
+    #[test]
+    fn arm64_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
+        super::binary_links_bookworm_and_passes_the_selftest_under_qemu(&ARM64);
+    }
+
+    #[test]
+    fn armhf_binary_links_bookworm_and_passes_the_selftest_under_qemu() {
+        super::binary_links_bookworm_and_passes_the_selftest_under_qemu(&ARMHF);
+    }
+
+    #[test]
+    fn arm64_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() {
+        super::deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(&ARM64);
+    }
+
+    #[test]
+    fn armhf_deb_carries_binary_unit_config_viewer_and_does_not_start_the_service() {
+        super::deb_carries_binary_unit_config_viewer_and_does_not_start_the_service(&ARMHF);
+    }
+
+    #[test]
+    fn arm64_deb_installs_into_an_arm64_root_and_runs_there() {
+        super::deb_installs_into_an_arm64_root_and_runs_there();
+    }
 }
