@@ -39,6 +39,10 @@ if [[ "${1:-}" == "--test" ]]; then
   if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
     cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION" >&2
   fi
+  # cargo-deb (pinned in scripts/cargo-deb.sh) before the suite starts: the background
+  # cross packaging and tests/lab.rs both call it, and two first-time installs at once
+  # would race for ~/.cargo/bin.
+  scripts/cargo-deb.sh --version >/dev/null
   # The browser tests drive Debian's chromium with playwright-core and Debian's
   # firefox-esr with puppeteer-core (neither downloads a browser).
   if [[ ! -d tests/e2e/node_modules/playwright-core || ! -d tests/e2e/node_modules/puppeteer-core ]]; then
