@@ -213,7 +213,7 @@ pub(crate) async fn run(
     slot.set(pc.clone());
     let built_in = offered_at.elapsed();
     let mut gathered = Gathered::default();
-    // Events that came while a complete answer was awaited, for the main loop.
+    // Events that came while an answer waited for candidates, for the main loop.
     let mut replay = std::collections::VecDeque::new();
     let answered = answer(&pc, first_offer, receive).await;
     log::debug!(
@@ -474,7 +474,8 @@ pub(crate) async fn run(
     outcome
 }
 
-/// The next event: first those kept while a complete answer was awaited.
+/// The next event: first those kept while an answer waited for candidates
+/// (`answer`).
 async fn next_internal(
     replay: &mut std::collections::VecDeque<Internal>,
     internal: &mut mpsc::UnboundedReceiver<Internal>,
