@@ -9,7 +9,7 @@ BUILD_PKGS=(build-essential pkg-config libclang-dev clang libgstreamer1.0-dev
 RUN_PKGS=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-alsa gstreamer1.0-libcamera gstreamer1.0-tools
   gstreamer1.0-x)
-TEST_PKGS=(mosquitto mosquitto-clients chromium firefox-esr iproute2 nodejs npm coturn nftables openssl faketime curl
+TEST_PKGS=(mosquitto mosquitto-clients chromium firefox-esr iproute2 procps nodejs npm coturn nftables openssl faketime curl
   systemd qemu-system-x86 mmdebstrap e2fsprogs qemu-user-static arch-test python3
   libgstreamer-plugins-bad1.0-dev gstreamer1.0-nice pulseaudio pulseaudio-utils libasound2-plugins)
 

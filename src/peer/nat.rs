@@ -59,10 +59,12 @@ pub fn nat_1to1_candidates(line: &str, public: &str, as_srflx: bool) -> Vec<Stri
     vec![line.to_owned(), srflx]
 }
 
-/// [`nat_1to1_candidates`] applied to every `a=candidate:` line of an SDP (RFC 8839
-/// §5.1), so that the candidates an answer carries are the ones the camera trickles.
-/// Other lines, and the line endings (CRLF, RFC 8866 §5), are kept as they are.
-pub fn nat_1to1_sdp(sdp: &str, public: &str, as_srflx: bool) -> String {
+/// `lines` applied to every `a=candidate:` line of an SDP (RFC 8839 §5.1): each is
+/// replaced by the `candidate:` lines `lines` returns for it (e.g.
+/// [`nat_1to1_candidates`]), so that the candidates an answer carries are the ones the
+/// camera trickles. Other lines, and the line endings (CRLF, RFC 8866 §5), are kept as
+/// they are.
+pub fn map_candidate_lines(sdp: &str, lines: impl Fn(&str) -> Vec<String>) -> String {
     let mut out = String::with_capacity(sdp.len() + 128);
     for line in sdp.split_inclusive('\n') {
         let Some(candidate) = line.strip_prefix("a=") else {
@@ -75,7 +77,7 @@ pub fn nat_1to1_sdp(sdp: &str, public: &str, as_srflx: bool) -> String {
         }
         let body = candidate.trim_end_matches(['\r', '\n']);
         let eol = &candidate[body.len()..];
-        for rewritten in nat_1to1_candidates(body, public, as_srflx) {
+        for rewritten in lines(body) {
             out.push_str("a=");
             out.push_str(&rewritten);
             out.push_str(eol);
@@ -86,7 +88,11 @@ pub fn nat_1to1_sdp(sdp: &str, public: &str, as_srflx: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{nat_1to1_candidates, nat_1to1_sdp};
+    use super::{map_candidate_lines, nat_1to1_candidates};
+
+    fn nat_1to1_sdp(sdp: &str, public: &str, as_srflx: bool) -> String {
+        map_candidate_lines(sdp, |l| nat_1to1_candidates(l, public, as_srflx))
+    }
 
     #[test]
     fn nat_1to1_rewrites_the_candidate_lines_of_an_sdp_and_nothing_else() {

@@ -7,6 +7,7 @@
 use super::SessionCtx;
 use super::build::{Internal, transport_policy};
 use super::diag::Gathered;
+use crate::peer::nat::{map_candidate_lines, nat_1to1_candidates};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +43,7 @@ pub(super) async fn with_host_candidates(
 ) -> Option<String> {
     let sdp = pc.local_description().await?.sdp;
     if sdp.contains("\na=candidate:") || transport_policy(ctx) == RTCIceTransportPolicy::Relay {
-        return Some(with_nat_1to1(ctx, &sdp));
+        return Some(advertised_sdp(ctx, &sdp));
     }
     let wait = async {
         while let Some(ev) = internal.recv().await {
@@ -56,7 +57,7 @@ pub(super) async fn with_host_candidates(
     let _ = tokio::time::timeout(HOST_WAIT, wait).await;
     pc.local_description()
         .await
-        .map(|d| with_nat_1to1(ctx, &d.sdp))
+        .map(|d| advertised_sdp(ctx, &d.sdp))
 }
 
 /// For a front-end that cannot trickle (WHEP): waits until ICE gathering completes (at
@@ -92,14 +93,20 @@ pub(super) async fn complete(
     }
     pc.local_description()
         .await
-        .map(|d| with_nat_1to1(ctx, &d.sdp))
+        .map(|d| advertised_sdp(ctx, &d.sdp))
 }
 
-/// The answer's candidate lines as the camera trickles them: moved to, or twinned with,
-/// the configured public address (`peer::nat`).
-fn with_nat_1to1(ctx: &SessionCtx, sdp: &str) -> String {
+/// The lines the camera advertises for one of its candidate lines, in the trickle and
+/// in the answer alike: the line as gathered, or moved to (or twinned with) the
+/// configured public address (`peer::nat`, NAT 1:1).
+pub(super) fn advertised(ctx: &SessionCtx, line: &str) -> Vec<String> {
     match &ctx.settings.nat_1to1_ip {
-        Some(public) => crate::peer::nat::nat_1to1_sdp(sdp, public, ctx.settings.nat_1to1_srflx),
-        None => sdp.to_owned(),
+        Some(public) => nat_1to1_candidates(line, public, ctx.settings.nat_1to1_srflx),
+        None => vec![line.to_owned()],
     }
+}
+
+/// An answer's SDP with each candidate line replaced by what [`advertised`] gives.
+fn advertised_sdp(ctx: &SessionCtx, sdp: &str) -> String {
+    map_candidate_lines(sdp, |line| advertised(ctx, line))
 }

@@ -366,11 +366,7 @@ pub(crate) async fn run(
                     if !ctx.frontend.trickles() {
                         continue;
                     }
-                    let lines = match &ctx.settings.nat_1to1_ip {
-                        Some(public) => crate::peer::nat::nat_1to1_candidates(&init.candidate, public, ctx.settings.nat_1to1_srflx),
-                        None => vec![init.candidate.clone()],
-                    };
-                    for candidate in lines {
+                    for candidate in answer::advertised(&ctx, &init.candidate) {
                         ctx.report(PeerEvent::LocalCandidate(Some(CandidateInit {
                             candidate,
                             sdp_mid: init.sdp_mid.clone().filter(|m| !m.is_empty()).or_else(|| Some("0".into())),
