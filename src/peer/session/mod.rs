@@ -466,7 +466,12 @@ pub(crate) async fn run(
     if let Err(e) = pc.close().await {
         log::debug!(session_id = ctx.id.as_str(); "close: {e}");
     }
-    log::info!(session_id = ctx.id.as_str(); "session {} closed", ctx.id);
+    match ctx.stats.resends.summary() {
+        Some(resends) => {
+            log::info!(session_id = ctx.id.as_str(); "session {} closed; resends: {resends}", ctx.id);
+        }
+        None => log::info!(session_id = ctx.id.as_str(); "session {} closed", ctx.id),
+    }
     outcome
 }
 
