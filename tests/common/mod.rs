@@ -281,8 +281,11 @@ impl Edgecam {
         // Invite mode's generated secret goes here, not into the machine's state.
         cmd.env("STATE_DIRECTORY", dir.path().join("state"));
         cmd.envs(env.iter().copied());
+        // EDGECAM_TEST_LOG: another filter for the camera's log (e.g. with `rtc_dtls=debug`).
+        let filter = std::env::var("EDGECAM_TEST_LOG")
+            .unwrap_or_else(|_| "warn,rumqttd=off,edgecam=debug".into());
         let child = cmd
-            .env("RUST_LOG", "warn,rumqttd=off,edgecam=debug")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

@@ -231,6 +231,45 @@ impl NetPair {
         run("ip", &["netns", "exec", ns, "nft", &rules])
     }
 
+    /// Drops the first datagram the camera sends whose DTLS record is a handshake
+    /// message of `handshake_type` (content type 22 in byte 0 of the record header,
+    /// RFC 6347 §4.1; the handshake type in byte 13, RFC 5246 §7.4), e.g. 2, the
+    /// ServerHello that opens the camera's flight 4 as the DTLS server; the ones after
+    /// it pass (nftables `limit rate 1/hour burst 1 packets`, which matches once).
+    pub fn drop_first_dtls_handshake(&self, handshake_type: u8) -> Result<(), String> {
+        let rules = format!(
+            "table inet edgecam_dtls {{ chain out {{ type filter hook output priority 0; \
+             meta l4proto udp @th,64,8 0x16 @th,168,8 {handshake_type} \
+             limit rate 1/hour burst 1 packets counter drop; }}; }}"
+        );
+        run("ip", &["netns", "exec", &self.camera, "nft", &rules])
+    }
+
+    /// How many datagrams [`NetPair::drop_first_dtls_handshake`] dropped (its rule's
+    /// counter).
+    pub fn dtls_dropped(&self) -> Result<u64, String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.camera,
+                "nft",
+                "list",
+                "table",
+                "inet",
+            ])
+            .arg("edgecam_dtls")
+            .output()
+            .map_err(|e| format!("nft: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // `… burst 1 packets counter packets N bytes M drop`
+        text.split_whitespace()
+            .skip_while(|w| *w != "counter")
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("no counter in: {text}"))
+    }
+
     /// `ip netns exec <ns>` as a command prefix.
     pub fn exec(ns: &str) -> Vec<String> {
         vec!["ip".into(), "netns".into(), "exec".into(), ns.into()]
