@@ -47,6 +47,10 @@ pub fn init(target: LogTarget, level: &str, camera_id: &str) -> anyhow::Result<(
 ///   every packet it cannot send, so a network that goes away (Wi-Fi down, a cable
 ///   pulled) costs ~200 lines/s per session until ICE gives up (tests/faults.rs, the
 ///   link-down test: ~1900 lines in 10 s).
+/// - webrtc-rs' DTLS warns "Unsupported Extension Type" for each TLS 1.3 extension
+///   (43, 45, 51) in a browser's ClientHello, which a DTLS 1.2 server skips as it
+///   should: three lines for every viewer that connects, and three more for each
+///   ClientHello the browser repeats.
 const NOISY: &[(&str, &str, Duration)] = &[
     (
         "rtc_ice",
@@ -57,6 +61,11 @@ const NOISY: &[(&str, &str, Duration)] = &[
         "webrtc::peer_connection",
         "Failed to write packet",
         Duration::from_secs(10),
+    ),
+    (
+        "rtc_dtls::handshake",
+        "Unsupported Extension Type",
+        Duration::from_secs(60),
     ),
 ];
 
@@ -271,6 +280,14 @@ mod tests {
             noisy_kind("rtc_ice::agent", log::Level::Warn, "[agent]: other trouble"),
             None
         );
+    }
+
+    #[test]
+    fn a_browsers_tls_1_3_extensions_are_noisy() {
+        let target = "rtc_dtls::handshake::handshake_message_client_hello";
+        let line = "Unsupported Extension Type 0 51";
+        assert_eq!(noisy_kind(target, log::Level::Warn, line), Some(2));
+        assert_eq!(noisy_kind(target, log::Level::Warn, "other trouble"), None);
     }
 
     #[test]

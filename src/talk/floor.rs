@@ -8,13 +8,22 @@
 //! ([`Floor::packet`]). The floor is released by `talk-end`, by the session ending, or
 //! after [`IDLE`] without a packet from the holder (a page that stops sending its
 //! microphone, a viewer that vanished).
+//!
+//! A viewer that let the floor go does not take it back with the packets it still had
+//! in flight (a page's microphone after its `talk-end`, the last packets of a session
+//! that ended): for [`IDLE`] after a release its packets are refused unless it claims
+//! again. Without that, a CI run saw a session that had already closed take the free
+//! floor with one late packet, where the next viewer would have been refused.
 
 use crate::signaling::protocol::SessionId;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The holder loses the floor after this long without a packet (or, after a claim,
 /// without its first packet).
 pub const IDLE: Duration = Duration::from_secs(2);
+/// Releases remembered at most (the oldest is forgotten first).
+pub const LET_GO_MAX: usize = 16;
 
 /// The answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +45,8 @@ pub enum Packet {
     },
     /// Drop it: another viewer holds the floor.
     Refuse,
+    /// Drop it: its session let the floor go less than [`IDLE`] ago (a straggler).
+    Late,
 }
 
 #[derive(Debug)]
@@ -50,6 +61,8 @@ struct Holder {
 #[derive(Debug, Default)]
 pub struct Floor {
     holder: Option<Holder>,
+    /// Sessions that released the floor within [`IDLE`], and when.
+    let_go: VecDeque<(SessionId, Instant)>,
 }
 
 impl Floor {
@@ -61,6 +74,11 @@ impl Floor {
     /// `session` asks for the floor at `now`: granted when it is free, held by
     /// `session` already, or held by a viewer idle for [`IDLE`].
     pub fn claim(&mut self, session: &SessionId, now: Instant) -> Claim {
+        self.let_go.retain(|(s, _)| s != session);
+        self.take(session, now)
+    }
+
+    fn take(&mut self, session: &SessionId, now: Instant) -> Claim {
         self.expire(now);
         match &mut self.holder {
             Some(h) if h.session == *session => {
@@ -82,7 +100,12 @@ impl Floor {
     /// An audio packet from `session` arrived at `now`. A packet while the floor is free
     /// takes it (a viewer without a control channel talks by sending).
     pub fn packet(&mut self, session: &SessionId, now: Instant) -> Packet {
-        if self.claim(session, now) == Claim::Busy {
+        self.let_go
+            .retain(|(_, at)| now.saturating_duration_since(*at) < IDLE);
+        if self.let_go.iter().any(|(s, _)| s == session) {
+            return Packet::Late;
+        }
+        if self.take(session, now) == Claim::Busy {
             return Packet::Refuse;
         }
         let Some(h) = self.holder.as_mut() else {
@@ -92,9 +115,15 @@ impl Floor {
         Packet::Play { fresh }
     }
 
-    /// `session` gives the floor up (`talk-end`, or its session ended). Returns whether
-    /// it held it.
-    pub fn release(&mut self, session: &SessionId) -> bool {
+    /// `session` gives the floor up at `now` (`talk-end`, or its session ended); its
+    /// packets are refused for [`IDLE`] unless it claims again. Returns whether it held
+    /// the floor.
+    pub fn release(&mut self, session: &SessionId, now: Instant) -> bool {
+        if self.let_go.len() >= LET_GO_MAX {
+            self.let_go.pop_front();
+        }
+        self.let_go.retain(|(s, _)| s != session);
+        self.let_go.push_back((session.clone(), now));
         if self.holder().is_some_and(|h| h == session) {
             self.holder = None;
             true
@@ -152,9 +181,13 @@ mod tests {
         let t0 = Instant::now();
         let mut floor = Floor::default();
         floor.claim(&id("a"), t0);
-        assert!(!floor.release(&id("b")), "only the holder releases");
-        assert!(floor.release(&id("a")));
+        assert!(!floor.release(&id("b"), t0), "only the holder releases");
+        assert!(floor.release(&id("a"), t0));
         assert_eq!(floor.holder(), None);
+        // a's packets still in flight do not take the floor back; a claim does.
+        assert_eq!(floor.packet(&id("a"), t0), Packet::Late);
+        assert_eq!(floor.holder(), None);
+        assert_eq!(floor.claim(&id("a"), t0), Claim::Granted);
 
         // Packets keep the holder's floor; silence for IDLE loses it.
         assert_eq!(floor.packet(&id("a"), t0), Packet::Play { fresh: true });
@@ -182,10 +215,36 @@ mod tests {
             Packet::Play { fresh: true }
         );
         // a back after b released: a fresh start again.
-        floor.release(&id("b"));
+        floor.release(&id("b"), t0 + IDLE);
         assert_eq!(
             floor.packet(&id("a"), t0 + IDLE),
             Packet::Play { fresh: true }
         );
+    }
+
+    #[test]
+    fn a_late_packet_of_a_session_that_let_go_does_not_take_the_floor() {
+        let t0 = Instant::now();
+        let mut floor = Floor::default();
+        assert_eq!(floor.packet(&id("a"), t0), Packet::Play { fresh: true });
+        assert!(floor.release(&id("a"), t0), "its session ended");
+        let late = t0 + Duration::from_millis(100);
+        assert_eq!(floor.packet(&id("a"), late), Packet::Late);
+        assert_eq!(
+            floor.claim(&id("b"), late),
+            Claim::Granted,
+            "the next viewer talks"
+        );
+        floor.release(&id("b"), late);
+        // After IDLE a packet is no longer a straggler: sending takes a free floor.
+        assert_eq!(
+            floor.packet(&id("a"), t0 + IDLE),
+            Packet::Play { fresh: true }
+        );
+        // The memory of releases is bounded.
+        for i in 0..3 * LET_GO_MAX {
+            floor.release(&id(&format!("s{i}")), t0);
+        }
+        assert_eq!(floor.let_go.len(), LET_GO_MAX);
     }
 }

@@ -210,12 +210,16 @@ async fn run(
                 let _ = reply.send(claim);
             }
             Msg::Release { session } => {
-                if floor.release(&session) {
+                if floor.release(&session, Instant::now()) {
                     log::info!(session_id = session.as_str(); "talk-back: floor released; {}", turn.end(playback.as_ref()));
                     playback = None;
                 }
             }
             Msg::Packet { session, pt, rtp } => match floor.packet(&session, Instant::now()) {
+                // In flight when its session let the floor go: not worth a line.
+                Packet::Late => {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                }
                 Packet::Refuse => {
                     counters.refused.fetch_add(1, Ordering::Relaxed);
                     if let Some(held_back) = refusals.check(Instant::now()) {
