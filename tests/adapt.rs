@@ -132,6 +132,14 @@ struct Case {
 }
 
 impl Case {
+    /// The session's closing line with its resends and refusals (`peer::retransmit`).
+    fn resends(&self) -> Vec<&str> {
+        self.log
+            .lines()
+            .filter(|l| l.contains("resends:"))
+            .collect()
+    }
+
     fn switches(&self) -> Vec<&str> {
         self.log
             .lines()
@@ -209,7 +217,7 @@ fn play(link: Link, name: &str) -> Case {
     );
     eprintln!("{name}: bottleneck {tc}");
     eprintln!("{name}: glass-to-glass {}", result["glass"]);
-    for l in case.log.lines().filter(|l| l.contains("resends:")) {
+    for l in case.resends() {
         eprintln!("{name}: {l}");
     }
     // ADAPT_DUMP=1: the camera's whole log and Chromium's figures every 500 ms.
@@ -251,8 +259,7 @@ fn log_time(line: &str) -> Option<i64> {
 fn assert_smooth(name: &str, c: &Case) {
     // The camera's count of resends and refusals tells a packet it would not resend
     // from one the link or the machine lost.
-    let resends = c.log.lines().filter(|l| l.contains("resends:"));
-    let context = format!("{name} ({})", resends.collect::<Vec<_>>().join("; "));
+    let context = format!("{name} ({})", c.resends().join("; "));
     assert_window_smooth(&context, &c.w);
 }
 

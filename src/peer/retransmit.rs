@@ -71,18 +71,6 @@ pub enum Refusal {
     OverBudget,
 }
 
-impl Refusal {
-    /// A dense index, 0..4, for per-reason counters.
-    pub fn index(self) -> usize {
-        match self {
-            Self::Unknown => 0,
-            Self::TooOld => 1,
-            Self::TooOften => 2,
-            Self::OverBudget => 3,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Sent {
     packet: rtc::rtp::Packet,
@@ -216,17 +204,22 @@ pub struct ResendCounters {
     pub nacked: AtomicU64,
     /// Packets resent.
     pub resent: AtomicU64,
-    /// Packets not resent (too old, too often, over budget, unknown).
-    pub refused: AtomicU64,
-    /// `refused`, by [`Refusal`] (indexed by [`Refusal::index`]).
-    pub refused_by: [AtomicU64; 4],
+    /// Packets not resent, by [`Refusal`] (indexed by `Refusal as usize`).
+    refused_by: [AtomicU64; 4],
 }
 
 impl ResendCounters {
     /// Counts a refusal of `why`.
     pub fn refuse(&self, why: Refusal) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        self.refused_by[why.index()].fetch_add(1, Ordering::Relaxed);
+        self.refused_by[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Packets not resent (too old, too often, over budget, unknown).
+    pub fn refused(&self) -> u64 {
+        self.refused_by
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// One line for the session's log when it closes, e.g. `175 NACKed, 165 resent,
@@ -235,7 +228,7 @@ impl ResendCounters {
     pub fn summary(&self) -> Option<String> {
         let nacked = self.nacked.load(Ordering::Relaxed);
         (nacked > 0).then(|| {
-            let by = |r: Refusal| self.refused_by[r.index()].load(Ordering::Relaxed);
+            let by = |r: Refusal| self.refused_by[r as usize].load(Ordering::Relaxed);
             format!(
                 "{nacked} NACKed, {} resent, refused: {} unknown, {} too old, {} too often, {} over budget",
                 self.resent.load(Ordering::Relaxed),
@@ -596,7 +589,7 @@ mod tests {
         c.refuse(Refusal::TooOften);
         c.refuse(Refusal::TooOften);
         c.refuse(Refusal::OverBudget);
-        assert_eq!(c.refused.load(Ordering::Relaxed), 3);
+        assert_eq!(c.refused(), 3);
         assert_eq!(
             c.summary().as_deref(),
             Some("5 NACKed, 2 resent, refused: 0 unknown, 0 too old, 2 too often, 1 over budget")

@@ -164,7 +164,7 @@ impl SessionTotals {
         self.dropped_frames += s.dropped_frames.load(Ordering::Relaxed);
         self.nacked += s.resends.nacked.load(Ordering::Relaxed);
         self.resent += s.resends.resent.load(Ordering::Relaxed);
-        self.refused_resends += s.resends.refused.load(Ordering::Relaxed);
+        self.refused_resends += s.resends.refused();
         self.rung_switches += s.rung_switches.load(Ordering::Relaxed);
         self.probes += s.probes.load(Ordering::Relaxed);
     }
@@ -231,7 +231,7 @@ impl SessionStats {
             probes: self.probes.load(Ordering::Relaxed),
             nacked_packets: self.resends.nacked.load(Ordering::Relaxed),
             resent_packets: self.resends.resent.load(Ordering::Relaxed),
-            refused_resends: self.resends.refused.load(Ordering::Relaxed),
+            refused_resends: self.resends.refused(),
             frontend: "mqtt",
         }
     }

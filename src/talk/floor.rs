@@ -119,10 +119,10 @@ impl Floor {
     /// packets are refused for [`IDLE`] unless it claims again. Returns whether it held
     /// the floor.
     pub fn release(&mut self, session: &SessionId, now: Instant) -> bool {
+        self.let_go.retain(|(s, _)| s != session);
         if self.let_go.len() >= LET_GO_MAX {
             self.let_go.pop_front();
         }
-        self.let_go.retain(|(s, _)| s != session);
         self.let_go.push_back((session.clone(), now));
         if self.holder().is_some_and(|h| h == session) {
             self.holder = None;

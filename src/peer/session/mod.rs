@@ -466,12 +466,10 @@ pub(crate) async fn run(
     if let Err(e) = pc.close().await {
         log::debug!(session_id = ctx.id.as_str(); "close: {e}");
     }
-    match ctx.stats.resends.summary() {
-        Some(resends) => {
-            log::info!(session_id = ctx.id.as_str(); "session {} closed; resends: {resends}", ctx.id);
-        }
-        None => log::info!(session_id = ctx.id.as_str(); "session {} closed", ctx.id),
-    }
+    let resends = (ctx.stats.resends.summary())
+        .map(|r| format!("; resends: {r}"))
+        .unwrap_or_default();
+    log::info!(session_id = ctx.id.as_str(); "session {} closed{resends}", ctx.id);
     outcome
 }
 
